@@ -101,8 +101,10 @@ impl<'a> Hello<'a> {
 /// Sans-IO reassembly of frames from stream chunks of any size.
 ///
 /// Feed bytes with [`FrameReader::push`], then take complete payloads with
-/// [`FrameReader::poll_frame`] until it returns `Ok(None)`. A length over
-/// [`MAX_CONTROL_FRAME`] is an error before any of the payload is buffered.
+/// [`FrameReader::poll_frame`] until it returns `Ok(None)`. `poll_frame`
+/// refuses a length over [`MAX_CONTROL_FRAME`] as soon as the prefix is in, so
+/// a caller that polls after every push never buffers more than one chunk of
+/// an oversized frame.
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,

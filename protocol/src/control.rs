@@ -82,8 +82,10 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Why a hello was refused. The numeric codes are stable across versions.
+/// Why a hello was refused. On the wire it is its numeric code (a varint
+/// `u16`), stable across versions; a code this side does not know decodes as an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u16", try_from = "u16")]
 #[repr(u16)]
 #[non_exhaustive]
 pub enum RefuseReason {
@@ -120,6 +122,53 @@ pub enum RefuseReason {
     /// The shard is at capacity.
     ShardFull = 16,
 }
+
+/// A numeric reason code that this version does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reason code {0}")]
+pub struct UnknownCode(pub u16);
+
+macro_rules! wire_codes {
+    ($ty:ident { $($variant:ident),+ $(,)? }) => {
+        impl From<$ty> for u16 {
+            fn from(value: $ty) -> u16 {
+                value as u16
+            }
+        }
+
+        impl TryFrom<u16> for $ty {
+            type Error = UnknownCode;
+
+            fn try_from(code: u16) -> Result<Self, UnknownCode> {
+                $(if code == $ty::$variant as u16 {
+                    return Ok($ty::$variant);
+                })+
+                Err(UnknownCode(code))
+            }
+        }
+    };
+}
+
+wire_codes!(RefuseReason {
+    VersionMismatch,
+    MalformedHello,
+    TokenMalformed,
+    TokenForged,
+    TokenExpired,
+    TokenNotYetValid,
+    WrongShard,
+    TokenReused,
+    UnknownKey,
+    SeatTaken,
+    MatchFinished,
+    Draining,
+    BadMatchSpec,
+    ResumeRefused,
+    ResumeExpired,
+    ShardFull,
+});
+
+wire_codes!(DisconnectReason { RateLimited, Idle, Replaced, ShuttingDown, ProtocolViolation });
 
 impl RefuseReason {
     /// A short snake_case label for metrics and logs.
@@ -198,8 +247,10 @@ pub struct MatchEnd {
     pub forfeited: Vec<Seat>,
 }
 
-/// Why the shard is closing a connection that had been welcomed.
+/// Why the shard is closing a connection that had been welcomed. On the wire
+/// it is its numeric code, stable across versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u16", try_from = "u16")]
 #[repr(u16)]
 #[non_exhaustive]
 pub enum DisconnectReason {
@@ -304,7 +355,7 @@ mod tests {
         assert_eq!(round_trip(&ClientMessage::Ping { client_time_us: 5 }), [0, 5]);
         assert_eq!(round_trip(&ClientMessage::Leave), [1]);
         let refusal = ServerHello::Refused(Refusal { reason: RefuseReason::TokenExpired, message: "x".into() });
-        assert_eq!(round_trip(&refusal), [1, 4, 1, b'x']);
+        assert_eq!(round_trip(&refusal), [1, 5, 1, b'x'], "TokenExpired is code 5");
         assert_eq!(round_trip(&ServerMessage::Pong { client_time_us: 1, server_tick: 2 }), [0, 1, 2]);
         assert_eq!(round_trip(&ServerMessage::Phase { tick: 3, phase: MatchPhase::Playing }), [1, 3, 2]);
         assert_eq!(
@@ -316,7 +367,8 @@ mod tests {
             MatchEnd { tick: 9, scores: vec![5, 2], winner: Some(0), reason: EndReason::Score, forfeited: vec![] };
         assert_eq!(round_trip(&ServerMessage::MatchEnded(end)), [4, 9, 2, 5, 2, 1, 0, 0, 0]);
         let kick = ServerMessage::Disconnect { reason: DisconnectReason::Idle, message: String::new() };
-        assert_eq!(round_trip(&kick), [5, 1, 0]);
+        assert_eq!(round_trip(&kick), [5, 2, 0], "Idle is code 2");
+        assert!(decode_payload::<ServerMessage>(&[5, 99, 0]).is_err(), "unknown codes are refused");
         let welcome_payload = round_trip(&ServerHello::Welcome(Box::new(welcome())));
         assert_eq!(&welcome_payload[..8], [0, 4, b'p', b'o', b'n', b'g', 7, 42]);
     }

@@ -18,6 +18,7 @@ pub mod control;
 pub mod datagram;
 mod error;
 mod ids;
+pub mod results;
 pub mod snapshot;
 pub mod token;
 mod varint;
@@ -29,6 +30,9 @@ pub use snapshot::{FieldSpec, Prediction, Schema, SchemaError, Snapshot};
 /// Version of the wire protocol. Both peers must speak the same one; the
 /// handshake refuses a mismatch with [`control::RefuseReason::VersionMismatch`].
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN protocol id of rally's QUIC transport; it changes with the protocol version.
+pub const ALPN: &[u8] = b"rally/1";
 
 /// Largest datagram either side sends. quinn reported 1162 bytes of datagram
 /// room on loopback; 1100 leaves margin for path MTU variation.

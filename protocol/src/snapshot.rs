@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bits::{BitReader, BitWriter, unzigzag, zigzag};
+use crate::datagram::MAX_BASELINE_DISTANCE;
 use crate::{DecodeError, Tick};
 
 /// Most fields a schema may hold; keeps the change mask and decode work bounded.
@@ -96,8 +97,8 @@ pub enum SchemaError {
     /// A schema needs between 1 and [`MAX_FIELDS`] fields.
     #[error("a schema needs 1 to {MAX_FIELDS} fields, got {0}")]
     FieldCount(usize),
-    /// A field's width is outside 1..=32 bits.
-    #[error("field {name:?} has {bits} bits; widths are 1 to 32")]
+    /// A field's width is outside 1..=32 bits (1..=31 when unsigned).
+    #[error("field {name:?} has {bits} bits; widths are 1 to 32 signed, 1 to 31 unsigned")]
     Width {
         /// The field's name.
         name: String,
@@ -140,7 +141,8 @@ impl Schema {
             return Err(SchemaError::FieldCount(fields.len()));
         }
         for (idx, field) in fields.iter().enumerate() {
-            if field.bits == 0 || field.bits > 32 {
+            // Values are i32: an unsigned field of 32 bits could hold values no i32 can.
+            if field.bits == 0 || field.bits > 32 || (field.bits == 32 && !field.signed) {
                 return Err(SchemaError::Width { name: field.name.clone(), bits: field.bits });
             }
             if field.name.is_empty() || field.name.len() > MAX_FIELD_NAME {
@@ -208,9 +210,10 @@ impl Schema {
         writer.finish();
     }
 
-    /// Writes `snapshot` as a delta against `baseline` (an earlier tick the peer holds).
+    /// Writes `snapshot` as a delta against `baseline`, an earlier tick the peer
+    /// holds, at most [`MAX_BASELINE_DISTANCE`] ticks older.
     pub fn encode_delta(&self, baseline: &Snapshot, snapshot: &Snapshot, out: &mut Vec<u8>) {
-        debug_assert!(baseline.tick < snapshot.tick);
+        debug_assert!(baseline.tick < snapshot.tick && snapshot.tick - baseline.tick <= MAX_BASELINE_DISTANCE);
         let dt = i64::from(snapshot.tick.wrapping_sub(baseline.tick));
         let mut writer = BitWriter::new(out);
         let mut residuals = [0i64; MAX_FIELDS];
@@ -224,8 +227,21 @@ impl Schema {
                 continue;
             }
             // Residuals are never zero here, so code `zigzag - 1` to gain one value per tier.
+            // A narrow field may be cheaper to send whole than as a large residual.
             let code = zigzag(residual) - 1;
-            if code < 1 << 4 {
+            let tier_bits = if code < 1 << 4 {
+                5
+            } else if code < 1 << 8 {
+                10
+            } else if code < 1 << 12 {
+                15
+            } else {
+                u32::MAX
+            };
+            if 3 + u32::from(field.bits) < tier_bits {
+                writer.write(0b111, 3);
+                writer.write(field.to_raw(snapshot.values[idx]), u32::from(field.bits));
+            } else if code < 1 << 4 {
                 writer.write(0b0, 1);
                 writer.write(code as u32, 4);
             } else if code < 1 << 8 {
@@ -257,7 +273,8 @@ impl Schema {
 
     /// Reads a delta body written by [`Schema::encode_delta`] against `baseline`.
     pub fn decode_delta(&self, baseline: &Snapshot, tick: Tick, bytes: &[u8]) -> Result<Snapshot, DecodeError> {
-        if baseline.values.len() != self.fields.len() {
+        let distance = tick.wrapping_sub(baseline.tick);
+        if baseline.values.len() != self.fields.len() || distance == 0 || distance > MAX_BASELINE_DISTANCE {
             return Err(DecodeError::Baseline);
         }
         let dt = i64::from(tick.wrapping_sub(baseline.tick));
@@ -349,7 +366,7 @@ mod tests {
         fn delta_applies_to_its_baseline(
             a in snapshot_strategy(pong_like()),
             b in snapshot_strategy(pong_like()),
-            dt in 1u32..200,
+            dt in 1u32..=255,
         ) {
             let schema = pong_like();
             let b = Snapshot { tick: a.tick + dt, ..b };
@@ -414,11 +431,39 @@ mod tests {
     fn invalid_schemas_are_refused() {
         assert_eq!(Schema::new(vec![]), Err(SchemaError::FieldCount(0)));
         assert!(matches!(Schema::new(vec![FieldSpec::unsigned("x", 33)]), Err(SchemaError::Width { .. })));
+        assert!(matches!(Schema::new(vec![FieldSpec::unsigned("x", 32)]), Err(SchemaError::Width { .. })));
         assert!(matches!(Schema::new(vec![FieldSpec::unsigned("", 3)]), Err(SchemaError::Name(_))));
         let self_predicted = FieldSpec::unsigned("x", 8).predicted_by(0, 0);
         assert!(matches!(Schema::new(vec![self_predicted]), Err(SchemaError::Prediction(_))));
         let dangling = FieldSpec::unsigned("x", 8).predicted_by(5, 0);
         assert!(matches!(Schema::new(vec![dangling]), Err(SchemaError::Prediction(_))));
+    }
+
+    #[test]
+    fn narrow_fields_escape_when_cheaper_than_a_residual() {
+        let schema = Schema::new(vec![FieldSpec::unsigned("x", 4)]).unwrap();
+        let base = Snapshot { tick: 1, values: vec![0] };
+        let snap = Snapshot { tick: 2, values: vec![15] };
+        let mut bytes = Vec::new();
+        schema.encode_delta(&base, &snap, &mut bytes);
+        // mask 1, escape '111', then 15 in 4 bits: 8 bits rather than 1 + 10.
+        assert_eq!(bytes, [0b1111_1111]);
+        assert_eq!(schema.decode_delta(&base, 2, &bytes).unwrap(), snap);
+    }
+
+    #[test]
+    fn deltas_against_baselines_outside_the_window_are_refused() {
+        let schema =
+            Schema::new(vec![FieldSpec::signed("v", 32), FieldSpec::signed("x", 32).predicted_by(0, 0)]).unwrap();
+        let base = Snapshot { tick: 1, values: vec![i32::MIN, i32::MIN] };
+        assert_eq!(schema.decode_delta(&base, 0, &[0]), Err(DecodeError::Baseline));
+        assert_eq!(schema.decode_delta(&base, 1, &[0]), Err(DecodeError::Baseline));
+        assert_eq!(schema.decode_delta(&base, 1 + 256, &[0]), Err(DecodeError::Baseline));
+        assert_eq!(
+            schema.decode_delta(&base, 2, &[0]),
+            Err(DecodeError::OutOfRange),
+            "i32::MIN + i32::MIN is out of range"
+        );
     }
 
     #[test]

@@ -206,7 +206,8 @@ impl TokenVerifier {
         &self.shard
     }
 
-    /// Verifies layout, version, signature, validity window and shard, in that order.
+    /// Verifies, in this order: layout, version, key id, signature, validity
+    /// window, shard, and `seat < n_seats`; the first failure is the error.
     pub fn verify(&self, bytes: &[u8], now_ms: u64) -> Result<TokenClaims, TokenError> {
         let (claims, body, signature) = split(bytes)?;
         if claims.protocol_version != PROTOCOL_VERSION {

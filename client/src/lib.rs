@@ -1,0 +1,21 @@
+//! The rally client SDK: what every game client, the bot and the load harness
+//! use to play on a shard.
+//!
+//! [`session::ClientSession`] is sans-IO: handshake, clock sync to the server
+//! tick, redundant inputs, snapshot acks and delta decoding. [`quic`] drives it
+//! over quinn. [`prediction`] and [`interpolation`] turn snapshots into what a
+//! game draws: the local player's predicted state and remote state in the
+//! recent past. [`conditioner`] simulates bad networks for tests and the harness.
+//!
+//! It knows no game: the game's rules enter only through a
+//! [`prediction::Predictor`] and the schema sent in the welcome.
+
+pub mod clock;
+pub mod conditioner;
+pub mod interpolation;
+pub mod prediction;
+pub mod quic;
+pub mod session;
+pub mod tls;
+
+pub use session::{ClientEvent, ClientSession, ClientStats, SessionConfig};

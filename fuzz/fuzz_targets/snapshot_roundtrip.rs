@@ -1,0 +1,111 @@
+//! Structured: an arbitrary valid schema, a baseline and a snapshot clamped to
+//! it, a tick distance within `MAX_BASELINE_DISTANCE`. Full and delta encodings
+//! must decode to exactly the snapshot, inside a whole snapshot datagram too.
+//! Then the fuzzer's spare bytes are decoded as bodies of that schema (arbitrary
+//! widths, signedness and predictions), which must not panic.
+
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use rally_protocol::datagram::{Datagram, MAX_BASELINE_DISTANCE, SnapshotHeader};
+use rally_protocol::snapshot::MAX_FIELDS;
+use rally_protocol::{FieldSpec, Schema, Snapshot};
+
+#[derive(Arbitrary, Debug)]
+struct Field {
+    bits: u8,
+    signed: bool,
+    predict: Option<(u8, u8)>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Case {
+    fields: Vec<Field>,
+    baseline: Vec<i32>,
+    values: Vec<i32>,
+    baseline_tick: u32,
+    distance: u8,
+    input_lead: i32,
+    garbage: Vec<u8>,
+}
+
+fn build_schema(fields: &[Field]) -> Option<Schema> {
+    if fields.is_empty() {
+        return None;
+    }
+    let fields = &fields[..fields.len().min(MAX_FIELDS)];
+    let n_fields = fields.len();
+    // A field may be a velocity source only if it is not itself predicted.
+    let wants: Vec<Option<(usize, u8)>> = fields
+        .iter()
+        .enumerate()
+        .map(|(idx, field)| {
+            let (source, shift) = field.predict?;
+            let source = usize::from(source) % n_fields;
+            (source != idx).then_some((source, shift % 32))
+        })
+        .collect();
+    let specs = fields
+        .iter()
+        .enumerate()
+        .map(|(idx, field)| {
+            let name = format!("f{idx}");
+            let bits = field.bits % 32 + 1;
+            let spec = if field.signed { FieldSpec::signed(&name, bits) } else { FieldSpec::unsigned(&name, bits) };
+            match wants[idx] {
+                Some((source, shift)) if wants[source].is_none() => spec.predicted_by(source as u8, shift),
+                _ => spec,
+            }
+        })
+        .collect();
+    Some(Schema::new(specs).expect("the fuzz schema builder only makes valid schemas"))
+}
+
+fn clamped(schema: &Schema, values: &[i32], tick: u32) -> Snapshot {
+    let mut values: Vec<i32> = (0..schema.len()).map(|idx| values.get(idx).copied().unwrap_or(0)).collect();
+    schema.clamp(&mut values);
+    Snapshot { tick, values }
+}
+
+fuzz_target!(|case: Case| {
+    let Some(schema) = build_schema(&case.fields) else {
+        return;
+    };
+    let distance = u32::from(case.distance) % MAX_BASELINE_DISTANCE + 1;
+    let Some(tick) = case.baseline_tick.checked_add(distance) else {
+        return;
+    };
+    let baseline = clamped(&schema, &case.baseline, case.baseline_tick);
+    let snapshot = clamped(&schema, &case.values, tick);
+
+    let mut full = Vec::new();
+    schema.encode_full(&snapshot, &mut full);
+    assert_eq!(full.len(), schema.full_bits().div_ceil(8));
+    assert_eq!(schema.decode_full(tick, &full).as_ref(), Ok(&snapshot), "full round trip");
+
+    let mut delta = Vec::new();
+    schema.encode_delta(&baseline, &snapshot, &mut delta);
+    assert_eq!(schema.decode_delta(&baseline, tick, &delta).as_ref(), Ok(&snapshot), "delta round trip");
+    // Each field costs at most its mask bit and the longer of tier `110` (3 + 12
+    // bits) and the escape (3 + width). The tier is chosen by residual size
+    // alone, so a narrow field can cost more than its escape would.
+    let worst: usize = schema.fields().iter().map(|field| 1 + 3 + usize::from(field.bits).max(12)).sum();
+    assert!(delta.len() <= worst.div_ceil(8));
+
+    let header = SnapshotHeader { tick, baseline: Some(case.baseline_tick), input_lead: case.input_lead };
+    let mut datagram = Vec::new();
+    header.encode(&mut datagram);
+    datagram.extend_from_slice(&delta);
+    match Datagram::decode(&datagram) {
+        Ok(Datagram::Snapshot(got, body)) => {
+            assert_eq!(got, header);
+            assert_eq!(schema.decode_delta(&baseline, got.tick, body).as_ref(), Ok(&snapshot));
+        }
+        other => panic!("own snapshot datagram decoded as {other:?}"),
+    }
+
+    // Garbage bodies under this schema: errors are fine, panics are not.
+    let _ = schema.decode_full(tick, &case.garbage);
+    let _ = schema.decode_delta(&baseline, tick, &case.garbage);
+});
