@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use rally_protocol::Input;
-use rally_protocol::control::{ClientHello, Welcome};
+use rally_protocol::control::{ClientHello, Refusal, Welcome};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -42,6 +42,11 @@ impl ConnectConfig {
         }
     }
 }
+
+/// The shard refused the hello; the refusal says why and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the shard refused the connection ({}): {}", .0.reason.label(), .0.message)]
+pub struct Refused(pub Refusal);
 
 /// A client endpoint (one UDP socket) that many connections can share.
 pub fn endpoint(client_config: quinn::ClientConfig) -> anyhow::Result<quinn::Endpoint> {
@@ -94,9 +99,7 @@ impl GameConnection {
             session.handle_control(std::time::Instant::now(), &buf[..n]).context("undecodable answer to hello")?;
             match session.poll_event() {
                 Some(ClientEvent::Welcomed(welcome)) => break *welcome,
-                Some(ClientEvent::Refused(refusal)) => {
-                    bail!("shard refused the connection ({:?}): {}", refusal.reason, refusal.message)
-                }
+                Some(ClientEvent::Refused(refusal)) => return Err(Refused(refusal).into()),
                 _ => {}
             }
         };

@@ -325,15 +325,14 @@ impl ClientSession {
         Ok((snapshot, header.input_lead))
     }
 
-    /// Records the player's input for the current input tick. Call once per frame
-    /// or tick; ticks the clock skipped repeat the previous input on the server.
+    /// Records the player's input for the current input tick. Call at least once
+    /// per tick; the first call in a tick fixes its input, and ticks the clock
+    /// skipped repeat the previous input on the server.
     pub fn set_input(&mut self, now: Instant, input: Input) -> Option<Tick> {
         let tick = self.input_tick(now)?;
         if self.inputs.back().is_some_and(|&(last, _)| last >= tick) {
-            // Same tick as the last call (or the clock stepped back): keep the newest intent.
-            if let Some(last) = self.inputs.back_mut().filter(|(last, _)| *last == tick) {
-                last.1 = input;
-            }
+            // This tick's input is set (and may be sent already): like the shard,
+            // keep the first value, so prediction and simulation agree.
             return Some(tick);
         }
         if self.inputs.len() == MAX_INPUTS_PER_DATAGRAM {

@@ -7,8 +7,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use rally_protocol::token::TokenError;
 use rally_protocol::{FieldSpec, PROTOCOL_VERSION, Schema, Snapshot, Tick};
 
-/// A Pong-like per-seat view. No unsigned 32-bit field: see the fuzz README for
-/// why such fields decode outside their own range.
+/// A Pong-like per-seat view, with a signed 32-bit field and a shifted prediction
+/// (`Schema::new` refuses unsigned 32-bit fields).
 pub fn pong_schema() -> Schema {
     let fields = vec![
         FieldSpec::unsigned("phase", 3),

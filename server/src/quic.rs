@@ -33,6 +33,10 @@ use crate::ops::Readiness;
 use crate::shard::{ConnId, Shard, ShardConfig, ShardEvent, ShardStats, Transmit};
 use crate::tls::{TlsIdentity, TlsSource};
 
+/// QUIC application close code for a broken protocol. Close codes are the
+/// [`DisconnectReason`] codes; 0 is a normal end.
+const PROTOCOL_VIOLATION: u32 = DisconnectReason::ProtocolViolation as u32;
+
 /// Per-connection limits enforced in the connection task.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
@@ -228,7 +232,7 @@ async fn run_connection(
     let span = tracing::debug_span!("conn", id = conn.0, remote = %connection.remote_address());
     let _enter = span.enter();
     let Ok(Ok((mut send, mut recv))) = tokio::time::timeout_at(deadline, connection.accept_bi()).await else {
-        connection.close(1u32.into(), b"no control stream");
+        connection.close(PROTOCOL_VIOLATION.into(), b"no control stream");
         return;
     };
     let mut reader = FrameReader::new();
@@ -238,14 +242,14 @@ async fn run_connection(
             Ok(Some(frame)) => break frame,
             Ok(None) => {}
             Err(_) => {
-                connection.close(1u32.into(), b"oversized control frame");
+                connection.close(PROTOCOL_VIOLATION.into(), b"oversized control frame");
                 return;
             }
         }
         match tokio::time::timeout_at(deadline, recv.read(&mut buf)).await {
             Ok(Ok(Some(n))) => reader.push(&buf[..n]),
             _ => {
-                connection.close(1u32.into(), b"no hello");
+                connection.close(PROTOCOL_VIOLATION.into(), b"no hello");
                 return;
             }
         }
@@ -280,8 +284,7 @@ async fn run_connection(
                         let message = format!("over {} datagrams per second", limits.datagrams_per_second);
                         encode_frame(&ServerMessage::Disconnect { reason: DisconnectReason::RateLimited, message }, &mut frame);
                         let _ = send.write_all(&frame).await;
-                        let _ = send.finish();
-                        connection.close(2u32.into(), b"rate limited");
+                        close_after_flush(&connection, &mut send, Some(DisconnectReason::RateLimited)).await;
                         break;
                     }
                     continue;
@@ -303,7 +306,7 @@ async fn run_connection(
                                 }
                                 Ok(None) => break,
                                 Err(_) => {
-                                    connection.close(1u32.into(), b"oversized control frame");
+                                    connection.close(PROTOCOL_VIOLATION.into(), b"oversized control frame");
                                     stream_open = false;
                                     break;
                                 }
@@ -322,11 +325,7 @@ async fn run_connection(
                         }
                     }
                     Some(Outbound::Close(reason)) => {
-                        let _ = send.finish();
-                        // Give the client a moment to read the last frames and close itself.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-                        let code = reason.map_or(0u32, |reason| reason as u32);
-                        connection.close(code.into(), b"closed by shard");
+                        close_after_flush(&connection, &mut send, reason).await;
                         break;
                     }
                     None => break,
@@ -335,6 +334,19 @@ async fn run_connection(
         }
     }
     let _ = inbound.send(Inbound::Disconnect { conn }).await;
+}
+
+/// Finishes the control stream, gives the client a moment to read the last
+/// frames (closing at once would discard them), then closes with the reason's code.
+async fn close_after_flush(
+    connection: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reason: Option<DisconnectReason>,
+) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    let code = reason.map_or(0u32, |reason| u32::from(u16::from(reason)));
+    connection.close(code.into(), b"closed by shard");
 }
 
 fn unix_ms() -> u64 {

@@ -495,6 +495,8 @@ impl<G: Game> Shard<G> {
         seat_slot.acked = None;
         seat_slot.first_input = None;
         seat_slot.min_lead = None;
+        // Inputs buffered from the old connection would skew the new one's lead report.
+        seat_slot.inputs = InputBuffer::default();
         seat_slot.sent.clear();
         let welcome = Welcome {
             game: G::NAME.to_owned(),

@@ -1,5 +1,7 @@
 //! Netcode tests in the stepper: shard and clients in one process, manual time.
 
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+
 mod common;
 
 use std::time::Duration;
