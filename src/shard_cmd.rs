@@ -154,6 +154,7 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
     // One thread: the shard is designed to saturate one core; run more shards for more cores.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let shard = rally_server::quic::start::<PongWorld>(config, results_tx).await?;
         let metrics = rally_server::ops::serve(args.metrics_addr, shard.readiness.clone()).await?;
@@ -162,7 +163,7 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
             shard.name, shard.local_addr, shard.fingerprint
         );
         let writer = tokio::spawn(write_results(results_rx, results_path));
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutdown requested; draining");
         shard.drain();
         let report = shard.wait().await?;
@@ -194,25 +195,26 @@ pub async fn write_results(mut results: mpsc::UnboundedReceiver<MatchResult>, pa
     Ok(written)
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT handlers now and returns a future that
+/// resolves on either. Register before announcing readiness: a signal that
+/// arrives before its handler exists would kill the process undrained.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

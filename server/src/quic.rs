@@ -144,6 +144,9 @@ impl ShardHandle {
     /// Waits until the shard has drained and every result was handed to the sink.
     pub async fn wait(self) -> anyhow::Result<ShardReport> {
         let report = self.task.await.context("shard loop panicked")??;
+        // Connection tasks flush their last frames (match ends) and close on their
+        // own; give them that time before closing whatever is left.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
         self.endpoint.close(0u32.into(), b"shard stopped");
         self.endpoint.wait_idle().await;
         Ok(report)
