@@ -104,8 +104,8 @@ impl ShardArgs {
         let token_keys = parse_token_keys(&self.token_keys)?;
         if token_keys.is_empty() {
             bail!(
-                "no token issuer key: pass --token-key KEY_ID:HEX with the matchmaker's public key \
-                 (`rally up` wires this for you)"
+                "no token issuer key: pass --token-key KEY_ID:HEX with the public key of whoever mints \
+                 connect tokens (the matchmaker prints it at start)"
             );
         }
         let tls = match (&self.cert, &self.key) {

@@ -5,7 +5,8 @@
 //! tick, redundant inputs, snapshot acks and delta decoding. [`quic`] drives it
 //! over quinn. [`prediction`] and [`interpolation`] turn snapshots into what a
 //! game draws: the local player's predicted state and remote state in the
-//! recent past. [`conditioner`] simulates bad networks for tests and the harness.
+//! recent past. [`conditioner`] simulates bad networks for tests and the
+//! harness, in memory or, through [`proxy`], between real sockets.
 //!
 //! It knows no game: the game's rules enter only through a
 //! [`prediction::Predictor`] and the schema sent in the welcome.
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod conditioner;
 pub mod interpolation;
 pub mod prediction;
+pub mod proxy;
 pub mod quic;
 pub mod session;
 pub mod tls;

@@ -399,6 +399,9 @@ async fn shard_loop<G: Game>(
                     report.ticks += 1;
                 }
                 metrics::gauge!("rally_shard_matches").set(shard.n_matches() as f64);
+                for (phase, count) in ["waiting", "countdown", "playing", "finished"].iter().zip(shard.matches_by_phase()) {
+                    metrics::gauge!("rally_shard_matches_by_phase", "phase" => *phase).set(count as f64);
+                }
                 metrics::gauge!("rally_shard_connections").set(shard.n_connections() as f64);
                 metrics::gauge!("rally_shard_tick").set(f64::from(shard.tick_number()));
                 if last_rtt_sample.elapsed() >= Duration::from_secs(1) {

@@ -173,6 +173,9 @@ struct SeatSlot {
     acked: Option<Tick>,
     /// First input tick received on the current connection; ticks before it had no input to miss.
     first_input: Option<Tick>,
+    /// The oldest tick whose freshly received input was applied since the last
+    /// snapshot to this seat: how long the shard took to show an input back.
+    applied_unshown: Option<Tick>,
     /// Smallest lead (newest input tick minus the simulated tick) of the input
     /// datagrams received since the last snapshot: the margin the client's worst
     /// recent input arrived with.
@@ -191,6 +194,7 @@ impl SeatSlot {
             sent: VecDeque::new(),
             acked: None,
             first_input: None,
+            applied_unshown: None,
             min_lead: None,
         }
     }
@@ -208,6 +212,7 @@ struct MatchSlot {
     snapshot_phase: u32,
     scores: Vec<u32>,
     seat_sides: Vec<u8>,
+    phase: Phase,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -233,6 +238,7 @@ pub struct Shard<G: Game> {
     stats: ShardStats,
     view: Snapshot,
     last_now_ms: u64,
+    by_phase: [usize; 4],
 }
 
 impl<G: Game> Shard<G> {
@@ -255,6 +261,7 @@ impl<G: Game> Shard<G> {
             stats: ShardStats::default(),
             view: Snapshot::default(),
             last_now_ms: 0,
+            by_phase: [0; 4],
         }
     }
 
@@ -276,6 +283,11 @@ impl<G: Game> Shard<G> {
     /// Matches running now (created and not yet ended).
     pub fn n_matches(&self) -> usize {
         self.matches.len()
+    }
+
+    /// Running matches per phase, indexed by [`Phase`] as `u8`.
+    pub fn matches_by_phase(&self) -> [usize; 4] {
+        self.by_phase
     }
 
     /// Connections holding a seat.
@@ -439,7 +451,9 @@ impl<G: Game> Shard<G> {
             snapshot_phase: (match_id.0 % u64::from(interval)) as u32,
             scores: Vec::new(),
             seat_sides: Vec::new(),
+            phase: Phase::Waiting,
         };
+        self.by_phase[Phase::Waiting as usize] += 1;
         self.matches.insert(match_id, slot);
         self.events.push_back(ShardEvent::MatchCreated(match_id));
         metrics::counter!("rally_shard_matches_created_total").increment(1);
@@ -623,6 +637,7 @@ impl<G: Game> Shard<G> {
                 match seat.inputs.take(next) {
                     Some(input) => {
                         self.stats.inputs_on_time += 1;
+                        seat.applied_unshown.get_or_insert(next);
                         // Seat indices come from the match's own spec.
                         let _ = self.game.set_input(match_id, seat_idx as Seat, input);
                     }
@@ -643,6 +658,11 @@ impl<G: Game> Shard<G> {
     fn handle_sim_event(&mut self, event: SimEvent, now_ms: u64) {
         match event {
             SimEvent::PhaseChanged { match_id, tick, phase } => {
+                if let Some(slot) = self.matches.get_mut(&match_id) {
+                    self.by_phase[slot.phase as usize] -= 1;
+                    self.by_phase[phase as usize] += 1;
+                    slot.phase = phase;
+                }
                 let phase = match phase {
                     Phase::Waiting => MatchPhase::Waiting,
                     Phase::Countdown => MatchPhase::Countdown,
@@ -683,6 +703,7 @@ impl<G: Game> Shard<G> {
     fn end_match(&mut self, match_id: MatchId, end: MatchEnd, now_ms: u64) {
         self.broadcast(match_id, None, &ServerMessage::MatchEnded(end.clone()));
         let Some(slot) = self.matches.remove(&match_id) else { return };
+        self.by_phase[slot.phase as usize] -= 1;
         for seat in &slot.seats {
             if let Some(conn) = seat.conn {
                 self.conns.remove(&conn);
@@ -764,6 +785,11 @@ impl<G: Game> Shard<G> {
                     }
                 }
                 self.stats.snapshots_sent += 1;
+                if let Some(applied) = seat.applied_unshown.take() {
+                    // Server-added latency: ticks from applying an input to the
+                    // first snapshot that shows it (0 = the same tick).
+                    metrics::histogram!("rally_shard_input_reflect_ticks").record(f64::from(tick - applied));
+                }
                 self.stats.snapshot_bytes += bytes.len() as u64;
                 metrics::histogram!("rally_shard_snapshot_payload_bytes").record((bytes.len() - header_len) as f64);
                 if seat.sent.len() >= history {

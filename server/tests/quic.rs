@@ -310,3 +310,34 @@ async fn a_drain_lets_running_matches_finish_and_refuses_new_ones() {
     assert_eq!(report.results_delivered, 1);
     assert_eq!(report.aborted_matches, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_finishes_through_a_lossy_jittery_network() {
+    let shard = start_shard(|_| {}).await;
+    let proxy = rally_client::proxy::UdpProxy::start(
+        shard.handle.local_addr,
+        rally_client::conditioner::LinkConditions::lossy(),
+        9,
+    )
+    .await
+    .unwrap();
+    let config = ConnectConfig { connect_timeout: Duration::from_secs(20), ..ConnectConfig::new(proxy.local_addr()) };
+    let connect = |seat| {
+        let (client, config) = (shard.client.clone(), config.clone());
+        async move {
+            let connection = GameConnection::connect(&client, &config, &connect_hello(&claims(40, seat, 2))).await?;
+            play_on(connection, player_config(seat)).await
+        }
+    };
+    let (a, b) = within(async { tokio::join!(connect(0), connect(1)) }).await;
+    assert_eq!(a.unwrap().reason, EndReason::Score);
+    assert_eq!(b.unwrap().reason, EndReason::Score);
+    let stats = proxy.stats().await;
+    assert!(stats.upstream.dropped > 0 && stats.downstream.dropped > 0, "the network did lose packets: {stats:?}");
+    shard.handle.drain();
+    let report = within(shard.handle.wait()).await.unwrap();
+    let inputs = report.stats.inputs_on_time + report.stats.inputs_missing;
+    let on_time = report.stats.inputs_on_time as f64 / inputs as f64;
+    eprintln!("through the proxy: {:.4} of {inputs} inputs on their tick; {stats:?}", on_time);
+    assert!(on_time >= 0.995, "{on_time:.4} of inputs on their tick: {:?}", report.stats);
+}

@@ -1,24 +1,70 @@
 //! The stepper: a shard and N clients in one process over in-memory
-
-#![allow(unreachable_pub, reason = "test fixture module")]
 //! conditioned links, with manual time and fixed seeds. Full matches run in
 //! milliseconds of wall time, and the same seed gives the same run.
+
+#![allow(unreachable_pub, reason = "test fixture module")]
 
 use std::time::{Duration, Instant};
 
 use rally_client::conditioner::{Link, LinkConditions};
+use rally_client::prediction::{Prediction, Predictor};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
 use rally_protocol::control::{ClientHello, MatchEnd};
 use rally_protocol::results::MatchResult;
 use rally_protocol::token::TokenVerifier;
+use rally_protocol::{Input, Schema, Seat, Tick};
 use rally_server::{ConnId, Shard, ShardConfig, ShardEvent, Transmit};
 use rally_sim::autopilot::{Autopilot, AutopilotConfig};
 use rally_sim::pong::PongWorld;
+use rally_sim::pong::prediction::{PaddlePredictor, PredictorError};
 
 /// Time step of the stepper's clock.
 pub const STEP: Duration = Duration::from_millis(1);
 /// A fixed wall-clock origin for tokens (ms since the epoch).
 pub const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// Pong's paddle predictor behind the client SDK's game-agnostic [`Predictor`]: the
+/// few lines a Pong client writes, since neither crate may depend on the other.
+#[derive(Debug, Clone)]
+pub struct PongPaddle {
+    predictor: PaddlePredictor,
+    seat: Seat,
+    fields: [usize; 2],
+}
+
+impl PongPaddle {
+    pub fn new(schema: &Schema, seat: Seat) -> Result<Self, PredictorError> {
+        let predictor = PaddlePredictor::new(schema, seat)?;
+        Ok(Self { predictor, seat, fields: predictor.fields() })
+    }
+}
+
+impl Predictor for PongPaddle {
+    fn step(&self, values: &mut [i32], seat: Seat, input: Input) {
+        debug_assert_eq!(seat, self.seat, "a paddle predictor predicts the seat it was made for");
+        self.predictor.step(values, input);
+    }
+
+    fn predicted_fields(&self) -> &[usize] {
+        &self.fields
+    }
+}
+
+/// What one snapshot did to a predicting client's prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Tick of the snapshot.
+    pub tick: Tick,
+    /// Tick of the snapshot reconciled before it on this session: the prediction
+    /// checked here started from that one.
+    pub since: Option<Tick>,
+    /// Newest input tick when the snapshot arrived: how far ahead the prediction ran.
+    pub predicted_tick: Option<Tick>,
+    /// Whether a prediction for `tick` existed to compare.
+    pub checked: bool,
+    /// Whether it differed from the snapshot.
+    pub mispredicted: bool,
+}
 
 /// One simulated client.
 pub struct StepClient {
@@ -26,6 +72,12 @@ pub struct StepClient {
     pub session: ClientSession,
     pub autopilot: Option<Autopilot>,
     pub wants_autopilot: bool,
+    /// Predict the own paddle once welcomed (set with [`Stepper::predict`]).
+    pub wants_prediction: bool,
+    /// The prediction of the current session, fed by the autopilot's inputs.
+    pub prediction: Option<Prediction<PongPaddle>>,
+    /// Every snapshot's effect on the prediction, over all sessions.
+    pub reconciliations: Vec<Reconciliation>,
     pub up: Link<Vec<u8>>,
     pub down: Link<Vec<u8>>,
     pub control_up: Link<Vec<u8>>,
@@ -47,6 +99,11 @@ pub struct Stepper {
     pub tick_dt: Duration,
     pub results: Vec<MatchResult>,
     pub conditions: LinkConditions,
+    /// Ticks on which some connected seat's input had not arrived (the shard's
+    /// `inputs_missing` grew), in order.
+    pub missing_input_ticks: Vec<Tick>,
+    /// When set, a copy of every datagram the shard sends, in send order.
+    pub sent_datagrams: Option<Vec<(ConnId, Vec<u8>)>>,
     seed: u64,
     next_conn: u64,
 }
@@ -65,6 +122,8 @@ impl Stepper {
             tick_dt,
             results: Vec::new(),
             conditions,
+            missing_input_ticks: Vec::new(),
+            sent_datagrams: None,
             seed,
             next_conn: 1,
         }
@@ -88,6 +147,9 @@ impl Stepper {
             session: ClientSession::new(SessionConfig::default()),
             autopilot: None,
             wants_autopilot: autopilot,
+            wants_prediction: false,
+            prediction: None,
+            reconciliations: Vec::new(),
             up: Link::new(self.conditions, seed),
             down: Link::new(self.conditions, seed + 1),
             control_up: Link::new(reliable, seed + 2),
@@ -99,6 +161,11 @@ impl Stepper {
             hello_sent: false,
         });
         idx
+    }
+
+    /// Makes client `idx` predict its own paddle from its inputs (from its next welcome).
+    pub fn predict(&mut self, idx: usize) {
+        self.clients[idx].wants_prediction = true;
     }
 
     /// Drops client `idx`'s connection as a lost network would.
@@ -115,6 +182,7 @@ impl Stepper {
         let client = &mut self.clients[idx];
         client.conn = conn;
         client.session = ClientSession::new(SessionConfig::default());
+        client.prediction = None;
         client.credential = credential.clone();
         client.hello_sent = false;
         client.connected = true;
@@ -148,7 +216,11 @@ impl Stepper {
         }
         while now >= self.next_tick {
             self.next_tick += self.tick_dt;
+            let missing = self.shard.stats().inputs_missing;
             self.shard.tick(now_ms);
+            if self.shard.stats().inputs_missing > missing {
+                self.missing_input_ticks.push(self.shard.tick_number());
+            }
         }
         self.route_transmits();
         for client in &mut self.clients {
@@ -163,20 +235,43 @@ impl Stepper {
             }
             while let Some(event) = client.session.poll_event() {
                 match &event {
-                    // The autopilot is created on welcome, when the schema and seat are known.
-                    ClientEvent::Welcomed(welcome) if client.wants_autopilot && client.autopilot.is_none() => {
-                        client.autopilot = Autopilot::new(
-                            &welcome.schema,
-                            welcome.seat,
-                            AutopilotConfig {
-                                anticipate: true,
-                                aim_error: 400,
-                                reaction_ticks: 3,
-                                ..AutopilotConfig::default()
-                            },
-                            u64::from(welcome.seat) + 1,
-                        )
-                        .ok();
+                    // The autopilot and the prediction are created on welcome, when the
+                    // schema and seat are known; a resumed session predicts afresh.
+                    ClientEvent::Welcomed(welcome) => {
+                        if client.wants_autopilot && client.autopilot.is_none() {
+                            client.autopilot = Autopilot::new(
+                                &welcome.schema,
+                                welcome.seat,
+                                AutopilotConfig {
+                                    anticipate: true,
+                                    aim_error: 400,
+                                    reaction_ticks: 3,
+                                    ..AutopilotConfig::default()
+                                },
+                                u64::from(welcome.seat) + 1,
+                            )
+                            .ok();
+                        }
+                        if client.wants_prediction {
+                            client.prediction = PongPaddle::new(&welcome.schema, welcome.seat)
+                                .ok()
+                                .map(|paddle| Prediction::new(paddle, welcome.seat));
+                        }
+                    }
+                    ClientEvent::Snapshot(snapshot) => {
+                        if let Some(prediction) = &mut client.prediction {
+                            let (checks, mispredictions) = (prediction.checks(), prediction.mispredictions());
+                            let predicted_tick = prediction.predicted().map(|predicted| predicted.tick);
+                            let since = prediction.authoritative_tick();
+                            prediction.reconcile(snapshot);
+                            client.reconciliations.push(Reconciliation {
+                                tick: snapshot.tick,
+                                since,
+                                predicted_tick,
+                                checked: prediction.checks() > checks,
+                                mispredicted: prediction.mispredictions() > mispredictions,
+                            });
+                        }
                     }
                     ClientEvent::Ended(end) => client.ended = Some(end.clone()),
                     _ => {}
@@ -185,7 +280,11 @@ impl Stepper {
             }
             if let (Some(autopilot), Some(latest)) = (&mut client.autopilot, client.session.latest()) {
                 let input = autopilot.decide(latest);
-                client.session.set_input(now, input);
+                if let Some(tick) = client.session.set_input(now, input)
+                    && let Some(prediction) = &mut client.prediction
+                {
+                    prediction.push_input(tick, input);
+                }
             }
             while let Some(bytes) = client.session.poll_datagram(now) {
                 client.up.push(now, bytes);
@@ -206,6 +305,9 @@ impl Stepper {
                 Transmit::Control { conn, bytes } => (conn, bytes, true),
                 Transmit::Close { .. } => continue,
             };
+            if let (Some(sent), false) = (&mut self.sent_datagrams, control) {
+                sent.push((conn, bytes.clone()));
+            }
             let Some(client) = self.clients.iter_mut().find(|client| client.conn == conn && client.connected) else {
                 continue;
             };
