@@ -19,5 +19,6 @@ pub mod proxy;
 pub mod quic;
 pub mod session;
 pub mod tls;
+pub mod view;
 
 pub use session::{ClientEvent, ClientSession, ClientStats, SessionConfig};

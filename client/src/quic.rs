@@ -172,6 +172,7 @@ async fn drive(
 ) -> ClientStats {
     let mut buf = vec![0u8; 4096];
     let mut stream_open = true;
+    let mut last_input_tick = None;
     loop {
         let now = std::time::Instant::now();
         let next_tick = session
@@ -204,7 +205,13 @@ async fn drive(
             }
         }
         let now = std::time::Instant::now();
-        session.set_input(now, input.load(Ordering::Relaxed));
+        let intent = input.load(Ordering::Relaxed);
+        if let Some(tick) = session.set_input(now, intent)
+            && last_input_tick.is_none_or(|last| tick > last)
+        {
+            last_input_tick = Some(tick);
+            let _ = events.send(ClientEvent::InputRecorded { tick, input: intent });
+        }
         while let Some(datagram) = session.poll_datagram(now) {
             let _ = connection.send_datagram(Bytes::from(datagram));
         }

@@ -55,6 +55,13 @@ pub enum ClientEvent {
     Message(ServerMessage),
     /// The match is over.
     Ended(MatchEnd),
+    /// The driver stamped the local input for a new tick (for prediction).
+    InputRecorded {
+        /// The tick the input is for.
+        tick: Tick,
+        /// The input.
+        input: Input,
+    },
     /// The shard closed the session for a reason.
     Disconnected {
         /// Why.
