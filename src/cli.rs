@@ -28,6 +28,10 @@ pub enum Command {
     Sim(SimArgs),
     /// Run a match shard: many matches at a fixed tick, players over QUIC.
     Shard(crate::shard_cmd::ShardArgs),
+    /// Measure shard capacity: ramp matches of real QUIC clients, hold, report tick times and loss.
+    BenchShard(crate::bench_cmd::BenchShardArgs),
+    /// Run the lobby: accounts (Auth) and profiles/ratings (Profile) over gRPC.
+    Lobby(crate::lobby_cmd::LobbyArgs),
 }
 
 /// `rally sim`: the headless simulation demo and replay tool.

@@ -185,8 +185,14 @@ pub async fn start<G: Game>(
         .datagram_receive_buffer_size(Some(64 * 1024))
         .datagram_send_buffer_size(64 * 1024);
     let server_config = identity.server_config(transport)?;
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)
-        .with_context(|| format!("binding the QUIC endpoint on {}", config.listen))?;
+    let socket = bind_udp(config.listen).with_context(|| format!("binding the QUIC endpoint on {}", config.listen))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("starting the QUIC endpoint")?;
     let local_addr = endpoint.local_addr()?;
     let verifier = TokenVerifier::new(config.shard.name.clone(), config.token_keys.clone());
     let shard = Shard::<G>::new(config.shard.clone(), verifier);
@@ -207,6 +213,25 @@ pub async fn start<G: Game>(
         task,
         endpoint,
     })
+}
+
+/// Kernel socket buffer asked for on the shard's UDP socket (Linux caps it at
+/// `net.core.rmem_max`/`wmem_max`). The default ~208 KiB holds ~2,000 small
+/// packets: a few milliseconds of traffic at a thousand matches, so any stall of
+/// the shard's thread (a long tick, the scheduler) overflowed it and lost inputs.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(err) = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::warn!(%err, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(err) = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::warn!(%err, "could not enlarge the UDP send buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, inbound: mpsc::Sender<Inbound>, limits: ConnectionLimits) {
@@ -267,12 +292,15 @@ async fn run_connection(
     let limiter = RateLimiter::direct(quota);
     let mut violations = 0u32;
     let mut stream_open = true;
+    // Registered once: `counter!` looks the key up in the registry on every call.
+    let datagrams_in = metrics::counter!("rally_shard_datagrams_in_total");
+    let bytes_in = metrics::counter!("rally_shard_bytes_in_total");
     loop {
         tokio::select! {
             datagram = connection.read_datagram() => {
                 let Ok(bytes) = datagram else { break };
-                metrics::counter!("rally_shard_datagrams_in_total").increment(1);
-                metrics::counter!("rally_shard_bytes_in_total").increment(bytes.len() as u64);
+                datagrams_in.increment(1);
+                bytes_in.increment(bytes.len() as u64);
                 if bytes.len() > MAX_DATAGRAM {
                     metrics::counter!("rally_shard_oversized_datagrams_total").increment(1);
                     continue;
@@ -475,6 +503,8 @@ fn flush<G: Game>(
     results: &mpsc::UnboundedSender<MatchResult>,
     report: &mut ShardReport,
 ) {
+    // Counted locally and added once per flush: a snapshot tick sends thousands.
+    let (mut sent, mut sent_bytes, mut refused) = (0u64, 0u64, 0u64);
     while let Some(transmit) = shard.poll_transmit() {
         match transmit {
             Transmit::Datagram { conn, bytes } => {
@@ -482,10 +512,10 @@ fn flush<G: Game>(
                 let len = bytes.len() as u64;
                 match handle.connection.send_datagram(Bytes::from(bytes)) {
                     Ok(()) => {
-                        metrics::counter!("rally_shard_datagrams_out_total").increment(1);
-                        metrics::counter!("rally_shard_bytes_out_total").increment(len);
+                        sent += 1;
+                        sent_bytes += len;
                     }
-                    Err(_) => metrics::counter!("rally_shard_datagrams_dropped_total").increment(1),
+                    Err(_) => refused += 1,
                 }
             }
             Transmit::Control { conn, bytes } => {
@@ -499,6 +529,13 @@ fn flush<G: Game>(
                 }
             }
         }
+    }
+    if sent > 0 {
+        metrics::counter!("rally_shard_datagrams_out_total").increment(sent);
+        metrics::counter!("rally_shard_bytes_out_total").increment(sent_bytes);
+    }
+    if refused > 0 {
+        metrics::counter!("rally_shard_datagrams_dropped_total").increment(refused);
     }
     while let Some(event) = shard.poll_event() {
         match event {

@@ -239,6 +239,7 @@ pub struct Shard<G: Game> {
     view: Snapshot,
     last_now_ms: u64,
     by_phase: [usize; 4],
+    next_snapshot_phase: u32,
 }
 
 impl<G: Game> Shard<G> {
@@ -262,6 +263,7 @@ impl<G: Game> Shard<G> {
             view: Snapshot::default(),
             last_now_ms: 0,
             by_phase: [0; 4],
+            next_snapshot_phase: 0,
         }
     }
 
@@ -448,12 +450,14 @@ impl<G: Game> Shard<G> {
             schema: G::schema(spec.n_seats),
             started_at_ms: now_ms,
             created_tick: self.game.tick(),
-            snapshot_phase: (match_id.0 % u64::from(interval)) as u32,
+            snapshot_phase: self.next_snapshot_phase,
             scores: Vec::new(),
             seat_sides: Vec::new(),
             phase: Phase::Waiting,
         };
         self.by_phase[Phase::Waiting as usize] += 1;
+        // Round-robin, whatever the ids look like, so every tick sends an equal share.
+        self.next_snapshot_phase = (self.next_snapshot_phase + 1) % interval;
         self.matches.insert(match_id, slot);
         self.events.push_back(ShardEvent::MatchCreated(match_id));
         metrics::counter!("rally_shard_matches_created_total").increment(1);

@@ -1,0 +1,151 @@
+//! The baseline: a bare quinn datagram echo server, and clients that send it
+//! fixed-size datagrams at a fixed rate.
+//!
+//! The server does what a shard's transport must do at the least — accept, read
+//! each datagram, send one back — with the same TLS identity code and the same
+//! transport settings as the shard, so the difference between the two is the
+//! shard's own work.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use rally_server::tls::{TlsIdentity, TlsSource};
+use tokio::sync::watch;
+
+use crate::Phase;
+use crate::players::PlayerTarget;
+
+/// Payload bytes of each echo datagram (about a delta snapshot's size).
+pub const ECHO_PAYLOAD: usize = 40;
+
+/// Marks a datagram sent during the measured window.
+const IN_WINDOW: u8 = 1;
+
+/// The transport settings `rally shard` uses, so the baseline pays the same costs.
+fn server_transport() -> anyhow::Result<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(Duration::from_secs(10).try_into().context("idle timeout")?))
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .datagram_send_buffer_size(64 * 1024);
+    Ok(transport)
+}
+
+/// Runs the echo server on a current-thread runtime until the process is killed.
+/// Prints `echo listening on ADDR, certificate sha256 HEX` once bound.
+pub fn serve(data_dir: PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let identity = TlsIdentity::load(&TlsSource::SelfSigned {
+        dir: data_dir,
+        names: vec!["localhost".into(), "127.0.0.1".into()],
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server_config = identity.server_config(server_transport()?)?;
+        let endpoint = quinn::Endpoint::server(server_config, ([127, 0, 0, 1], 0).into())?;
+        println!("echo listening on {}, certificate sha256 {}", endpoint.local_addr()?, identity.fingerprint());
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else { return };
+                while let Ok(bytes) = connection.read_datagram().await {
+                    if connection.send_datagram(bytes).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Counters shared by every echo client of a run.
+#[derive(Debug, Default)]
+pub struct EchoCounters {
+    /// Connections established.
+    pub connected: AtomicU64,
+    /// Connections that failed to establish.
+    pub failed: AtomicU64,
+    /// Datagrams sent during the window.
+    pub sent: AtomicU64,
+    /// Echoes received of datagrams sent during the window.
+    pub echoed: AtomicU64,
+}
+
+impl EchoCounters {
+    /// Connections that have finished connecting, either way.
+    pub fn settled(&self) -> u64 {
+        self.connected.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends `rate_hz` datagrams a second until [`Phase::Stop`], then waits a moment
+/// for the last echoes.
+pub async fn client(
+    endpoint: quinn::Endpoint,
+    target: PlayerTarget,
+    rate_hz: u32,
+    counters: Arc<EchoCounters>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let connecting = match endpoint.connect(target.addr, &target.server_name) {
+        Ok(connecting) => connecting,
+        Err(_) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(15), connecting).await else {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate_hz.max(1))));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut sent, mut echoed) = (0u64, 0u64);
+    let mut in_window = false;
+    loop {
+        tokio::select! {
+            changed = phase.changed() => {
+                match if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop } {
+                    Phase::Hold => in_window = true,
+                    Phase::Ramp => {}
+                    Phase::Stop => break,
+                }
+            }
+            _ = ticker.tick() => {
+                let mut payload = [0u8; ECHO_PAYLOAD];
+                payload[0] = if in_window { IN_WINDOW } else { 0 };
+                if connection.send_datagram(Bytes::copy_from_slice(&payload)).is_ok() && in_window {
+                    sent += 1;
+                }
+            }
+            datagram = connection.read_datagram() => {
+                match datagram {
+                    Ok(bytes) => echoed += u64::from(bytes.first() == Some(&IN_WINDOW)),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    // Echoes of the last datagrams are still on their way back.
+    let drain = tokio::time::sleep(Duration::from_millis(500));
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            _ = &mut drain => break,
+            datagram = connection.read_datagram() => match datagram {
+                Ok(bytes) => echoed += u64::from(bytes.first() == Some(&IN_WINDOW)),
+                Err(_) => break,
+            },
+        }
+    }
+    counters.sent.fetch_add(sent, Ordering::Relaxed);
+    counters.echoed.fetch_add(echoed, Ordering::Relaxed);
+    connection.close(0u32.into(), b"load test over");
+}

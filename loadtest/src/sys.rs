@@ -1,0 +1,108 @@
+//! What the harness reads from the OS: process CPU time, system UDP counters,
+//! client sockets with large buffers, and core pinning through `taskset`.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Socket buffer size asked for on the generator's client sockets. Linux caps it
+/// at `net.core.rmem_max`; a burst of one snapshot per connection must fit.
+const CLIENT_SOCKET_BUFFER: usize = 4 << 20;
+
+/// CPU time (user + system) a process has used so far; `None` if it is gone or this is not Linux.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields after it are space-separated.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of stat(5), utime 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / clock_ticks_per_second()))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// System-wide UDP counters from `/proc/net/snmp` (every packet on loopback is
+/// counted once out and once in).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UdpCounters {
+    /// Datagrams sent by every UDP socket.
+    pub out_datagrams: u64,
+    /// Datagrams dropped because a socket's receive buffer was full.
+    pub rcvbuf_errors: u64,
+}
+
+impl UdpCounters {
+    /// Reads the counters now; zeros where unavailable.
+    pub fn read() -> Self {
+        let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else { return Self::default() };
+        let mut udp = snmp.lines().filter(|line| line.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return Self::default() };
+        let field = |wanted: &str| {
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(name, _)| *name == wanted)
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0)
+        };
+        Self { out_datagrams: field("OutDatagrams"), rcvbuf_errors: field("RcvbufErrors") }
+    }
+}
+
+/// Whether `taskset` can be run here.
+pub fn has_taskset() -> bool {
+    Command::new("taskset").arg("--version").output().is_ok_and(|out| out.status.success())
+}
+
+/// Pins every thread of this process to `core` (threads created later inherit it).
+pub fn pin_self(core: usize) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string(), &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset")?;
+    anyhow::ensure!(status.success(), "taskset could not pin the load generator to core {core}");
+    Ok(())
+}
+
+/// A UDP socket for client connections with large kernel buffers, wrapped in a
+/// quinn endpoint with `client_config` as its default.
+pub fn client_endpoint(client_config: quinn::ClientConfig) -> anyhow::Result<quinn::Endpoint> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .context("creating a client UDP socket")?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(CLIENT_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(CLIENT_SOCKET_BUFFER);
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).context("binding a client UDP socket")?;
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), Arc::new(quinn::TokioRuntime))
+            .context("creating a client endpoint")?;
+    endpoint.set_default_client_config(client_config);
+    Ok(endpoint)
+}
+
+/// The generator's client transport: the SDK's settings (idle timeout, keep-alive)
+/// plus a datagram receive buffer the size of the shard's.
+pub fn client_transport() -> anyhow::Result<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(Duration::from_secs(2)))
+        .max_idle_timeout(Some(Duration::from_secs(10).try_into().context("idle timeout")?))
+        .datagram_receive_buffer_size(Some(64 * 1024));
+    Ok(transport)
+}

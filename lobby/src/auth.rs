@@ -1,0 +1,375 @@
+//! `rally.auth.v1.Auth`: accounts, logins and token rotation. Owns the
+//! `accounts`, `refresh_families` and `refresh_tokens` tables.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+use tonic::{Request, Response, Status};
+
+use crate::db::{Db, now_ms, with_pool, with_tx};
+use crate::error::{AuthError, LobbyError};
+use crate::limits::{IpLimiter, Limiter};
+use crate::password::{MAX_PASSWORD_LEN, PasswordHasherPool, check_password_policy};
+use crate::profile::ProfileStore;
+use crate::proto::auth::{self as pb, auth_server};
+use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, Claims, now_unix_s};
+
+/// How long a refresh token lives.
+pub const REFRESH_TOKEN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Checks the username rules: 3–24 characters from `[A-Za-z0-9_-]`.
+pub fn check_username(username: &str) -> Result<(), LobbyError> {
+    let n_chars = username.chars().count();
+    if !(3..=24).contains(&n_chars) {
+        return Err(LobbyError::invalid("username", format!("must be 3 to 24 characters (got {n_chars})")));
+    }
+    if let Some(bad) = username.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(LobbyError::invalid(
+            "username",
+            format!("may only contain letters, digits, '_' and '-' (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The caller as the token interceptor found it, stored in request extensions.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Result<Claims, AuthError>);
+
+/// Reads the authenticated caller that [`TokenInterceptor`] stored.
+pub fn require_caller<T>(request: &Request<T>) -> Result<(u64, Claims), LobbyError> {
+    let caller = request.extensions().get::<Caller>().ok_or(AuthError::Missing)?;
+    let claims = caller.0.clone()?;
+    Ok((claims.player_id()?, claims))
+}
+
+/// The one interceptor that validates access tokens. `required` services
+/// (Profile, Chat) refuse a request without a valid token; on Auth, only `Me`
+/// needs one, so there it records the outcome and `Me` checks it.
+#[derive(Debug, Clone)]
+pub struct TokenInterceptor {
+    verifier: AccessTokenVerifier,
+    required: bool,
+}
+
+impl TokenInterceptor {
+    /// An interceptor verifying with `verifier`.
+    pub fn new(verifier: AccessTokenVerifier, required: bool) -> Self {
+        Self { verifier, required }
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let outcome = match request.metadata().get("authorization") {
+            None => Err(AuthError::Missing),
+            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+                Some(token) => self.verifier.verify(token.trim()),
+                None => Err(AuthError::Invalid("authorization metadata is not `Bearer <token>`".into())),
+            },
+        };
+        if self.required
+            && let Err(err) = &outcome
+        {
+            return Err(LobbyError::Token(err.clone()).into());
+        }
+        request.extensions_mut().insert(Caller(outcome));
+        Ok(request)
+    }
+}
+
+/// The Auth service.
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    inner: Arc<AuthInner>,
+}
+
+#[derive(Debug)]
+struct AuthInner {
+    db: Db,
+    hasher: PasswordHasherPool,
+    issuer: AccessTokenIssuer,
+    profiles: ProfileStore,
+    per_ip: IpLimiter,
+    per_account: Limiter<String>,
+}
+
+impl AuthService {
+    pub(crate) fn new(
+        db: Db,
+        hasher: PasswordHasherPool,
+        issuer: AccessTokenIssuer,
+        profiles: ProfileStore,
+        limits: &crate::limits::LobbyLimitsConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(AuthInner {
+                db,
+                hasher,
+                issuer,
+                profiles,
+                per_ip: Limiter::new("this IP's sign-ins", limits.auth_per_ip),
+                per_account: Limiter::new("this account's logins", limits.login_per_account),
+            }),
+        }
+    }
+}
+
+fn sha256_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_hex(n_bytes: usize) -> String {
+    let mut bytes = vec![0_u8; n_bytes];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+fn client_ip<T>(request: &Request<T>) -> IpAddr {
+    request.remote_addr().map(|addr| addr.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+fn check_token_field(field: &'static str, token: &str) -> Result<(), LobbyError> {
+    if token.is_empty() {
+        return Err(LobbyError::invalid(field, "is empty"));
+    }
+    if token.len() > 256 {
+        return Err(LobbyError::invalid(field, "is too long to be a refresh token"));
+    }
+    Ok(())
+}
+
+impl AuthInner {
+    /// Starts a new refresh family for `account_id` and mints a token pair.
+    async fn new_session(&self, account_id: i64, username: &str) -> Result<pb::TokenPair, LobbyError> {
+        let family_id = random_hex(16);
+        let refresh_token = random_hex(32);
+        let token_hash = sha256_hex(&refresh_token);
+        let expires_at = now_ms() + REFRESH_TOKEN_TTL_MS;
+        with_tx!(&self.db, |tx| {
+            sqlx::query("INSERT INTO refresh_families (family_id, account_id, revoked) VALUES ($1, $2, 0)")
+                .bind(&family_id)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family_id, account_id, expires_at_ms, rotated) \
+                 VALUES ($1, $2, $3, $4, 0)",
+            )
+            .bind(&token_hash)
+            .bind(&family_id)
+            .bind(account_id)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })?;
+        self.token_pair(account_id, username, refresh_token)
+    }
+
+    fn token_pair(&self, account_id: i64, username: &str, refresh_token: String) -> Result<pb::TokenPair, LobbyError> {
+        let (access_token, access_expires_at) = self.issuer.issue(account_id as u64, username, now_unix_s())?;
+        Ok(pb::TokenPair { access_token, access_expires_at, refresh_token })
+    }
+
+    async fn register(&self, ip: IpAddr, request: pb::RegisterRequest) -> Result<pb::RegisterResponse, LobbyError> {
+        self.per_ip.check(&ip)?;
+        check_username(&request.username)?;
+        check_password_policy(&request.password)?;
+        if request.password.eq_ignore_ascii_case(&request.username) {
+            return Err(LobbyError::invalid("password", "must differ from the username"));
+        }
+        let hash = self.hasher.hash(request.password).await?;
+        let created_at = now_ms();
+        let username = request.username;
+        let lower = username.to_ascii_lowercase();
+        let account_id: Option<i64> = with_pool!(&self.db, |pool| {
+            let row = sqlx::query(
+                "INSERT INTO accounts (username, username_lower, password_hash, created_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&username)
+            .bind(&lower)
+            .bind(&hash)
+            .bind(created_at)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|row| row.try_get::<i64, _>("id")).transpose()?)
+        })?;
+        let account_id = account_id
+            .ok_or_else(|| LobbyError::AlreadyExists(format!("username {username:?} is taken; choose another")))?;
+        self.profiles.create_profile(account_id as u64, &username, created_at).await?;
+        let tokens = self.new_session(account_id, &username).await?;
+        Ok(pb::RegisterResponse {
+            account: Some(pb::Account { player_id: account_id as u64, username, created_at_ms: created_at }),
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn login(&self, ip: IpAddr, request: pb::LoginRequest) -> Result<pb::TokenPair, LobbyError> {
+        self.per_ip.check(&ip)?;
+        let bad_login = || LobbyError::Unauthenticated("wrong username or password".into());
+        if request.username.is_empty() || request.username.len() > 64 || request.password.len() > MAX_PASSWORD_LEN {
+            return Err(bad_login());
+        }
+        let lower = request.username.to_ascii_lowercase();
+        self.per_account.check(&lower)?;
+        let row: Option<(i64, String, String)> = with_pool!(&self.db, |pool| {
+            let row = sqlx::query("SELECT id, username, password_hash FROM accounts WHERE username_lower = $1")
+                .bind(&lower)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row {
+                Some(row) => Some((row.try_get("id")?, row.try_get("username")?, row.try_get("password_hash")?)),
+                None => None,
+            })
+        })?;
+        let Some((account_id, username, hash)) = row else {
+            return Err(bad_login());
+        };
+        if !self.hasher.verify(request.password, hash).await? {
+            return Err(bad_login());
+        }
+        self.new_session(account_id, &username).await
+    }
+
+    async fn refresh(&self, request: pb::RefreshRequest) -> Result<pb::TokenPair, LobbyError> {
+        check_token_field("refresh_token", &request.refresh_token)?;
+        let old_hash = sha256_hex(&request.refresh_token);
+        let new_token = random_hex(32);
+        let new_hash = sha256_hex(&new_token);
+        let now = now_ms();
+        // The inner result lets a detected reuse commit its revocation and still fail.
+        let outcome: Result<(i64, String), LobbyError> = with_tx!(&self.db, |tx| {
+            let row = sqlx::query(
+                "SELECT t.account_id, t.family_id, t.rotated, t.expires_at_ms, f.revoked, a.username \
+                 FROM refresh_tokens t JOIN refresh_families f ON f.family_id = t.family_id \
+                 JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = $1",
+            )
+            .bind(&old_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(Err(LobbyError::Unauthenticated("unknown refresh token; log in again".into())));
+            };
+            let account_id: i64 = row.try_get("account_id")?;
+            let family_id: String = row.try_get("family_id")?;
+            let rotated: i64 = row.try_get("rotated")?;
+            let expires_at: i64 = row.try_get("expires_at_ms")?;
+            let revoked: i64 = row.try_get("revoked")?;
+            let username: String = row.try_get("username")?;
+            if revoked != 0 {
+                return Ok(Err(LobbyError::Unauthenticated("refresh token revoked; log in again".into())));
+            }
+            let claimed = sqlx::query("UPDATE refresh_tokens SET rotated = 1 WHERE token_hash = $1 AND rotated = 0")
+                .bind(&old_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if rotated != 0 || claimed != 1 {
+                sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family_id = $1")
+                    .bind(&family_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::warn!(account_id, "refresh token reuse; family revoked");
+                return Ok(Err(LobbyError::Unauthenticated(
+                    "refresh token was already used; every session from that login is revoked, log in again".into(),
+                )));
+            }
+            if expires_at <= now {
+                return Ok(Err(LobbyError::Unauthenticated("refresh token expired; log in again".into())));
+            }
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family_id, account_id, expires_at_ms, rotated) \
+                 VALUES ($1, $2, $3, $4, 0)",
+            )
+            .bind(&new_hash)
+            .bind(&family_id)
+            .bind(account_id)
+            .bind(now + REFRESH_TOKEN_TTL_MS)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Ok((account_id, username)))
+        })?;
+        let (account_id, username) = outcome?;
+        self.token_pair(account_id, &username, new_token)
+    }
+
+    async fn logout(&self, request: pb::LogoutRequest) -> Result<(), LobbyError> {
+        check_token_field("refresh_token", &request.refresh_token)?;
+        let hash = sha256_hex(&request.refresh_token);
+        let revoked: u64 = with_pool!(&self.db, |pool| {
+            Ok(sqlx::query(
+                "UPDATE refresh_families SET revoked = 1 WHERE family_id = \
+                 (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+            )
+            .bind(&hash)
+            .execute(pool)
+            .await?
+            .rows_affected())
+        })?;
+        if revoked == 0 {
+            return Err(LobbyError::Unauthenticated("unknown refresh token".into()));
+        }
+        Ok(())
+    }
+
+    async fn me(&self, player_id: u64) -> Result<pb::Account, LobbyError> {
+        let row: Option<(String, i64)> = with_pool!(&self.db, |pool| {
+            let row = sqlx::query("SELECT username, created_at_ms FROM accounts WHERE id = $1")
+                .bind(player_id as i64)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row {
+                Some(row) => Some((row.try_get("username")?, row.try_get("created_at_ms")?)),
+                None => None,
+            })
+        })?;
+        let (username, created_at_ms) =
+            row.ok_or_else(|| LobbyError::NotFound(format!("account {player_id} no longer exists")))?;
+        Ok(pb::Account { player_id, username, created_at_ms })
+    }
+}
+
+#[tonic::async_trait]
+impl auth_server::Auth for AuthService {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let ip = client_ip(&request);
+        Ok(Response::new(self.inner.register(ip, request.into_inner()).await?))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::TokenPair>, Status> {
+        let ip = client_ip(&request);
+        Ok(Response::new(self.inner.login(ip, request.into_inner()).await?))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::TokenPair>, Status> {
+        Ok(Response::new(self.inner.refresh(request.into_inner()).await?))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        self.inner.logout(request.into_inner()).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn me(&self, request: Request<pb::MeRequest>) -> Result<Response<pb::Account>, Status> {
+        let (player_id, _) = require_caller(&request)?;
+        Ok(Response::new(self.inner.me(player_id).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_rules() {
+        assert!(check_username("ab").is_err());
+        assert!(check_username(&"a".repeat(25)).is_err());
+        assert!(check_username("bob'; DROP TABLE accounts;--").is_err());
+        assert!(check_username("élan").is_err());
+        assert!(check_username("Player_One-2").is_ok());
+    }
+}

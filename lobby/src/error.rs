@@ -1,0 +1,93 @@
+//! The lobby's one error type and its mapping to gRPC status codes.
+
+use std::time::Duration;
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `authorization: Bearer <token>` metadata was sent.
+    #[error("missing access token: send `authorization: Bearer <access token>` (get one from Auth.Login)")]
+    Missing,
+    /// The token's `exp` is in the past.
+    #[error("access token expired: get a new one with Auth.Refresh")]
+    Expired,
+    /// The token is malformed, signed with another key or algorithm, or lacks claims.
+    #[error("invalid access token ({0}): log in again with Auth.Login")]
+    Invalid(String),
+}
+
+/// Everything a lobby operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LobbyError {
+    /// A request field is missing, malformed or out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The caller is not (or no longer) authenticated.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The access token is missing or bad.
+    #[error(transparent)]
+    Token(#[from] AuthError),
+    /// The caller is authenticated but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A rate limit was hit.
+    #[error("rate limit exceeded for {what}; retry after {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// Which limit.
+        what: &'static str,
+        /// When the next attempt may succeed.
+        retry_after: Duration,
+    },
+    /// The database (or another dependency) failed.
+    #[error("storage unavailable: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An internal invariant broke (a bug) or a worker task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LobbyError {
+    /// Shorthand for [`LobbyError::InvalidArgument`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+impl From<LobbyError> for tonic::Status {
+    fn from(err: LobbyError) -> Self {
+        let message = err.to_string();
+        match err {
+            LobbyError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            LobbyError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            LobbyError::Unauthenticated(_) | LobbyError::Token(_) => tonic::Status::unauthenticated(message),
+            LobbyError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            LobbyError::NotFound(_) => tonic::Status::not_found(message),
+            LobbyError::RateLimited { .. } => tonic::Status::resource_exhausted(message),
+            LobbyError::Storage(ref source) => {
+                tracing::warn!(error = %source, "storage error");
+                tonic::Status::unavailable("storage unavailable; retry shortly")
+            }
+            LobbyError::Migrate(_) | LobbyError::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}

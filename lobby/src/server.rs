@@ -1,0 +1,168 @@
+//! Wiring: one tonic server with Auth, Profile, health and reflection, and a
+//! handle to stop it. `rally lobby` and (later) `rally up` call [`serve`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+
+use crate::auth::{AuthService, TokenInterceptor};
+use crate::db::Db;
+use crate::error::LobbyError;
+use crate::limits::LobbyLimitsConfig;
+use crate::password::{PasswordHashConfig, PasswordHasherPool};
+use crate::profile::{ProfileService, ProfileStore};
+use crate::proto::{self, auth::auth_server::AuthServer, profile::profile_server::ProfileServer};
+use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
+
+/// Largest request message accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Everything [`serve`] needs.
+#[derive(Debug, Clone)]
+pub struct LobbyConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// `sqlite://<file>` or `postgres://…`.
+    pub database_url: String,
+    /// The access-token signing key.
+    pub jwt_secret: JwtSecret,
+    /// Rate limits.
+    pub limits: LobbyLimitsConfig,
+    /// argon2id costs.
+    pub password_hash: PasswordHashConfig,
+    /// Upper bound on any request's handling time (clients' own deadlines apply too).
+    pub request_timeout: Duration,
+}
+
+impl LobbyConfig {
+    /// A config with default limits and hashing costs.
+    pub fn new(listen: SocketAddr, database_url: impl Into<String>, jwt_secret: JwtSecret) -> Self {
+        Self {
+            listen,
+            database_url: database_url.into(),
+            jwt_secret,
+            limits: LobbyLimitsConfig::default(),
+            password_hash: PasswordHashConfig::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running lobby.
+#[derive(Debug)]
+pub struct LobbyHandle {
+    local_addr: SocketAddr,
+    db: Db,
+    profiles: ProfileStore,
+    verifier: AccessTokenVerifier,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl LobbyHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The consumer of finished matches (ratings and history).
+    pub fn profiles(&self) -> &ProfileStore {
+        &self.profiles
+    }
+
+    /// Verifies access tokens this lobby issued, without a network hop.
+    pub fn verifier(&self) -> &AccessTokenVerifier {
+        &self.verifier
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and closes the database.
+    pub async fn shutdown(mut self) -> Result<(), LobbyError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let served = (&mut self.task).await;
+        self.db.close().await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(LobbyError::Internal(format!("server: {err}"))),
+            Err(err) => Err(LobbyError::Internal(format!("server task: {err}"))),
+        }
+    }
+
+    /// Waits until the server stops on its own (an error), for `rally lobby`.
+    pub async fn wait(&mut self) -> Result<(), LobbyError> {
+        match (&mut self.task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(LobbyError::Internal(format!("server: {err}"))),
+            Err(err) => Err(LobbyError::Internal(format!("server task: {err}"))),
+        }
+    }
+}
+
+/// Connects the database (running migrations), binds, and serves in a task.
+pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
+    let db = Db::connect(&config.database_url).await?;
+    let verifier = AccessTokenVerifier::new(&config.jwt_secret);
+    let issuer = AccessTokenIssuer::new(&config.jwt_secret);
+    let hasher = PasswordHasherPool::new(config.password_hash)?;
+    let profiles = ProfileStore::new(db.clone());
+
+    let auth = AuthService::new(db.clone(), hasher, issuer, profiles.clone(), &config.limits);
+    let auth = AuthServer::with_interceptor(auth, TokenInterceptor::new(verifier.clone(), false));
+    let profile = tonic::service::interceptor::InterceptedService::new(
+        ProfileServer::new(ProfileService::new(profiles.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+        TokenInterceptor::new(verifier.clone(), true),
+    );
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AuthServer<AuthService>>().await;
+    health_reporter.set_serving::<ProfileServer<ProfileService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| LobbyError::Internal(format!("reflection: {err}")))?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|err| LobbyError::Internal(format!("binding {}: {err}", config.listen)))?;
+    let local_addr = listener.local_addr().map_err(|err| LobbyError::Internal(format!("local address: {err}")))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .timeout(config.request_timeout)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(auth)
+        .add_service(profile);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = shutdown_rx.await;
+    }));
+    tracing::info!(%local_addr, "lobby listening");
+    Ok(LobbyHandle { local_addr, db, profiles, verifier, shutdown: Some(shutdown_tx), task })
+}
+
+/// The dev signing key at `<data_dir>/jwt_secret`, created (0600) with random
+/// bytes on first use, so dev tokens survive restarts without a committed key.
+pub fn load_or_create_dev_secret(data_dir: &Path) -> std::io::Result<JwtSecret> {
+    let path: PathBuf = data_dir.join("jwt_secret");
+    match std::fs::read(&path) {
+        Ok(bytes) => JwtSecret::new(bytes).map_err(std::io::Error::other),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)?;
+            let secret = JwtSecret::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path)?;
+            std::io::Write::write_all(&mut file, secret.as_bytes())?;
+            Ok(secret)
+        }
+        Err(err) => Err(err),
+    }
+}
