@@ -502,6 +502,9 @@ impl<G: Game> Shard<G> {
         let seat_slot = &mut slot.seats[usize::from(seat)];
         if let Some(old) = seat_slot.conn.replace(conn) {
             self.conns.remove(&old);
+            // The old connection's input stops, exactly as after a drop and resume,
+            // so a predicting client and the shard agree on the gap.
+            let _ = self.game.set_seat_connected(match_id, seat, false);
             let mut bytes = Vec::new();
             let message = "this seat was taken over by a newer connection".to_string();
             encode_frame(&ServerMessage::Disconnect { reason: DisconnectReason::Replaced, message }, &mut bytes);

@@ -34,6 +34,7 @@
 pub(crate) mod components;
 pub mod geometry;
 pub(crate) mod physics;
+pub mod prediction;
 pub(crate) mod systems;
 pub(crate) mod view;
 
