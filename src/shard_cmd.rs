@@ -153,6 +153,8 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
     let results_path = args.results_file.clone().unwrap_or_else(|| args.data_dir.join("results.jsonl"));
     // One thread: the shard is designed to saturate one core; run more shards for more cores.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Install the recorder before anything registers a metric handle.
+    rally_server::ops::prometheus();
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();

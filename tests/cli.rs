@@ -159,8 +159,18 @@ async fn sigterm_lets_running_matches_finish_and_loses_no_result() {
     assert!(http_get(shard.metrics, "/readyz").starts_with("HTTP/1.1 200"));
     let client = endpoint(client_config(&ServerTrust::Fingerprint(shard.fingerprint.clone())).unwrap()).unwrap();
     let config = ConnectConfig::new(shard.addr);
-    let a = GameConnection::connect(&client, &config, &token(&key, 1, 0, 1)).await.unwrap();
+    let mut a = GameConnection::connect(&client, &config, &token(&key, 1, 0, 1)).await.unwrap();
     let b = GameConnection::connect(&client, &config, &token(&key, 1, 1, 1)).await.unwrap();
+    // Once snapshots flow, the metrics endpoint shows the shard at work.
+    while let Some(event) = a.next_event().await {
+        if matches!(event, ClientEvent::Snapshot(_)) {
+            break;
+        }
+    }
+    let metrics = tokio::task::spawn_blocking(move || http_get(shard.metrics, "/metrics")).await.unwrap();
+    for name in ["rally_shard_tick_seconds", "rally_shard_snapshot_payload_bytes", "rally_shard_connections 2"] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
     sigterm(&shard.child);
     let good = AutopilotConfig { anticipate: true, aim_error: 200, ..AutopilotConfig::default() };
     let wild = AutopilotConfig { aim_error: 2000, reaction_ticks: 20, ..AutopilotConfig::default() };

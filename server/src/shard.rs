@@ -240,6 +240,10 @@ pub struct Shard<G: Game> {
     last_now_ms: u64,
     by_phase: [usize; 4],
     next_snapshot_phase: u32,
+    /// Registered once: the metrics macros look their key up on every call, and
+    /// these are recorded per snapshot.
+    snapshot_payload_bytes: metrics::Histogram,
+    input_reflect_ticks: metrics::Histogram,
 }
 
 impl<G: Game> Shard<G> {
@@ -264,6 +268,8 @@ impl<G: Game> Shard<G> {
             last_now_ms: 0,
             by_phase: [0; 4],
             next_snapshot_phase: 0,
+            snapshot_payload_bytes: metrics::histogram!("rally_shard_snapshot_payload_bytes"),
+            input_reflect_ticks: metrics::histogram!("rally_shard_input_reflect_ticks"),
         }
     }
 
@@ -795,10 +801,10 @@ impl<G: Game> Shard<G> {
                 if let Some(applied) = seat.applied_unshown.take() {
                     // Server-added latency: ticks from applying an input to the
                     // first snapshot that shows it (0 = the same tick).
-                    metrics::histogram!("rally_shard_input_reflect_ticks").record(f64::from(tick - applied));
+                    self.input_reflect_ticks.record(f64::from(tick - applied));
                 }
                 self.stats.snapshot_bytes += bytes.len() as u64;
-                metrics::histogram!("rally_shard_snapshot_payload_bytes").record((bytes.len() - header_len) as f64);
+                self.snapshot_payload_bytes.record((bytes.len() - header_len) as f64);
                 if seat.sent.len() >= history {
                     // Reuse the oldest snapshot's allocation for the newest.
                     let mut recycled = seat.sent.pop_front().unwrap_or_default();
