@@ -118,7 +118,7 @@ fn demo<G: Game>(
                         ..AutopilotConfig::default()
                     }
                 } else {
-                    AutopilotConfig::default()
+                    AutopilotConfig { reaction_ticks: 6, aim_error: 500, ..AutopilotConfig::default() }
                 };
                 Ok(Autopilot::new(&schema, seat, config, seed ^ u64::from(seat))?)
             })
