@@ -1,0 +1,31 @@
+//! Access-token validation, the check every protected RPC (and the matchmaker)
+//! runs without a network hop. Target: ≥ 200,000 validations per second per core.
+//!
+//! `cargo bench -p rally-lobby --bench tokens`: criterion's throughput line is
+//! validations per second on one thread.
+
+use std::hint::black_box;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rally_lobby::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
+
+fn validation(c: &mut Criterion) {
+    let secret = JwtSecret::new(vec![7u8; 64]).expect("64 bytes is long enough");
+    let issuer = AccessTokenIssuer::new(&secret);
+    let verifier = AccessTokenVerifier::new(&secret);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs() as i64;
+    let (token, _) = issuer.issue(42, "benchmark_player", now).expect("issuing works");
+    assert!(verifier.verify(&token).is_ok(), "the benchmark token must be valid");
+    let mut group = c.benchmark_group("access_token");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("verify_valid", |b| b.iter(|| verifier.verify(black_box(&token))));
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push('A');
+    group.bench_function("verify_forged", |b| b.iter(|| verifier.verify(black_box(&forged))));
+    group.finish();
+}
+
+criterion_group!(benches, validation);
+criterion_main!(benches);
