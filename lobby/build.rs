@@ -8,12 +8,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::set_var("PROTOC", protoc);
     }
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["../protocol/proto/auth.proto", "../protocol/proto/profile.proto"];
+    let protos = ["../protocol/proto/auth.proto", "../protocol/proto/profile.proto", "../protocol/proto/chat.proto"];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("rally_descriptor.bin"))
         .compile_protos(&protos, &["../protocol/proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // `sqlx::migrate!` embeds the migrations; a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     Ok(())
 }

@@ -44,6 +44,12 @@ pub enum LobbyError {
     /// The named thing does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request is valid but the thing is in a state that forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The service cannot take this now (e.g. shutting down); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// A rate limit was hit.
     #[error("rate limit exceeded for {what}; retry after {} ms", retry_after.as_millis())]
     RateLimited {
@@ -79,6 +85,8 @@ impl From<LobbyError> for tonic::Status {
             LobbyError::Unauthenticated(_) | LobbyError::Token(_) => tonic::Status::unauthenticated(message),
             LobbyError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             LobbyError::NotFound(_) => tonic::Status::not_found(message),
+            LobbyError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            LobbyError::Unavailable(_) => tonic::Status::unavailable(message),
             LobbyError::RateLimited { .. } => tonic::Status::resource_exhausted(message),
             LobbyError::Storage(ref source) => {
                 tracing::warn!(error = %source, "storage error");

@@ -1,13 +1,16 @@
 //! rally lobby: the player's front door over gRPC (tonic). Auth (accounts,
 //! JWT access tokens, rotating refresh tokens), Profile (Glicko-2 ratings,
-//! match history, leaderboard) and the `MatchResult` consumer, on SQLite by
-//! default or PostgreSQL by URL.
+//! match history, leaderboard) and the `MatchResult` consumer, Chat (public,
+//! match and direct channels with moderation), on SQLite by default or
+//! PostgreSQL by URL.
 //!
-//! It does not match players or run games; it only owns accounts, profiles and
-//! their tables. Other services verify access tokens with
+//! It does not match players or run games; it only owns accounts, profiles,
+//! chat and their tables. The matchmaker opens a match's chat channel with
+//! [`ChatStore::create_match_channel`]. Other services verify access tokens with
 //! [`AccessTokenVerifier`] without calling the lobby.
 
 pub mod auth;
+pub mod chat;
 pub mod db;
 pub mod error;
 pub mod limits;
@@ -17,6 +20,7 @@ pub mod proto;
 pub mod server;
 pub mod tokens;
 
+pub use chat::{ChatConfig, ChatStore, WordFilter};
 pub use error::{AuthError, LobbyError};
 pub use profile::{ApplyOutcome, ProfileStore};
 pub use server::{LobbyConfig, LobbyHandle, load_or_create_dev_secret, serve};

@@ -1,4 +1,4 @@
-//! Wiring: one tonic server with Auth, Profile, health and reflection, and a
+//! Wiring: one tonic server with Auth, Profile, Chat, health and reflection, and a
 //! handle to stop it. `rally lobby` and (later) `rally up` call [`serve`].
 
 use std::net::SocketAddr;
@@ -10,12 +10,15 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
 use crate::auth::{AuthService, TokenInterceptor};
+use crate::chat::{ChatConfig, ChatService, ChatStore};
 use crate::db::Db;
 use crate::error::LobbyError;
 use crate::limits::LobbyLimitsConfig;
 use crate::password::{PasswordHashConfig, PasswordHasherPool};
 use crate::profile::{ProfileService, ProfileStore};
-use crate::proto::{self, auth::auth_server::AuthServer, profile::profile_server::ProfileServer};
+use crate::proto::{
+    self, auth::auth_server::AuthServer, chat::chat_server::ChatServer, profile::profile_server::ProfileServer,
+};
 use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
 
 /// Largest request message accepted, in bytes.
@@ -34,8 +37,11 @@ pub struct LobbyConfig {
     pub limits: LobbyLimitsConfig,
     /// argon2id costs.
     pub password_hash: PasswordHashConfig,
-    /// Upper bound on any request's handling time (clients' own deadlines apply too).
+    /// Upper bound on any request's handling time (clients' own deadlines apply
+    /// too); a Subscribe stream is bounded only until it starts streaming.
     pub request_timeout: Duration,
+    /// Chat limits, moderators and word filter.
+    pub chat: ChatConfig,
 }
 
 impl LobbyConfig {
@@ -48,6 +54,7 @@ impl LobbyConfig {
             limits: LobbyLimitsConfig::default(),
             password_hash: PasswordHashConfig::default(),
             request_timeout: Duration::from_secs(30),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -58,6 +65,7 @@ pub struct LobbyHandle {
     local_addr: SocketAddr,
     db: Db,
     profiles: ProfileStore,
+    chat: ChatStore,
     verifier: AccessTokenVerifier,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -74,13 +82,20 @@ impl LobbyHandle {
         &self.profiles
     }
 
+    /// Chat, for in-process callers (the matchmaker opens match channels here).
+    pub fn chat(&self) -> &ChatStore {
+        &self.chat
+    }
+
     /// Verifies access tokens this lobby issued, without a network hop.
     pub fn verifier(&self) -> &AccessTokenVerifier {
         &self.verifier
     }
 
-    /// Stops accepting, lets in-flight calls finish, and closes the database.
+    /// Stops accepting, ends Subscribe streams (UNAVAILABLE, so clients
+    /// resume elsewhere), lets in-flight calls finish, and closes the database.
     pub async fn shutdown(mut self) -> Result<(), LobbyError> {
+        self.chat.close();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -117,10 +132,16 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         ProfileServer::new(ProfileService::new(profiles.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), true),
     );
+    let chat = ChatStore::new(db.clone(), config.chat.clone(), &config.limits);
+    let chat_service = tonic::service::interceptor::InterceptedService::new(
+        ChatServer::new(ChatService::new(chat.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+        TokenInterceptor::new(verifier.clone(), true),
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<AuthServer<AuthService>>().await;
     health_reporter.set_serving::<ProfileServer<ProfileService>>().await;
+    health_reporter.set_serving::<ChatServer<ChatService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -138,12 +159,13 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         .add_service(health)
         .add_service(reflection)
         .add_service(auth)
-        .add_service(profile);
+        .add_service(profile)
+        .add_service(chat_service);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_rx.await;
     }));
     tracing::info!(%local_addr, "lobby listening");
-    Ok(LobbyHandle { local_addr, db, profiles, verifier, shutdown: Some(shutdown_tx), task })
+    Ok(LobbyHandle { local_addr, db, profiles, chat, verifier, shutdown: Some(shutdown_tx), task })
 }
 
 /// The dev signing key at `<data_dir>/jwt_secret`, created (0600) with random

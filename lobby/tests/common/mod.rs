@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use rally_lobby::limits::LobbyLimitsConfig;
 use rally_lobby::password::PasswordHashConfig;
 use rally_lobby::proto::auth::{self as auth_pb, auth_client::AuthClient};
+use rally_lobby::proto::chat::chat_client::ChatClient;
 use rally_lobby::proto::profile::profile_client::ProfileClient;
 use rally_lobby::{JwtSecret, LobbyConfig, LobbyHandle};
 use tonic::transport::Channel;
@@ -90,6 +91,10 @@ pub async fn auth_client(handle: &LobbyHandle) -> AuthClient<Channel> {
 
 pub async fn profile_client(handle: &LobbyHandle) -> ProfileClient<Channel> {
     ProfileClient::new(channel(handle).await)
+}
+
+pub async fn chat_client(handle: &LobbyHandle) -> ChatClient<Channel> {
+    ChatClient::new(channel(handle).await)
 }
 
 /// A request carrying `access_token` as a bearer token.

@@ -1,0 +1,63 @@
+//! `rally.chat.v1.Chat`: public, match and direct channels; history; resumable
+//! subscriptions; moderation (length limit, send rate limit, blocks, mutes by
+//! moderators, a word filter, reports).
+//!
+//! Owns the `chat_*` tables and reads no other service's: a player is the id
+//! and name in their access token. Messages are stored (in a transaction that
+//! also allocates the channel's next id) before Send returns and before they
+//! are fanned out in-process over a per-channel broadcast. Live fan-out is
+//! in-process, so one lobby process serves a database's chat.
+//!
+//! Choices worth knowing:
+//! - A direct message to someone who blocked you (or whom you blocked) is
+//!   refused with `PERMISSION_DENIED` and not stored, so the sender knows it
+//!   was not delivered.
+//! - In public and match channels a blocked player's messages are stored and
+//!   seen by everyone else; only the blocker's History and Subscribe skip them.
+//! - Moderators are the usernames in [`ChatConfig::moderators`] plus the
+//!   players granted with [`ChatStore::set_moderator`].
+
+mod channel;
+mod filter;
+mod service;
+mod store;
+mod subscription;
+
+use std::time::Duration;
+
+pub use channel::{ChannelRef, MAX_PUBLIC_NAME_LEN};
+pub use filter::WordFilter;
+pub use service::ChatService;
+pub use store::{ChatReport, ChatStats, ChatStore, MAX_REASON_CHARS};
+
+/// Chat settings. The send rate limit is
+/// [`LobbyLimitsConfig::chat_send_per_account`](crate::limits::LobbyLimitsConfig::chat_send_per_account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// Longest message body, in characters.
+    pub max_message_chars: usize,
+    /// Usernames (case-insensitive) that may Mute and Unmute.
+    pub moderators: Vec<String>,
+    /// Words masked in message bodies.
+    pub word_filter: WordFilter,
+    /// Messages a channel's live broadcast holds for slow subscribers; one
+    /// that falls further behind catches up from the database.
+    pub broadcast_capacity: usize,
+    /// Messages queued per subscriber stream before its reader waits.
+    pub subscriber_buffer: usize,
+    /// Longest mute a moderator may impose.
+    pub max_mute: Duration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 500,
+            moderators: Vec::new(),
+            word_filter: WordFilter::default(),
+            broadcast_capacity: 1024,
+            subscriber_buffer: 64,
+            max_mute: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
