@@ -1,0 +1,782 @@
+//! The matchmaker engine: enqueue, cancel and watch tickets, and the matching
+//! round that turns queued tickets into reserved, token-carrying assignments.
+//!
+//! A round: reap shards whose heartbeat lapsed (their matches are reported
+//! aborted and their tickets told), read the live shards, then per mode read
+//! the queue, expire old tickets, [`propose`] matches, and commit each one:
+//! reserve a slot on the chosen shard (atomic in the registry), mint one
+//! connect token per seat, then claim the tickets (atomic in the ticket
+//! store). If another replica claimed a ticket first, the reservation is
+//! released. Replicas may run rounds at the same time on the same Redis: the
+//! two atomic steps are what keep a ticket from being assigned twice and a
+//! shard from being over-reserved.
+//!
+//! Watchers subscribe to a ticket's state; the engine tells local watchers at
+//! once, and a poller re-reads watched tickets from the store so changes made
+//! by other replicas arrive too.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rally_protocol::control::EndReason;
+use rally_protocol::results::{MatchResult, SeatResult};
+use rally_protocol::{MatchId, PlayerId};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::bots::{BotFill, BotSeat};
+use crate::bus::{MemoryBus, ResultsBus};
+use crate::config::{MatchmakerConfig, ModeConfig};
+use crate::error::{BackendError, MatchmakerError};
+use crate::matching::{Occupant, ProposedSeat, propose};
+use crate::ratings::RatingSource;
+use crate::redis::{RedisBus, RedisConnection, RedisRegistry, RedisTickets};
+use crate::registry::{MatchRecord, MemoryRegistry, Reservation, SeatRecord, ShardEntry, ShardInfo, ShardRegistry};
+use crate::store::{MemoryTickets, TicketStore};
+use crate::ticket::{Assignment, PartyMember, SeatAssignment, Ticket, TicketId, TicketState};
+use crate::token::{SeatGrant, TokenMinter};
+
+/// Most commits of one round in flight at once.
+const MAX_COMMITS_IN_FLIGHT: usize = 256;
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Whether a result records a match that never properly finished (shard
+/// failure or nobody played): such results change no rating.
+pub fn is_aborted(result: &MatchResult) -> bool {
+    result.winner.is_none() && matches!(result.reason, EndReason::ShardShutdown | EndReason::Abandoned)
+}
+
+/// The three shared backends.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// Tickets and their states.
+    pub tickets: Arc<dyn TicketStore>,
+    /// Shards and reservations.
+    pub registry: Arc<dyn ShardRegistry>,
+    /// Match results.
+    pub bus: Arc<dyn ResultsBus>,
+}
+
+impl Backends {
+    /// All three in this process (the embedded default).
+    pub fn in_memory(ticket_retention: Duration) -> Self {
+        Self {
+            tickets: Arc::new(MemoryTickets::new(ticket_retention)),
+            registry: Arc::new(MemoryRegistry::new()),
+            bus: Arc::new(MemoryBus::new()),
+        }
+    }
+
+    /// All three on one Redis, under `redis`'s key prefix.
+    pub fn redis(redis: &RedisConnection, ticket_retention: Duration) -> Self {
+        Self {
+            tickets: Arc::new(RedisTickets::new(redis.clone(), ticket_retention.as_millis() as u64)),
+            registry: Arc::new(RedisRegistry::new(redis.clone())),
+            bus: Arc::new(RedisBus::new(redis.clone())),
+        }
+    }
+}
+
+/// What a player asks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnqueueRequest {
+    /// The game mode.
+    pub mode: String,
+    /// The other party members (already authenticated by the caller of [`Matchmaker::enqueue`]).
+    pub party: Vec<PlayerId>,
+    /// Preferred region.
+    pub region: Option<String>,
+    /// Measured latencies per region, ms; the lowest is the preference when `region` is empty.
+    pub latencies_ms: Vec<(String, u32)>,
+}
+
+/// What one round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoundStats {
+    /// Tickets queued at the start of the round, all modes.
+    pub queued: usize,
+    /// Tickets matched.
+    pub matched_tickets: usize,
+    /// Matches made.
+    pub matches: usize,
+    /// Tickets that expired.
+    pub expired: usize,
+    /// Proposed matches that found no shard with room (they stay queued).
+    pub no_capacity: usize,
+    /// Proposed matches lost to another replica (a ticket was already claimed).
+    pub conflicts: usize,
+    /// Matches reported aborted because their shard's heartbeat lapsed.
+    pub aborted_matches: usize,
+}
+
+enum Commit {
+    Matched { tickets: usize, waits_ms: Vec<u64> },
+    Conflict,
+    NoCapacity,
+    NoBots,
+}
+
+type Watchers = HashMap<TicketId, watch::Sender<Option<TicketState>>>;
+
+struct Inner {
+    config: MatchmakerConfig,
+    modes: Vec<Arc<ModeConfig>>,
+    backends: Backends,
+    ratings: Arc<dyn RatingSource>,
+    minter: TokenMinter,
+    bots: RwLock<Option<Arc<dyn BotFill>>>,
+    watchers: Mutex<Watchers>,
+    /// Per mode: queued tickets already read, so a round only fetches new ones.
+    cache: tokio::sync::Mutex<HashMap<String, HashMap<TicketId, Arc<Ticket>>>>,
+}
+
+/// The matchmaker. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Matchmaker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Matchmaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Matchmaker")
+            .field("modes", &self.inner.modes.iter().map(|mode| mode.name.as_str()).collect::<Vec<_>>())
+            .field("backends", &self.inner.backends)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a ticket's state ranks: watchers only ever move forward.
+fn rank(state: &TicketState) -> u8 {
+    match state {
+        TicketState::Queued => 0,
+        TicketState::Matched(_) => 1,
+        _ => 2,
+    }
+}
+
+impl Matchmaker {
+    /// A matchmaker over `backends`, rating players with `ratings`, signing
+    /// connect tokens with `minter`.
+    pub fn new(
+        config: MatchmakerConfig,
+        backends: Backends,
+        ratings: Arc<dyn RatingSource>,
+        minter: TokenMinter,
+    ) -> Result<Self, MatchmakerError> {
+        config.validate()?;
+        let modes = config.modes.iter().cloned().map(Arc::new).collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                modes,
+                backends,
+                ratings,
+                minter,
+                bots: RwLock::new(None),
+                watchers: Mutex::new(HashMap::new()),
+                cache: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The embedded form: in-memory ticket store, registry and bus. Their
+    /// handles are in [`Matchmaker::backends`], for in-process shards
+    /// ([`crate::shard_agent`]) and results consumers.
+    pub fn embedded(
+        config: MatchmakerConfig,
+        ratings: Arc<dyn RatingSource>,
+        minter: TokenMinter,
+    ) -> Result<Self, MatchmakerError> {
+        let backends = Backends::in_memory(Duration::from_millis(config.ticket_retention_ms));
+        Self::new(config, backends, ratings, minter)
+    }
+
+    /// The shared backends.
+    pub fn backends(&self) -> &Backends {
+        &self.inner.backends
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MatchmakerConfig {
+        &self.inner.config
+    }
+
+    /// The token minter (its public key goes to shards).
+    pub fn minter(&self) -> &TokenMinter {
+        &self.inner.minter
+    }
+
+    /// Installs the hook that fills empty seats with bots.
+    pub fn set_bot_fill(&self, bots: Arc<dyn BotFill>) {
+        *self.inner.bots.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bots);
+    }
+
+    fn bots(&self) -> Option<Arc<dyn BotFill>> {
+        self.inner.bots.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn mode(&self, name: &str) -> Result<Arc<ModeConfig>, MatchmakerError> {
+        self.inner.modes.iter().find(|mode| mode.name == name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.inner.modes.iter().map(|mode| mode.name.as_str()).collect();
+            MatchmakerError::invalid("mode", format!("unknown game mode {name:?}; this matchmaker serves {known:?}"))
+        })
+    }
+
+    /// Queues `leader` (and `request.party`) for a mode.
+    pub async fn enqueue(
+        &self,
+        leader: PlayerId,
+        request: EnqueueRequest,
+        now_ms: u64,
+    ) -> Result<Ticket, MatchmakerError> {
+        let mode = self.mode(&request.mode)?;
+        let mut players = vec![leader];
+        for member in request.party {
+            if players.contains(&member) {
+                return Err(MatchmakerError::invalid("party", format!("player {} is listed twice", member.0)));
+            }
+            players.push(member);
+        }
+        if players.len() > usize::from(mode.max_party) {
+            return Err(MatchmakerError::invalid(
+                "party",
+                format!("{} players; mode {:?} takes parties of at most {}", players.len(), mode.name, mode.max_party),
+            ));
+        }
+        let region = match request.region.filter(|region| !region.is_empty()) {
+            Some(region) => Some(region),
+            None => {
+                request.latencies_ms.iter().min_by_key(|(name, ms)| (*ms, name.clone())).map(|(name, _)| name.clone())
+            }
+        };
+        if region.as_ref().is_some_and(|region| region.len() > 64) {
+            return Err(MatchmakerError::invalid("region", "at most 64 bytes"));
+        }
+        let mut members = Vec::with_capacity(players.len());
+        for player_id in players {
+            let rating = self.inner.ratings.rating(player_id).await?.unwrap_or(self.inner.config.default_rating);
+            members.push(PartyMember { player_id, rating });
+        }
+        let ticket = Ticket {
+            id: TicketId::random(),
+            mode: mode.name.clone(),
+            players: members,
+            region,
+            enqueued_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(mode.ticket_ttl_ms),
+        };
+        self.inner.backends.tickets.insert(&ticket).await?;
+        metrics::counter!("rally_matchmaker_tickets_enqueued_total").increment(1);
+        Ok(ticket)
+    }
+
+    async fn ticket_for(&self, player: PlayerId, id: TicketId) -> Result<Ticket, MatchmakerError> {
+        let ticket = self.inner.backends.tickets.tickets(&[id]).await?.pop().flatten().ok_or_else(|| {
+            MatchmakerError::NotFound(format!("no ticket {id}: unknown, or finished long enough ago to be forgotten"))
+        })?;
+        if !ticket.has_player(player) {
+            return Err(MatchmakerError::PermissionDenied(format!("ticket {id} belongs to other players")));
+        }
+        Ok(ticket)
+    }
+
+    /// Cancels a queued ticket on behalf of one of its players; returns its
+    /// state afterwards (a ticket already matched stays matched).
+    pub async fn cancel(&self, player: PlayerId, id: TicketId) -> Result<TicketState, MatchmakerError> {
+        let ticket = self.ticket_for(player, id).await?;
+        let state = self
+            .inner
+            .backends
+            .tickets
+            .finish(&ticket.mode, id, TicketState::Cancelled)
+            .await?
+            .ok_or_else(|| MatchmakerError::NotFound(format!("no ticket {id}")))?;
+        self.notify(id, &state);
+        Ok(state)
+    }
+
+    /// Subscribes to a ticket's state on behalf of one of its players.
+    pub async fn watch(
+        &self,
+        player: PlayerId,
+        id: TicketId,
+    ) -> Result<(Ticket, watch::Receiver<Option<TicketState>>), MatchmakerError> {
+        let ticket = self.ticket_for(player, id).await?;
+        let receiver = self.lock_watchers().entry(id).or_insert_with(|| watch::channel(None).0).subscribe();
+        // Read after subscribing: a change made after this read still arrives.
+        if let Some(state) = self.inner.backends.tickets.states(&[id]).await?.pop().flatten() {
+            self.notify(id, &state);
+        }
+        Ok((ticket, receiver))
+    }
+
+    fn lock_watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
+        // Critical sections are single map operations.
+        self.inner.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells local watchers of `id` its new state (never moving backwards).
+    fn notify(&self, id: TicketId, state: &TicketState) {
+        let watchers = self.lock_watchers();
+        if let Some(sender) = watchers.get(&id) {
+            sender.send_if_modified(|current| {
+                let forward = current.as_ref().is_none_or(|old| old != state && rank(state) >= rank(old));
+                if forward {
+                    *current = Some(state.clone());
+                }
+                forward
+            });
+        }
+    }
+
+    /// Re-reads the states of watched, unfinished tickets (changes made by
+    /// other replicas) and forgets tickets nobody watches any more.
+    pub async fn poll_watched(&self) -> Result<(), MatchmakerError> {
+        let ids: Vec<TicketId> = {
+            let mut watchers = self.lock_watchers();
+            watchers.retain(|_, sender| sender.receiver_count() > 0);
+            watchers
+                .iter()
+                .filter(|(_, sender)| !sender.borrow().as_ref().is_some_and(TicketState::is_final))
+                .map(|(&id, _)| id)
+                .collect()
+        };
+        for chunk in ids.chunks(1000) {
+            let states = self.inner.backends.tickets.states(chunk).await?;
+            for (&id, state) in chunk.iter().zip(states) {
+                if let Some(state) = state {
+                    self.notify(id, &state);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one matching round at `now_ms` (see the module docs).
+    pub async fn run_round(&self, now_ms: u64) -> Result<RoundStats, MatchmakerError> {
+        let started = Instant::now();
+        let mut stats = RoundStats::default();
+        let backends = &self.inner.backends;
+        for expired in backends.registry.reap_expired(now_ms).await? {
+            tracing::warn!(shard = %expired.name, matches = expired.matches.len(), "shard heartbeat lapsed; its matches are aborted");
+            stats.aborted_matches += expired.matches.len();
+            self.abort_matches(&expired.name, expired.matches, now_ms).await?;
+        }
+        let mut shards: Vec<(ShardEntry, u32)> = backends
+            .registry
+            .shards(now_ms)
+            .await?
+            .into_iter()
+            .filter(|shard| !shard.draining)
+            .map(|shard| {
+                let free = shard.free();
+                (shard, free)
+            })
+            .collect();
+        let bots = self.bots();
+        let mut cache = self.inner.cache.lock().await;
+        for mode in &self.inner.modes {
+            let ids = backends.tickets.queued(&mode.name).await?;
+            stats.queued += ids.len();
+            let known = cache.entry(mode.name.clone()).or_default();
+            let present: HashSet<TicketId> = ids.iter().copied().collect();
+            known.retain(|id, _| present.contains(id));
+            let missing: Vec<TicketId> = ids.iter().copied().filter(|id| !known.contains_key(id)).collect();
+            for chunk in missing.chunks(1000) {
+                for (&id, ticket) in chunk.iter().zip(backends.tickets.tickets(chunk).await?) {
+                    match ticket {
+                        Some(ticket) => {
+                            known.insert(id, Arc::new(ticket));
+                        }
+                        // Its keys outlived nobody's round: drop it from the queue.
+                        None => drop(backends.tickets.finish(&mode.name, id, TicketState::Expired).await?),
+                    }
+                }
+            }
+            let mut queue: Vec<Arc<Ticket>> = ids.iter().filter_map(|id| known.get(id).cloned()).collect();
+            let (expired, live): (Vec<_>, Vec<_>) = queue.drain(..).partition(|ticket| ticket.expires_at_ms <= now_ms);
+            for ticket in expired {
+                let state = backends.tickets.finish(&mode.name, ticket.id, TicketState::Expired).await?;
+                if let Some(state) = state {
+                    if state == TicketState::Expired {
+                        stats.expired += 1;
+                        metrics::counter!("rally_matchmaker_tickets_expired_total").increment(1);
+                    }
+                    self.notify(ticket.id, &state);
+                }
+                known.remove(&ticket.id);
+            }
+            metrics::gauge!("rally_matchmaker_queued", "mode" => mode.name.clone()).set(live.len() as f64);
+            let refs: Vec<&Ticket> = live.iter().map(|ticket| &**ticket).collect();
+            let proposals = propose(mode, &refs, now_ms, bots.is_some());
+            let mut in_flight: JoinSet<Result<Commit, MatchmakerError>> = JoinSet::new();
+            for proposal in proposals {
+                let Some(shard_idx) = choose_shard(&shards, proposal.region.as_deref(), proposal.any_region) else {
+                    stats.no_capacity += 1;
+                    continue;
+                };
+                shards[shard_idx].1 -= 1;
+                let tickets: Vec<Arc<Ticket>> = proposal.tickets.iter().map(|&idx| live[idx].clone()).collect();
+                // Seats refer to tickets by their index in `tickets`.
+                let seats: Vec<ProposedSeat> = proposal
+                    .seats
+                    .iter()
+                    .map(|seat| match seat.occupant {
+                        Occupant::Player { ticket, member } => ProposedSeat {
+                            occupant: Occupant::Player {
+                                ticket: proposal.tickets.iter().position(|&idx| idx == ticket).unwrap_or(0),
+                                member,
+                            },
+                            ..*seat
+                        },
+                        Occupant::Bot => *seat,
+                    })
+                    .collect();
+                let shard = shards[shard_idx].0.info.clone();
+                let this = self.clone();
+                let mode = mode.clone();
+                let bots = bots.clone();
+                in_flight.spawn(async move { this.commit(&mode, tickets, seats, shard, bots, now_ms).await });
+                while in_flight.len() >= MAX_COMMITS_IN_FLIGHT {
+                    if let Some(done) = in_flight.join_next().await {
+                        tally(&mut stats, done);
+                    }
+                }
+            }
+            while let Some(done) = in_flight.join_next().await {
+                tally(&mut stats, done);
+            }
+        }
+        metrics::histogram!("rally_matchmaker_round_seconds").record(started.elapsed().as_secs_f64());
+        if stats.no_capacity > 0 {
+            metrics::counter!("rally_matchmaker_no_capacity_total").increment(stats.no_capacity as u64);
+            tracing::debug!(
+                waiting = stats.no_capacity,
+                "no shard has room for some matches; their tickets stay queued"
+            );
+        }
+        metrics::gauge!("rally_matchmaker_waiting_for_capacity").set(stats.no_capacity as f64);
+        Ok(stats)
+    }
+
+    async fn commit(
+        &self,
+        mode: &ModeConfig,
+        tickets: Vec<Arc<Ticket>>,
+        seats: Vec<ProposedSeat>,
+        shard: ShardInfo,
+        bots: Option<Arc<dyn BotFill>>,
+        now_ms: u64,
+    ) -> Result<Commit, MatchmakerError> {
+        let match_id = MatchId(rand::random::<u64>().max(1));
+        let n_bots = seats.iter().filter(|seat| seat.occupant == Occupant::Bot).count();
+        let mut bot_ids = Vec::new();
+        if n_bots > 0 {
+            let rating = tickets.iter().map(|ticket| ticket.rating()).sum::<f64>() / tickets.len().max(1) as f64;
+            match bots.as_ref().and_then(|bots| bots.bot_players(&mode.name, n_bots, rating)) {
+                Some(ids) if ids.len() == n_bots => bot_ids = ids,
+                _ => return Ok(Commit::NoBots),
+            }
+        }
+        let mut next_bot = bot_ids.iter();
+        let seat_records: Vec<SeatRecord> = seats
+            .iter()
+            .map(|seat| match seat.occupant {
+                Occupant::Player { ticket, member } => SeatRecord {
+                    seat: seat.seat,
+                    side: seat.side,
+                    player_id: tickets[ticket].players[member].player_id,
+                    bot: false,
+                },
+                Occupant::Bot => SeatRecord {
+                    seat: seat.seat,
+                    side: seat.side,
+                    player_id: next_bot.next().copied().unwrap_or(PlayerId(0)),
+                    bot: true,
+                },
+            })
+            .collect();
+        let record = MatchRecord {
+            match_id,
+            mode: mode.name.clone(),
+            shard: shard.name.clone(),
+            tickets: tickets.iter().map(|ticket| ticket.id).collect(),
+            seats: seat_records.clone(),
+            n_sides: mode.n_sides,
+            reserved_at_ms: now_ms,
+        };
+        let registry = &self.inner.backends.registry;
+        match registry.reserve(&shard.name, &record, now_ms).await? {
+            Reservation::Reserved => {}
+            Reservation::Full | Reservation::Draining | Reservation::Gone => return Ok(Commit::NoCapacity),
+        }
+        let granted = self.grant_seats(mode, match_id, &shard, &seats, &seat_records, now_ms);
+        let granted = match granted {
+            Ok(granted) => granted,
+            Err(err) => {
+                let _ = registry.release(&shard.name, match_id).await;
+                return Err(err);
+            }
+        };
+        let mut claims = Vec::with_capacity(tickets.len());
+        for (ticket_idx, ticket) in tickets.iter().enumerate() {
+            let seats = seats
+                .iter()
+                .zip(&granted)
+                .filter(|(seat, _)| matches!(seat.occupant, Occupant::Player { ticket, .. } if ticket == ticket_idx))
+                .map(|(_, grant)| grant.clone())
+                .collect();
+            let assignment = Assignment {
+                match_id,
+                mode: mode.name.clone(),
+                shard_name: shard.name.clone(),
+                shard_address: shard.address.clone(),
+                certificate_sha256: shard.certificate_sha256.clone(),
+                seats,
+                matched_at_ms: now_ms,
+            };
+            claims.push((ticket.id, TicketState::Matched(assignment)));
+        }
+        let claimed = match self.inner.backends.tickets.claim(&mode.name, &claims).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                let _ = registry.release(&shard.name, match_id).await;
+                return Err(err.into());
+            }
+        };
+        if !claimed {
+            registry.release(&shard.name, match_id).await?;
+            return Ok(Commit::Conflict);
+        }
+        for (id, state) in &claims {
+            self.notify(*id, state);
+        }
+        if let Some(bots) = bots {
+            for ((seat, record), grant) in seats.iter().zip(&seat_records).zip(&granted) {
+                if seat.occupant == Occupant::Bot {
+                    bots.seat_assigned(BotSeat {
+                        match_id,
+                        mode: mode.name.clone(),
+                        player_id: record.player_id,
+                        seat: seat.seat,
+                        side: seat.side,
+                        shard_name: shard.name.clone(),
+                        shard_address: shard.address.clone(),
+                        certificate_sha256: shard.certificate_sha256.clone(),
+                        connect_token: grant.connect_token.clone(),
+                        token_expires_at_ms: grant.token_expires_at_ms,
+                    });
+                }
+            }
+        }
+        Ok(Commit::Matched {
+            tickets: tickets.len(),
+            waits_ms: tickets.iter().map(|ticket| ticket.waited_ms(now_ms)).collect(),
+        })
+    }
+
+    fn grant_seats(
+        &self,
+        mode: &ModeConfig,
+        match_id: MatchId,
+        shard: &ShardInfo,
+        seats: &[ProposedSeat],
+        records: &[SeatRecord],
+        now_ms: u64,
+    ) -> Result<Vec<SeatAssignment>, MatchmakerError> {
+        seats
+            .iter()
+            .zip(records)
+            .map(|(seat, record)| {
+                let grant = SeatGrant {
+                    player_id: record.player_id,
+                    match_id,
+                    seat: seat.seat,
+                    n_seats: mode.n_seats(),
+                    points_to_win: mode.points_to_win,
+                    shard: shard.name.clone(),
+                };
+                let (connect_token, token_expires_at_ms) = self.inner.minter.mint(&grant, now_ms)?;
+                Ok(SeatAssignment {
+                    player_id: record.player_id,
+                    seat: seat.seat,
+                    side: seat.side,
+                    connect_token,
+                    token_expires_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Reports a lost shard's matches aborted: their tickets are told, and an
+    /// aborted `MatchResult` (no winner, `ShardShutdown`) goes on the bus.
+    async fn abort_matches(&self, shard: &str, records: Vec<MatchRecord>, now_ms: u64) -> Result<(), MatchmakerError> {
+        for record in records {
+            let reason = format!(
+                "shard {shard} stopped sending heartbeats, so match {} was lost; enqueue again",
+                record.match_id
+            );
+            let updates: Vec<(TicketId, TicketState)> = record
+                .tickets
+                .iter()
+                .map(|&id| (id, TicketState::Aborted { match_id: record.match_id, reason: reason.clone() }))
+                .collect();
+            self.inner.backends.tickets.set_states(&updates).await?;
+            for (id, state) in &updates {
+                self.notify(*id, state);
+            }
+            self.inner.backends.bus.publish(&aborted_result(&record, now_ms)).await?;
+            metrics::counter!("rally_matchmaker_matches_aborted_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Runs rounds every `round_interval` and polls watched tickets every
+    /// `watch_poll_interval`, until the handle is stopped. Errors (Redis down)
+    /// are logged and the loops carry on.
+    pub fn start(&self) -> EngineHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let rounds = {
+            let this = self.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(this.inner.config.round_interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut failing = false;
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    match this.run_round(unix_ms()).await {
+                        Ok(_) if failing => {
+                            failing = false;
+                            tracing::info!("matching rounds recovered");
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            if !failing {
+                                tracing::warn!(%err, "matching round failed; retrying every round");
+                            }
+                            failing = true;
+                        }
+                    }
+                }
+            })
+        };
+        let poller = {
+            let this = self.clone();
+            let mut stop = stop_rx;
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(this.inner.config.watch_poll_interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(err) = this.poll_watched().await {
+                        tracing::debug!(%err, "polling watched tickets failed");
+                    }
+                }
+            })
+        };
+        EngineHandle { stop: stop_tx, tasks: vec![rounds, poller] }
+    }
+}
+
+fn tally(stats: &mut RoundStats, done: Result<Result<Commit, MatchmakerError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(Commit::Matched { tickets, waits_ms })) => {
+            stats.matches += 1;
+            stats.matched_tickets += tickets;
+            metrics::counter!("rally_matchmaker_matches_total").increment(1);
+            metrics::counter!("rally_matchmaker_tickets_matched_total").increment(tickets as u64);
+            for wait in waits_ms {
+                metrics::histogram!("rally_matchmaker_wait_seconds").record(wait as f64 / 1000.0);
+            }
+        }
+        Ok(Ok(Commit::Conflict)) => stats.conflicts += 1,
+        Ok(Ok(Commit::NoCapacity)) => stats.no_capacity += 1,
+        Ok(Ok(Commit::NoBots)) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "committing a match failed; its tickets stay queued"),
+        Err(err) => tracing::error!(%err, "a commit task panicked"),
+    }
+}
+
+/// The live shard with the most free capacity in `region` (ties: by name),
+/// or anywhere when `any_region` (or no region) and none there has room.
+fn choose_shard(shards: &[(ShardEntry, u32)], region: Option<&str>, any_region: bool) -> Option<usize> {
+    let best = |in_region: &dyn Fn(&ShardEntry) -> bool| {
+        shards
+            .iter()
+            .enumerate()
+            .filter(|(_, (entry, free))| *free > 0 && in_region(entry))
+            .max_by(|(_, (a, free_a)), (_, (b, free_b))| free_a.cmp(free_b).then_with(|| b.info.name.cmp(&a.info.name)))
+            .map(|(idx, _)| idx)
+    };
+    if let Some(region) = region {
+        if let Some(idx) = best(&|entry: &ShardEntry| entry.info.region == region) {
+            return Some(idx);
+        }
+        if !any_region {
+            return None;
+        }
+    }
+    best(&|_: &ShardEntry| true)
+}
+
+/// The result reported for a match whose shard was lost.
+pub fn aborted_result(record: &MatchRecord, now_ms: u64) -> MatchResult {
+    MatchResult {
+        match_id: record.match_id,
+        game: record.mode.clone(),
+        shard: record.shard.clone(),
+        seats: record
+            .seats
+            .iter()
+            .map(|seat| SeatResult {
+                seat: seat.seat,
+                player_id: Some(seat.player_id),
+                side: seat.side,
+                forfeited: false,
+            })
+            .collect(),
+        scores: vec![0; usize::from(record.n_sides)],
+        winner: None,
+        reason: EndReason::ShardShutdown,
+        duration_ticks: 0,
+        tick_rate_hz: 0,
+        started_at_ms: record.reserved_at_ms,
+        ended_at_ms: now_ms,
+        input_log_digest: String::new(),
+    }
+}
+
+/// The engine's background loops.
+#[derive(Debug)]
+pub struct EngineHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    /// Stops the loops and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl From<BackendError> for tonic::Status {
+    fn from(err: BackendError) -> Self {
+        MatchmakerError::from(err).into()
+    }
+}

@@ -1,0 +1,188 @@
+//! The results bus on a Redis stream (`P:results`), one field `result` holding
+//! the `MatchResult` as JSON (readable with `redis-cli XRANGE`). Consumer
+//! groups give at-least-once delivery; `XAUTOCLAIM` hands entries idle with a
+//! dead consumer to a live one. Reads poll without `BLOCK`, so they never tie
+//! up the shared multiplexed connection; an empty read waits a short while.
+
+use std::time::Duration;
+
+use rally_protocol::results::MatchResult;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use super::RedisConnection;
+use crate::bus::{Delivery, ResultsBus};
+use crate::error::BackendError;
+
+/// Longest pause between two polls of an empty stream.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The results bus on a Redis stream.
+#[derive(Clone, Debug)]
+pub struct RedisBus {
+    redis: RedisConnection,
+}
+
+impl RedisBus {
+    /// The bus at `<prefix>:results`.
+    pub fn new(redis: RedisConnection) -> Self {
+        Self { redis }
+    }
+
+    fn stream_key(&self) -> String {
+        self.redis.key("results")
+    }
+
+    /// Turns stream entries into deliveries. Entries that cannot be read (a
+    /// newer writer, corruption) are acknowledged and dropped with a warning,
+    /// so one bad entry cannot block the group forever.
+    async fn decode(&self, group: &str, entries: Vec<StreamId>) -> Result<Vec<Delivery>, BackendError> {
+        let mut deliveries = Vec::with_capacity(entries.len());
+        let mut poison = Vec::new();
+        for entry in entries {
+            let decoded = entry
+                .get::<String>("result")
+                .ok_or_else(|| "no `result` field".to_owned())
+                .and_then(|json| serde_json::from_str::<MatchResult>(&json).map_err(|err| err.to_string()));
+            match decoded {
+                Ok(result) => deliveries.push(Delivery { id: entry.id, result }),
+                Err(err) => {
+                    tracing::warn!(id = %entry.id, %err, "unreadable results entry; acknowledged and skipped");
+                    poison.push(entry.id);
+                }
+            }
+        }
+        if !poison.is_empty() {
+            self.ack(group, &poison).await?;
+        }
+        Ok(deliveries)
+    }
+
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        from: &str,
+    ) -> Result<Vec<StreamId>, BackendError> {
+        let mut conn = self.redis.conn();
+        let reply: Option<StreamReadReply> = self
+            .redis
+            .run(
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(group)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(max.max(1))
+                    .arg("STREAMS")
+                    .arg(self.stream_key())
+                    .arg(from)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect()).unwrap_or_default())
+    }
+}
+
+#[tonic::async_trait]
+impl ResultsBus for RedisBus {
+    async fn publish(&self, result: &MatchResult) -> Result<String, BackendError> {
+        let json = serde_json::to_string(result)?;
+        let mut conn = self.redis.conn();
+        self.redis
+            .run(redis::cmd("XADD").arg(self.stream_key()).arg("*").arg("result").arg(json).query_async(&mut conn))
+            .await
+    }
+
+    async fn ensure_group(&self, group: &str) -> Result<(), BackendError> {
+        let mut conn = self.redis.conn();
+        let created: redis::RedisResult<()> = self
+            .redis
+            .run_raw(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(self.stream_key())
+                    .arg(group)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        match created {
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            other => other.map_err(BackendError::from),
+        }
+    }
+
+    async fn read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let entries = self.read_group(group, consumer, max, ">").await?;
+            if !entries.is_empty() {
+                return self.decode(group, entries).await;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        }
+    }
+
+    async fn read_pending(&self, group: &str, consumer: &str, max: usize) -> Result<Vec<Delivery>, BackendError> {
+        let entries = self.read_group(group, consumer, max, "0").await?;
+        // Entries deleted from the stream come back with no fields; acknowledge those too.
+        self.decode(group, entries).await
+    }
+
+    async fn claim_stale(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        let mut conn = self.redis.conn();
+        let mut start = "0-0".to_owned();
+        let mut claimed = Vec::new();
+        loop {
+            let reply: StreamAutoClaimReply = self
+                .redis
+                .run(
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(self.stream_key())
+                        .arg(group)
+                        .arg(consumer)
+                        .arg(min_idle.as_millis() as u64)
+                        .arg(&start)
+                        .arg("COUNT")
+                        .arg(max.max(1))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            claimed.extend(reply.claimed);
+            if reply.next_stream_id == "0-0" || claimed.len() >= max {
+                break;
+            }
+            start = reply.next_stream_id;
+        }
+        self.decode(group, claimed).await
+    }
+
+    async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BackendError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.conn();
+        self.redis
+            .run(redis::cmd("XACK").arg(self.stream_key()).arg(group).arg(ids).query_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+}

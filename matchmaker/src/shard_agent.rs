@@ -1,0 +1,197 @@
+//! The shard's side of the registry and the bus: register, heartbeat with
+//! load, mark draining, publish each finished match's result and release its
+//! reservation, deregister at the end. `rally shard --redis-url` runs it next
+//! to the shard loop; the embedded form runs it in process.
+//!
+//! Results are never dropped: one that cannot be published (Redis down) waits
+//! in an in-memory outbox, in order, and is retried every heartbeat. When the
+//! shard's result channel closes (the shard stopped), the outbox is flushed
+//! (retrying for up to `final_flush`) before deregistering.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rally_protocol::results::MatchResult;
+use tokio::sync::{mpsc, watch};
+
+use crate::bus::ResultsBus;
+use crate::engine::unix_ms;
+use crate::registry::{ShardInfo, ShardLoad, ShardRegistry};
+
+/// Reads the shard's current load for each heartbeat.
+pub type LoadProbe = Arc<dyn Fn() -> ShardLoad + Send + Sync>;
+
+/// The agent's settings.
+#[derive(Clone, Debug)]
+pub struct ShardAgentConfig {
+    /// What the shard registers as.
+    pub info: ShardInfo,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The registry forgets the shard this long after its last heartbeat.
+    pub ttl: Duration,
+    /// How long to keep retrying unpublished results once the shard stopped.
+    pub final_flush: Duration,
+}
+
+impl ShardAgentConfig {
+    /// Heartbeats every second, a 5 s TTL, 30 s to flush at the end.
+    pub fn new(info: ShardInfo) -> Self {
+        Self {
+            info,
+            heartbeat_interval: Duration::from_secs(1),
+            ttl: Duration::from_secs(5),
+            final_flush: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the agent did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentReport {
+    /// Times it registered (again after a lapse).
+    pub registrations: u64,
+    /// Heartbeats accepted.
+    pub heartbeats: u64,
+    /// Results published.
+    pub published: u64,
+    /// Reservations released.
+    pub released: u64,
+    /// Results still unpublished when it gave up (lost unless the shard's own file has them).
+    pub unpublished: u64,
+}
+
+struct Agent {
+    registry: Arc<dyn ShardRegistry>,
+    bus: Arc<dyn ResultsBus>,
+    config: ShardAgentConfig,
+    outbox: VecDeque<MatchResult>,
+    report: AgentReport,
+    registered: bool,
+    draining: bool,
+}
+
+impl Agent {
+    async fn register(&mut self) {
+        let ttl_ms = self.config.ttl.as_millis() as u64;
+        match self.registry.register(&self.config.info, ttl_ms, unix_ms()).await {
+            Ok(()) => {
+                self.registered = true;
+                self.report.registrations += 1;
+                tracing::info!(shard = %self.config.info.name, "registered with the shard registry");
+                if self.draining {
+                    self.mark_draining().await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "could not register the shard; retrying"),
+        }
+    }
+
+    async fn mark_draining(&mut self) {
+        if let Err(err) = self.registry.set_draining(&self.config.info.name, true).await {
+            tracing::warn!(%err, "could not mark the shard draining; retrying with the next heartbeat");
+            self.registered = false;
+        }
+    }
+
+    async fn heartbeat(&mut self, load: ShardLoad) {
+        if !self.registered {
+            self.register().await;
+            return;
+        }
+        let ttl_ms = self.config.ttl.as_millis() as u64;
+        match self.registry.heartbeat(&self.config.info.name, load, ttl_ms, unix_ms()).await {
+            Ok(true) => self.report.heartbeats += 1,
+            Ok(false) => {
+                tracing::warn!(shard = %self.config.info.name, "the registry had forgotten this shard; registering again");
+                self.registered = false;
+                self.register().await;
+            }
+            Err(err) => tracing::warn!(%err, "heartbeat failed"),
+        }
+    }
+
+    /// Publishes queued results in order; stops at the first failure.
+    async fn flush(&mut self) {
+        while let Some(result) = self.outbox.front() {
+            if let Err(err) = self.bus.publish(result).await {
+                tracing::warn!(%err, queued = self.outbox.len(), "could not publish a match result; will retry");
+                return;
+            }
+            self.report.published += 1;
+            match self.registry.release(&self.config.info.name, result.match_id).await {
+                Ok(true) => self.report.released += 1,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%err, match_id = %result.match_id, "could not release the reservation"),
+            }
+            self.outbox.pop_front();
+        }
+    }
+}
+
+/// Runs until `results` closes: registers `config.info`, heartbeats with
+/// `load()`, marks the shard draining when `draining` turns true, publishes
+/// every result to `bus` and releases its reservation, then deregisters.
+pub async fn run(
+    registry: Arc<dyn ShardRegistry>,
+    bus: Arc<dyn ResultsBus>,
+    config: ShardAgentConfig,
+    mut results: mpsc::UnboundedReceiver<MatchResult>,
+    load: LoadProbe,
+    mut draining: watch::Receiver<bool>,
+) -> AgentReport {
+    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut agent = Agent {
+        registry,
+        bus,
+        config,
+        outbox: VecDeque::new(),
+        report: AgentReport::default(),
+        registered: false,
+        draining: false,
+    };
+    let mut watching_drain = true;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                agent.heartbeat(load()).await;
+                agent.flush().await;
+            }
+            result = results.recv() => {
+                let Some(result) = result else { break };
+                agent.outbox.push_back(result);
+                agent.flush().await;
+            }
+            changed = draining.changed(), if watching_drain => {
+                if changed.is_err() {
+                    watching_drain = false;
+                } else if *draining.borrow_and_update() && !agent.draining {
+                    agent.draining = true;
+                    tracing::info!(shard = %agent.config.info.name, "draining: no new matches will be assigned here");
+                    agent.mark_draining().await;
+                }
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + agent.config.final_flush;
+    while !agent.outbox.is_empty() && tokio::time::Instant::now() < deadline {
+        agent.flush().await;
+        if !agent.outbox.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    agent.report.unpublished = agent.outbox.len() as u64;
+    if agent.report.unpublished > 0 {
+        tracing::error!(n = agent.report.unpublished, "results could not be published before shutdown");
+    }
+    match agent.registry.deregister(&agent.config.info.name).await {
+        Ok(left) if !left.is_empty() => {
+            tracing::warn!(n = left.len(), "deregistered with reservations that never produced a result");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "could not deregister; the entry will expire on its own"),
+    }
+    agent.report
+}
