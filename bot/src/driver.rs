@@ -1,0 +1,115 @@
+//! One bot, one match: connect to a shard seat with a token and play to the end
+//! through the client SDK, exactly as a person's client would.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use rally_client::quic::{ConnectConfig, GameConnection};
+use rally_client::session::ClientEvent;
+use rally_client::tls::{ServerTrust, client_config};
+use rally_protocol::Seat;
+use rally_protocol::control::{ClientHello, MatchEnd};
+
+use crate::difficulty::{Difficulty, Handicap};
+use crate::obs::{Action, ObsEncoder};
+use crate::runner::DeciderHandle;
+
+/// What a bot needs to reach its seat.
+#[derive(Clone, Debug)]
+pub struct SeatTicket {
+    /// The shard's QUIC address.
+    pub addr: SocketAddr,
+    /// The name the shard's certificate must be valid for (unused when pinning).
+    pub server_name: String,
+    /// The connect token the matchmaker (or a test) issued.
+    pub token: Vec<u8>,
+}
+
+/// How one bot plays.
+#[derive(Clone, Copy, Debug)]
+pub struct BotStyle {
+    /// Its handicap.
+    pub difficulty: Difficulty,
+    /// Seed of its aim errors.
+    pub seed: u64,
+}
+
+/// What a bot saw of its match.
+#[derive(Clone, Debug)]
+pub struct BotMatch {
+    /// The seat it held.
+    pub seat: Seat,
+    /// The shard's final word.
+    pub end: MatchEnd,
+    /// Decisions it made.
+    pub decisions: u64,
+}
+
+impl BotMatch {
+    /// Whether the bot's side won.
+    pub fn won(&self) -> bool {
+        self.end.winner == Some(self.seat % 2)
+    }
+
+    /// The bot's points minus its opponent's.
+    pub fn margin(&self) -> i64 {
+        let side = usize::from(self.seat % 2);
+        let own = self.end.scores.get(side).copied().unwrap_or(0);
+        let other = self.end.scores.get(1 - side).copied().unwrap_or(0);
+        i64::from(own) - i64::from(other)
+    }
+}
+
+/// A client endpoint trusting `trust`; many bots share one.
+pub fn bot_endpoint(trust: &ServerTrust) -> anyhow::Result<quinn::Endpoint> {
+    rally_client::quic::endpoint(client_config(trust)?)
+}
+
+/// Connects with `ticket` and plays the match to its end, deciding through `decider`.
+pub async fn play_with_token(
+    endpoint: &quinn::Endpoint,
+    ticket: &SeatTicket,
+    decider: &DeciderHandle,
+    style: BotStyle,
+) -> anyhow::Result<BotMatch> {
+    let mut config = ConnectConfig::new(ticket.addr);
+    config.server_name.clone_from(&ticket.server_name);
+    let hello = ClientHello::Connect { token: ticket.token.clone() };
+    let connection = GameConnection::connect(endpoint, &config, &hello).await?;
+    play_connection(connection, decider, style).await
+}
+
+/// Plays an already connected seat to the end of its match.
+pub async fn play_connection(
+    mut connection: GameConnection,
+    decider: &DeciderHandle,
+    style: BotStyle,
+) -> anyhow::Result<BotMatch> {
+    let welcome = connection.welcome().clone();
+    let encoder = ObsEncoder::new(&welcome.schema, welcome.seat, welcome.n_seats)?;
+    let mut handicap = Handicap::new(style.difficulty, style.seed);
+    let mut decisions = 0u64;
+    let mut current = Action::Stop;
+    while let Some(event) = connection.next_event().await {
+        match event {
+            ClientEvent::Snapshot(view) => {
+                let Some(obs) = encoder.encode(&view) else { continue };
+                let action = decider.decide(handicap.observe(obs)).await.context("deciding")?;
+                decisions += 1;
+                if action != current {
+                    connection.set_input(action.input());
+                    current = action;
+                }
+            }
+            ClientEvent::Ended(end) => {
+                connection.leave();
+                return Ok(BotMatch { seat: welcome.seat, end, decisions });
+            }
+            ClientEvent::Disconnected { reason, message } => {
+                bail!("the shard disconnected the bot: {reason:?} {message}")
+            }
+            _ => {}
+        }
+    }
+    bail!("the connection closed before the match ended")
+}

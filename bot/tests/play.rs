@@ -1,0 +1,39 @@
+//! Bots play whole matches through an embedded shard over real QUIC on loopback.
+
+use std::time::Duration;
+
+use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
+use rally_bot::{Difficulty, PolicyKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_onnx_bot_completes_matches_against_the_scripted_predictor() {
+    if let Err(err) = rally_bot::onnx::runtime() {
+        panic!("this test needs ONNX Runtime: {err}");
+    }
+    let config = BenchConfig {
+        a: Side::new(PolicyKind::Onnx),
+        // Easy, so that points come quickly whatever the model's strength.
+        b: Side { difficulty: Difficulty::EASY, ..Side::new(PolicyKind::Predictor) },
+        matches: 4,
+        concurrency: 4,
+        points_to_win: 1,
+        // Twice the game's rate, same ticks per snapshot: the policies see the same game, faster.
+        target: ShardTarget::Embedded { tick_rate_hz: 120, snapshot_rate_hz: 60 },
+        latency_samples: 200,
+        ..BenchConfig::default()
+    };
+    let report =
+        tokio::time::timeout(Duration::from_secs(120), run_bench(config)).await.expect("within 120 s").unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.first_error);
+    assert_eq!(report.matches, 4);
+    assert!(report.win_rate.low <= report.win_rate.value && report.win_rate.value <= report.win_rate.high);
+    assert_eq!(report.mean_margin.abs(), 1.0, "one-point matches end 1–0 either way");
+    // Every seat decided on its views, through the batching deciders.
+    for play in &report.play {
+        assert!(play.decisions > 0 && play.calls > 0 && play.calls <= play.decisions, "{play:?}");
+    }
+    let table = report.table();
+    assert!(table.contains("A win rate") && table.contains("Elo"), "{table}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["matches"], 4);
+}
