@@ -3,7 +3,8 @@
 //!
 //! [`session::ClientSession`] is sans-IO: handshake, clock sync to the server
 //! tick, redundant inputs, snapshot acks and delta decoding. [`quic`] drives it
-//! over quinn. [`prediction`] and [`interpolation`] turn snapshots into what a
+//! over quinn and [`udp`] over raw UDP (LAN, bot farms, load tests).
+//! [`prediction`] and [`interpolation`] turn snapshots into what a
 //! game draws: the local player's predicted state and remote state in the
 //! recent past. [`conditioner`] simulates bad networks for tests and the
 //! harness, in memory or, through [`proxy`], between real sockets.
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod quic;
 pub mod session;
 pub mod tls;
+pub mod udp;
 pub mod view;
 
 pub use session::{ClientEvent, ClientSession, ClientStats, SessionConfig};

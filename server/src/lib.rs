@@ -1,9 +1,10 @@
 //! The rally match shard: runs many matches of one game in one ECS world at a
-//! fixed tick and serves their players over QUIC.
+//! fixed tick and serves their players over QUIC and, optionally, raw UDP.
 //!
 //! [`shard::Shard`] is the sans-IO core (seats, tokens, jitter buffers,
 //! snapshots, results); [`quic`] is the IO driver around it (endpoint,
-//! connection tasks, the tick loop, drain); [`ops`] serves metrics and health.
+//! connection tasks, the tick loop, drain); [`udp`] feeds the same loop from
+//! raw UDP; [`ops`] serves metrics and health.
 //! The shard never names the game: it is generic over [`rally_sim::game::Game`].
 
 mod input;
@@ -12,5 +13,6 @@ pub mod ops;
 pub mod quic;
 pub mod shard;
 pub mod tls;
+pub mod udp;
 
 pub use shard::{ConnId, Shard, ShardConfig, ShardEvent, ShardStats, Transmit};

@@ -7,13 +7,17 @@
 //! flooding client is throttled in its own task and never delays other matches'
 //! ticks. The shard loop sends datagrams directly through each connection's
 //! handle and control frames through the connection task.
+//!
+//! When [`ServeConfig::udp_listen`] is set, [`crate::udp`] feeds raw UDP
+//! connections into the same loop; `ConnHandle` says which transport a
+//! connection uses, and nothing above it knows.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -32,6 +36,7 @@ use tokio::time::Instant;
 use crate::ops::Readiness;
 use crate::shard::{ConnId, Shard, ShardConfig, ShardEvent, ShardStats, Transmit};
 use crate::tls::{TlsIdentity, TlsSource};
+use crate::udp::{UdpLink, UdpStats};
 
 /// QUIC application close code for a broken protocol. Close codes are the
 /// [`DisconnectReason`] codes; 0 is a normal end.
@@ -83,6 +88,9 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Most ticks run back to back to catch up after a stall; beyond it ticks are skipped.
     pub max_catchup_ticks: u32,
+    /// Also serve raw UDP (unencrypted; LAN, bot farms, load tests) on this
+    /// address; off when `None`. See [`crate::udp`].
+    pub udp_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -97,6 +105,7 @@ impl ServeConfig {
             replay_dir: None,
             drain_timeout: Duration::from_secs(30),
             max_catchup_ticks: 5,
+            udp_listen: None,
         }
     }
 }
@@ -118,6 +127,76 @@ pub struct ShardReport {
     pub aborted_matches: u64,
 }
 
+/// Live figures of a running shard, updated every tick, for an embedding
+/// process (`rally up`'s status line, the registry heartbeat) that should not
+/// scrape its own metrics endpoint.
+#[derive(Debug)]
+pub struct ShardLive {
+    matches: AtomicU32,
+    connections: AtomicU32,
+    matches_ended: AtomicU64,
+    ticks: AtomicU64,
+    late_ticks: AtomicU64,
+    tick_us: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Default for ShardLive {
+    fn default() -> Self {
+        Self {
+            matches: AtomicU32::new(0),
+            connections: AtomicU32::new(0),
+            matches_ended: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            late_ticks: AtomicU64::new(0),
+            // 1 µs to 10 s at 2 significant digits: bounds are constants, so this cannot fail.
+            tick_us: std::sync::Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 10_000_000, 2).expect("valid histogram bounds"),
+            ),
+        }
+    }
+}
+
+impl ShardLive {
+    /// Matches held (any phase).
+    pub fn matches(&self) -> u32 {
+        self.matches.load(Ordering::Relaxed)
+    }
+
+    /// Player connections.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Matches that ended since the start.
+    pub fn matches_ended(&self) -> u64 {
+        self.matches_ended.load(Ordering::Relaxed)
+    }
+
+    /// Ticks run since the start.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Ticks that started more than one tick interval late.
+    pub fn late_ticks(&self) -> u64 {
+        self.late_ticks.load(Ordering::Relaxed)
+    }
+
+    /// Tick durations (µs) recorded since the last call, and a fresh start.
+    pub fn take_tick_durations(&self) -> hdrhistogram::Histogram<u64> {
+        let mut histogram = self.tick_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = histogram.clone();
+        histogram.reset();
+        taken
+    }
+
+    fn record_tick(&self, elapsed: Duration) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, 10_000_000);
+        self.tick_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner).saturating_record(micros);
+    }
+}
+
 /// A running shard.
 #[derive(Debug)]
 pub struct ShardHandle {
@@ -129,6 +208,12 @@ pub struct ShardHandle {
     pub name: String,
     /// Readiness shared with the ops endpoint.
     pub readiness: Readiness,
+    /// Live figures, updated every tick.
+    pub live: Arc<ShardLive>,
+    /// The bound raw UDP address, when raw UDP is served.
+    pub udp_addr: Option<SocketAddr>,
+    /// Counters of the raw UDP endpoint (zero when it is off).
+    pub udp_stats: Arc<UdpStats>,
     drain: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<ShardReport>>,
     endpoint: quinn::Endpoint,
@@ -147,27 +232,53 @@ impl ShardHandle {
         // Connection tasks flush their last frames (match ends) and close on their
         // own; give them that time before closing whatever is left.
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+        let udp_deadline = Instant::now() + Duration::from_secs(3);
+        while self.udp_stats.peers() > 0 && Instant::now() < udp_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.endpoint.close(0u32.into(), b"shard stopped");
         self.endpoint.wait_idle().await;
         Ok(report)
     }
 }
 
-enum Inbound {
+pub(crate) enum Inbound {
     Hello { conn: ConnId, payload: Vec<u8>, connection: quinn::Connection, control: mpsc::UnboundedSender<Outbound> },
+    UdpHello { conn: ConnId, payload: Vec<u8>, link: UdpLink },
     Message { conn: ConnId, payload: Vec<u8> },
     Datagram { conn: ConnId, bytes: Bytes },
     Disconnect { conn: ConnId },
 }
 
-enum Outbound {
+pub(crate) enum Outbound {
     Frame(Vec<u8>),
     Close(Option<DisconnectReason>),
 }
 
-struct ConnHandle {
-    connection: quinn::Connection,
-    control: mpsc::UnboundedSender<Outbound>,
+/// How the shard loop reaches one connection, whichever transport it uses.
+enum ConnHandle {
+    Quic { connection: quinn::Connection, control: mpsc::UnboundedSender<Outbound> },
+    Udp(UdpLink),
+}
+
+impl ConnHandle {
+    fn send_datagram(&self, bytes: Vec<u8>) -> bool {
+        match self {
+            Self::Quic { connection, .. } => connection.send_datagram(Bytes::from(bytes)).is_ok(),
+            Self::Udp(link) => link.send_datagram(&bytes),
+        }
+    }
+
+    fn send_control(&self, conn: ConnId, outbound: Outbound) {
+        match self {
+            Self::Quic { control, .. } => {
+                let _ = control.send(outbound);
+            }
+            Self::Udp(link) => {
+                let _ = link.control.send((conn, outbound));
+            }
+        }
+    }
 }
 
 /// Binds the endpoint and starts the shard loop. Results go to `results`.
@@ -199,16 +310,33 @@ pub async fn start<G: Game>(
     let (inbound_tx, inbound_rx) = mpsc::channel(64 * 1024);
     let (drain_tx, drain_rx) = watch::channel(false);
     let readiness = Readiness::default();
+    let live = Arc::new(ShardLive::default());
 
+    let udp_stats = Arc::new(UdpStats::default());
+    let udp_addr = match config.udp_listen {
+        Some(addr) => {
+            let socket = bind_udp(addr).with_context(|| format!("binding the raw UDP socket on {addr}"))?;
+            socket.set_nonblocking(true)?;
+            let socket = tokio::net::UdpSocket::from_std(socket).context("registering the raw UDP socket")?;
+            let bound = socket.local_addr()?;
+            tracing::warn!(addr = %bound, "serving raw UDP: unencrypted, for LAN, bot farms and load tests");
+            crate::udp::spawn(socket, inbound_tx.clone(), config.limits.clone(), udp_stats.clone());
+            Some(bound)
+        }
+        None => None,
+    };
     tokio::spawn(accept_loop(endpoint.clone(), inbound_tx, config.limits.clone()));
     let name = config.shard.name.clone();
     tracing::info!(%local_addr, shard = %name, fingerprint = %identity.fingerprint(), "shard listening");
-    let task = tokio::spawn(shard_loop(shard, config, inbound_rx, drain_rx, results));
+    let task = tokio::spawn(shard_loop(shard, config, inbound_rx, drain_rx, results, live.clone()));
     Ok(ShardHandle {
         local_addr,
         fingerprint: identity.fingerprint(),
         name,
         readiness,
+        live,
+        udp_addr,
+        udp_stats,
         drain: drain_tx,
         task,
         endpoint,
@@ -390,6 +518,7 @@ async fn shard_loop<G: Game>(
     mut inbound: mpsc::Receiver<Inbound>,
     mut drain: watch::Receiver<bool>,
     results: mpsc::UnboundedSender<MatchResult>,
+    live: Arc<ShardLive>,
 ) -> anyhow::Result<ShardReport> {
     let dt = Duration::from_secs_f64(1.0 / f64::from(config.shard.tick_rate_hz));
     let start = Instant::now();
@@ -411,6 +540,7 @@ async fn shard_loop<G: Game>(
                 let behind = due.saturating_sub(ticks_scheduled);
                 if behind > 1 {
                     report.late_ticks += 1;
+                    live.late_ticks.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("rally_shard_late_ticks_total").increment(1);
                 }
                 let to_run = behind.min(u64::from(config.max_catchup_ticks.max(1)));
@@ -423,10 +553,15 @@ async fn shard_loop<G: Game>(
                     let started = std::time::Instant::now();
                     shard.tick(unix_ms());
                     flush(&mut shard, &mut conns, &config, &results, &mut report);
-                    metrics::histogram!("rally_shard_tick_seconds").record(started.elapsed().as_secs_f64());
+                    let elapsed = started.elapsed();
+                    metrics::histogram!("rally_shard_tick_seconds").record(elapsed.as_secs_f64());
+                    live.record_tick(elapsed);
                     report.ticks += 1;
                 }
                 metrics::gauge!("rally_shard_matches").set(shard.n_matches() as f64);
+                live.matches.store(u32::try_from(shard.n_matches()).unwrap_or(u32::MAX), Ordering::Relaxed);
+                live.connections.store(u32::try_from(shard.n_connections()).unwrap_or(u32::MAX), Ordering::Relaxed);
+                live.matches_ended.store(shard.stats().matches_ended, Ordering::Relaxed);
                 for (phase, count) in ["waiting", "countdown", "playing", "finished"].iter().zip(shard.matches_by_phase()) {
                     metrics::gauge!("rally_shard_matches_by_phase", "phase" => *phase).set(count as f64);
                 }
@@ -435,7 +570,9 @@ async fn shard_loop<G: Game>(
                 if last_rtt_sample.elapsed() >= Duration::from_secs(1) {
                     last_rtt_sample = Instant::now();
                     for handle in conns.values() {
-                        metrics::histogram!("rally_shard_client_rtt_seconds").record(handle.connection.rtt().as_secs_f64());
+                        if let ConnHandle::Quic { connection, .. } = handle {
+                            metrics::histogram!("rally_shard_client_rtt_seconds").record(connection.rtt().as_secs_f64());
+                        }
                     }
                 }
             }
@@ -473,8 +610,8 @@ async fn shard_loop<G: Game>(
         }
     }
     // Close every connection still open; their final frames were queued by flush.
-    for handle in conns.values() {
-        let _ = handle.control.send(Outbound::Close(Some(DisconnectReason::ShuttingDown)));
+    for (conn, handle) in &conns {
+        handle.send_control(*conn, Outbound::Close(Some(DisconnectReason::ShuttingDown)));
     }
     report.stats = shard.stats().clone();
     tracing::info!(?report, "shard stopped");
@@ -484,7 +621,11 @@ async fn shard_loop<G: Game>(
 fn handle_inbound<G: Game>(shard: &mut Shard<G>, conns: &mut HashMap<ConnId, ConnHandle>, message: Inbound) {
     match message {
         Inbound::Hello { conn, payload, connection, control } => {
-            conns.insert(conn, ConnHandle { connection, control });
+            conns.insert(conn, ConnHandle::Quic { connection, control });
+            shard.handle_hello(conn, &payload, unix_ms());
+        }
+        Inbound::UdpHello { conn, payload, link } => {
+            conns.insert(conn, ConnHandle::Udp(link));
             shard.handle_hello(conn, &payload, unix_ms());
         }
         Inbound::Message { conn, payload } => shard.handle_message(conn, &payload),
@@ -510,22 +651,21 @@ fn flush<G: Game>(
             Transmit::Datagram { conn, bytes } => {
                 let Some(handle) = conns.get(&conn) else { continue };
                 let len = bytes.len() as u64;
-                match handle.connection.send_datagram(Bytes::from(bytes)) {
-                    Ok(()) => {
-                        sent += 1;
-                        sent_bytes += len;
-                    }
-                    Err(_) => refused += 1,
+                if handle.send_datagram(bytes) {
+                    sent += 1;
+                    sent_bytes += len;
+                } else {
+                    refused += 1;
                 }
             }
             Transmit::Control { conn, bytes } => {
                 if let Some(handle) = conns.get(&conn) {
-                    let _ = handle.control.send(Outbound::Frame(bytes));
+                    handle.send_control(conn, Outbound::Frame(bytes));
                 }
             }
             Transmit::Close { conn, reason } => {
                 if let Some(handle) = conns.remove(&conn) {
-                    let _ = handle.control.send(Outbound::Close(reason));
+                    handle.send_control(conn, Outbound::Close(reason));
                 }
             }
         }

@@ -1,0 +1,376 @@
+//! The shard over raw UDP on loopback: a whole match, a match holding one
+//! QUIC and one raw UDP player, and a handshake that allocates nothing and
+//! amplifies nothing before the client proves its address.
+
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use rally_client::quic::{ConnectConfig, GameConnection, Refused, endpoint};
+use rally_client::session::ClientEvent;
+use rally_client::tls::{ServerTrust, client_config};
+use rally_client::udp::{UdpConnection, wire};
+use rally_protocol::control::{ClientHello, EndReason, MatchEnd, RefuseReason};
+use rally_protocol::results::MatchResult;
+use rally_protocol::token::TokenClaims;
+use rally_server::quic::{ServeConfig, ShardHandle, start};
+use rally_sim::autopilot::{Autopilot, AutopilotConfig};
+use rally_sim::pong::PongWorld;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+const SHARD: &str = "shard-udp-test";
+
+/// Fails the test rather than hanging CI when something never happens.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(120), future).await.expect("timed out after 120 s")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+struct TestShard {
+    handle: ShardHandle,
+    results: mpsc::UnboundedReceiver<MatchResult>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestShard {
+    fn udp_addr(&self) -> SocketAddr {
+        self.handle.udp_addr.expect("raw UDP enabled")
+    }
+}
+
+async fn start_shard() -> TestShard {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::local(dir.path().to_owned(), vec![(1, common::issuer().verifying_key())]);
+    config.shard.name = SHARD.into();
+    config.udp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (results_tx, results) = mpsc::unbounded_channel();
+    let handle = start::<PongWorld>(config, results_tx).await.unwrap();
+    TestShard { handle, results, _dir: dir }
+}
+
+fn claims(match_id: u64, seat: u8, points_to_win: u8) -> TokenClaims {
+    TokenClaims { points_to_win, ..common::claims(SHARD, match_id, seat, match_id * 10 + u64::from(seat), now_ms()) }
+}
+
+fn hello_of(claims: &TokenClaims) -> ClientHello {
+    ClientHello::Connect { token: claims.sign(&common::issuer()).unwrap() }
+}
+
+fn connect_hello(match_id: u64, seat: u8) -> ClientHello {
+    hello_of(&claims(match_id, seat, 1))
+}
+
+fn player_config(seat: u8) -> AutopilotConfig {
+    if seat == 0 {
+        AutopilotConfig { anticipate: true, aim_error: 200, ..AutopilotConfig::default() }
+    } else {
+        AutopilotConfig { aim_error: 2000, reaction_ticks: 20, ..AutopilotConfig::default() }
+    }
+}
+
+async fn play_udp(addr: SocketAddr, match_id: u64, seat: u8) -> anyhow::Result<MatchEnd> {
+    let connection = UdpConnection::connect(&ConnectConfig::new(addr), &connect_hello(match_id, seat)).await?;
+    play_on_udp(connection, seat).await
+}
+
+async fn play_on_udp(mut connection: UdpConnection, seat: u8) -> anyhow::Result<MatchEnd> {
+    let welcome = connection.welcome().clone();
+    let mut autopilot = Autopilot::new(&welcome.schema, welcome.seat, player_config(seat), 1)?;
+    while let Some(event) = connection.next_event().await {
+        match event {
+            ClientEvent::Snapshot(view) => connection.set_input(autopilot.decide(&view)),
+            ClientEvent::Ended(end) => return Ok(end),
+            ClientEvent::Disconnected { reason, message } => bail!("disconnected: {reason:?} {message}"),
+            _ => {}
+        }
+    }
+    bail!("the connection closed before the match ended")
+}
+
+async fn play_quic(shard: &TestShard, match_id: u64, seat: u8) -> anyhow::Result<MatchEnd> {
+    let client = endpoint(client_config(&ServerTrust::Fingerprint(shard.handle.fingerprint.clone()))?)?;
+    let config = ConnectConfig::new(shard.handle.local_addr);
+    let mut connection = GameConnection::connect(&client, &config, &connect_hello(match_id, seat)).await?;
+    let welcome = connection.welcome().clone();
+    let mut autopilot = Autopilot::new(&welcome.schema, welcome.seat, player_config(seat), 1)?;
+    while let Some(event) = connection.next_event().await {
+        match event {
+            ClientEvent::Snapshot(view) => connection.set_input(autopilot.decide(&view)),
+            ClientEvent::Ended(end) => return Ok(end),
+            ClientEvent::Disconnected { reason, message } => bail!("disconnected: {reason:?} {message}"),
+            _ => {}
+        }
+    }
+    bail!("the connection closed before the match ended")
+}
+
+#[tokio::test]
+async fn two_raw_udp_clients_play_a_match_to_a_result() {
+    let mut shard = start_shard().await;
+    let addr = shard.udp_addr();
+    let (a, b) = within(async { tokio::join!(play_udp(addr, 1, 0), play_udp(addr, 1, 1)) }).await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let result = within(shard.results.recv()).await.unwrap();
+    assert_eq!(result.reason, EndReason::Score);
+    assert_eq!(result.scores.iter().sum::<u32>(), 1);
+    assert_eq!((a.scores, a.winner), (result.scores.clone(), result.winner));
+    assert_eq!((b.scores, b.winner), (result.scores.clone(), result.winner));
+    // Both connections are let go once the match ended.
+    within(async {
+        while shard.handle.udp_stats.peers() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_match_holds_a_quic_and_a_raw_udp_player() {
+    let mut shard = start_shard().await;
+    let addr = shard.udp_addr();
+    let (a, b) = within(async { tokio::join!(play_quic(&shard, 2, 0), play_udp(addr, 2, 1)) }).await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let result = within(shard.results.recv()).await.unwrap();
+    assert_eq!(result.reason, EndReason::Score);
+    assert_eq!((a.scores, a.winner), (result.scores.clone(), result.winner));
+    assert_eq!((b.scores, b.winner), (result.scores.clone(), result.winner));
+    shard.handle.drain();
+    let report = within(shard.handle.wait()).await.unwrap();
+    assert_eq!(report.results_delivered, 1);
+}
+
+/// Receives the next packet on `socket`.
+async fn next_packet(socket: &UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = within(socket.recv(&mut buf)).await.unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn the_handshake_allocates_nothing_and_amplifies_nothing_before_the_address_is_proven() {
+    let shard = start_shard().await;
+    let addr = shard.udp_addr();
+    let stats = shard.handle.udp_stats.clone();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(addr).await.unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.connect(addr).await.unwrap();
+
+    // Garbage, truncated and unpadded packets, and a flood of bad connects.
+    let mut short_request = wire::request();
+    short_request.truncate(wire::CHALLENGE_LEN);
+    let mut sent_bytes = 0usize;
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff; 1500],
+        short_request,
+        vec![wire::CONNECT],
+        wire::connect(0, &[0; wire::COOKIE_LEN], b"not a hello"),
+        vec![wire::SEGMENT, 0, 0, 0, 0, 1, 2, 3],
+        vec![wire::ACK; 13],
+        vec![wire::DATAGRAM; 40],
+        wire::disconnect(0),
+    ];
+    for i in 0..500u32 {
+        junk.push(wire::connect(u64::from(i), &[i as u8; wire::COOKIE_LEN], &i.to_le_bytes().repeat(20)));
+    }
+    for packet in &junk {
+        sent_bytes += packet.len();
+        socket.send(packet).await.unwrap();
+    }
+    // A well-formed request gets the first answer: nothing above got any.
+    let request = wire::request();
+    socket.send(&request).await.unwrap();
+    sent_bytes += request.len();
+    let challenge = next_packet(&socket).await;
+    let (bucket, cookie) = wire::parse_challenge(&challenge).expect("a challenge");
+    assert!(challenge.len() < request.len(), "the challenge is smaller than the request");
+    assert_eq!(stats.peers(), 0, "no state before a valid cookie");
+    assert_eq!(stats.challenges_sent(), 1);
+    assert!(stats.bytes_out_handshake() as usize <= sent_bytes / 10);
+
+    // The cookie replayed from another address is refused and allocates nothing;
+    // then a request from that address is the first thing it gets an answer to.
+    let mut hello = Vec::new();
+    rally_protocol::codec::encode_hello_frame(&connect_hello(3, 0), &mut hello);
+    other.send(&wire::connect(bucket, &cookie, &hello)).await.unwrap();
+    other.send(&wire::request()).await.unwrap();
+    let answer = next_packet(&other).await;
+    assert!(wire::parse_challenge(&answer).is_some(), "the replayed cookie got no answer: {answer:?}");
+    assert_eq!(stats.peers(), 0, "a replayed cookie allocated a connection");
+
+    // The same cookie from its own address with a valid hello is let in.
+    socket.send(&wire::connect(bucket, &cookie, &hello)).await.unwrap();
+    let reply = next_packet(&socket).await;
+    assert!(matches!(reply.first(), Some(&wire::SEGMENT)), "the welcome comes on the reliable stream: {reply:?}");
+    assert_eq!(stats.peers(), 1);
+    assert!(stats.packets_dropped() >= junk.len() as u64 - 1);
+}
+
+#[tokio::test]
+async fn a_match_over_raw_udp_survives_the_lossy_conditioner() {
+    use rally_client::conditioner::LinkConditions;
+    use rally_client::proxy::UdpProxy;
+    let mut shard = start_shard().await;
+    // 10% loss, 50 ± 20 ms, duplication and reordering in both directions.
+    let proxy = UdpProxy::start(shard.udp_addr(), LinkConditions::lossy(), 9).await.unwrap();
+    let addr = proxy.local_addr();
+    let (a, b) = within(async { tokio::join!(play_udp(addr, 4, 0), play_udp(addr, 4, 1)) }).await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let result = within(shard.results.recv()).await.unwrap();
+    assert_eq!(result.reason, EndReason::Score);
+    assert_eq!((a.scores, a.winner), (result.scores.clone(), result.winner));
+    assert_eq!((b.scores, b.winner), (result.scores.clone(), result.winner));
+    assert!(proxy.stats().await.upstream.dropped + proxy.stats().await.downstream.dropped > 0);
+}
+
+#[tokio::test]
+async fn garbage_from_a_connected_peer_never_takes_the_shard_down() {
+    use rand::{Rng, SeedableRng};
+    let shard = start_shard().await;
+    let addr = shard.udp_addr();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(addr).await.unwrap();
+    socket.send(&wire::request()).await.unwrap();
+    let (bucket, cookie) = wire::parse_challenge(&next_packet(&socket).await).unwrap();
+    let mut hello = Vec::new();
+    rally_protocol::codec::encode_hello_frame(&connect_hello(5, 0), &mut hello);
+    socket.send(&wire::connect(bucket, &cookie, &hello)).await.unwrap();
+    assert_eq!(next_packet(&socket).await.first(), Some(&wire::SEGMENT));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for _ in 0..2_000 {
+        let len = rng.gen_range(0..1400);
+        let mut packet: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        if let Some(kind) = packet.first_mut() {
+            *kind = rng.gen_range(0..10);
+        }
+        socket.send(&packet).await.unwrap();
+    }
+    // The endpoint still answers: a fresh client plays a whole match.
+    let mut shard = shard;
+    let (a, b) = within(async { tokio::join!(play_udp(addr, 6, 0), play_udp(addr, 6, 1)) }).await;
+    a.unwrap();
+    b.unwrap();
+    let result = within(shard.results.recv()).await.unwrap();
+    assert_eq!(result.match_id, rally_protocol::MatchId(6));
+}
+
+#[tokio::test]
+async fn a_thousand_message_reliable_burst_under_five_percent_loss_arrives_complete_and_in_order() {
+    use std::time::Instant;
+
+    use rally_client::conditioner::LinkConditions;
+    use rally_client::proxy::UdpProxy;
+    use rally_client::udp::ReliableChannel;
+    let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let conditions = LinkConditions { loss: 0.05, ..LinkConditions::perfect() };
+    let proxy = UdpProxy::start(receiver.local_addr().unwrap(), conditions, 17).await.unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sender.connect(proxy.local_addr()).await.unwrap();
+    let (mut tx, mut rx) = (ReliableChannel::new(), ReliableChannel::new());
+    let messages: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_le_bytes().repeat(1 + (i % 100) as usize)).collect();
+    for message in &messages {
+        tx.send(message);
+    }
+    let expected = messages.concat();
+    let mut received = Vec::new();
+    let mut peer = None;
+    let (mut tx_buf, mut rx_buf) = (vec![0u8; 2048], vec![0u8; 2048]);
+    within(async {
+        while received.len() < expected.len() || !tx.is_idle() {
+            let now = Instant::now();
+            while let Some(packet) = tx.poll_transmit(now) {
+                sender.send(&packet).await.unwrap();
+            }
+            if let Some(peer) = peer {
+                while let Some(packet) = rx.poll_transmit(now) {
+                    receiver.send_to(&packet, peer).await.unwrap();
+                }
+            }
+            let wake = tx.poll_timeout().unwrap_or(now + Duration::from_millis(50));
+            tokio::select! {
+                n = sender.recv(&mut tx_buf) => { tx.handle(Instant::now(), &tx_buf[..n.unwrap()]); }
+                got = receiver.recv_from(&mut rx_buf) => {
+                    let (n, from) = got.unwrap();
+                    peer = Some(from);
+                    received.extend(rx.handle(Instant::now(), &rx_buf[..n]));
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(received, expected);
+    let stats = proxy.stats().await;
+    assert!(stats.upstream.dropped + stats.downstream.dropped > 0, "the link lost nothing: {stats:?}");
+    assert!(tx.resends() > 0);
+}
+
+#[tokio::test]
+async fn a_dropped_raw_udp_client_resumes_its_seat() {
+    let mut shard = start_shard().await;
+    let config = ConnectConfig::new(shard.udp_addr());
+    let mut first = UdpConnection::connect(&config, &hello_of(&claims(7, 0, 2))).await.unwrap();
+    let opponent = tokio::spawn({
+        let config = config.clone();
+        async move {
+            let connection = UdpConnection::connect(&config, &hello_of(&claims(7, 1, 2))).await?;
+            play_on_udp(connection, 1).await
+        }
+    });
+    // Play until the ball is in, then lose the network.
+    while let Some(event) = first.next_event().await {
+        if matches!(event, ClientEvent::Snapshot(ref view) if view.values[0] == 2) {
+            break;
+        }
+    }
+    let credential = first.resume_credential();
+    let seat = first.welcome().seat;
+    first.abort();
+    let resumed = UdpConnection::connect(&config, &credential).await.unwrap();
+    assert_eq!(resumed.welcome().seat, seat);
+    let end = within(play_on_udp(resumed, 0)).await.unwrap();
+    assert_eq!(end.reason, EndReason::Score, "the seat was not forfeited");
+    opponent.await.unwrap().unwrap();
+    let result = within(shard.results.recv()).await.unwrap();
+    assert_eq!(result.reason, EndReason::Score);
+}
+
+#[tokio::test]
+async fn bad_tokens_over_raw_udp_are_refused_with_their_reason() {
+    let shard = start_shard().await;
+    let config = ConnectConfig::new(shard.udp_addr());
+    let now = now_ms();
+    let good = claims(8, 0, 1);
+    let cases = [
+        (
+            TokenClaims { expires_at_ms: now - 1, issued_at_ms: now - 60_000, ..good.clone() },
+            RefuseReason::TokenExpired,
+        ),
+        (TokenClaims { shard: "elsewhere".into(), ..good.clone() }, RefuseReason::WrongShard),
+        (TokenClaims { key_id: 9, ..good.clone() }, RefuseReason::UnknownKey),
+    ];
+    for (claims, reason) in cases {
+        let refusal = match UdpConnection::connect(&config, &hello_of(&claims)).await {
+            Ok(_) => panic!("expected a refusal"),
+            Err(err) => err.downcast::<Refused>().expect("a refusal, not another error").0.reason,
+        };
+        assert_eq!(refusal, reason, "{claims:?}");
+    }
+    // Refused connections are let go.
+    within(async {
+        while shard.handle.udp_stats.peers() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
