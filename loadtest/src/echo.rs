@@ -51,17 +51,50 @@ pub fn serve(data_dir: PathBuf) -> anyhow::Result<()> {
         let endpoint = quinn::Endpoint::server(server_config, ([127, 0, 0, 1], 0).into())?;
         println!("echo listening on {}, certificate sha256 {}", endpoint.local_addr()?, identity.fingerprint());
         while let Some(incoming) = endpoint.accept().await {
-            tokio::spawn(async move {
-                let Ok(connection) = incoming.await else { return };
-                while let Ok(bytes) = connection.read_datagram().await {
-                    if connection.send_datagram(bytes).is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(echo_connection(incoming));
         }
         Ok(())
     })
+}
+
+/// Serves the echo on a current-thread runtime until `stop` fires, sending
+/// `(address, fingerprint, tid)` on `ready` once bound.
+pub fn serve_until(
+    data_dir: PathBuf,
+    tid: Option<u32>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<(std::net::SocketAddr, String, Option<u32>)>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let identity = TlsIdentity::load(&TlsSource::SelfSigned {
+        dir: data_dir,
+        names: vec!["localhost".into(), "127.0.0.1".into()],
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server_config = identity.server_config(server_transport()?)?;
+        let endpoint = quinn::Endpoint::server(server_config, ([127, 0, 0, 1], 0).into())?;
+        let _ = ready.send(Ok((endpoint.local_addr()?, identity.fingerprint(), tid)));
+        let accept = async {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(echo_connection(incoming));
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            _ = stop => {}
+        }
+        endpoint.close(0u32.into(), b"echo stopped");
+        Ok(())
+    })
+}
+
+async fn echo_connection(incoming: quinn::Incoming) {
+    let Ok(connection) = incoming.await else { return };
+    while let Ok(bytes) = connection.read_datagram().await {
+        if connection.send_datagram(bytes).is_err() {
+            break;
+        }
+    }
 }
 
 /// Counters shared by every echo client of a run.

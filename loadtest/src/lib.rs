@@ -1,18 +1,49 @@
-//! The rally load harness: many real QUIC clients on one core against a shard,
-//! and the bare quinn datagram echo the shard is compared with.
+//! The rally load harness: many protocol-faithful clients, built on the client
+//! SDK and the services' public APIs, driven from one process (or several whose
+//! reports merge), with a link conditioner, thresholds and a report people can
+//! read.
 //!
-//! [`bench`] runs a capacity point or a sweep: it starts the shard (or the echo)
-//! as a child process pinned to its own core, ramps client connections, holds the
-//! load, and measures both sides — the shard through its Prometheus endpoint
-//! ([`prometheus`]) and `/proc`, the clients through their own counters
-//! ([`players`], [`echo`]). It plays no game well: inputs are scripted, because
-//! the point is the transport and tick cost, not the rallies.
+//! - [`scenario`] says what a scenario is; [`connect`] is the shard-capacity
+//!   scenario (token → connect → play), [`game`] the player it uses;
+//!   [`platform`] holds `chat`, `matchmaker` (ticket storm) and `full`
+//!   (login → queue → play), through the lobby and matchmaker gRPC APIs.
+//! - [`run`] schedules clients (ramp, duration, stop), samples a timeline,
+//!   shows live progress and reads the shard's Prometheus endpoint
+//!   ([`prometheus`]).
+//! - [`measure`] holds what clients measure (hdrhistogram latencies, counters,
+//!   errors by kind); [`report`] turns it into JSON, a text summary and merged
+//!   reports; [`html`] into a single-file HTML page with SVG plots;
+//!   [`threshold`] checks pass/fail criteria.
+//! - [`stack`] and [`services`] start the shard, lobby and matchmaker
+//!   in-process when no address is given;
+//!   [`baseline`] measures the bare quinn echo ([`echo`]) for comparison.
+//! - [`bench`] is the older capacity sweep behind `rally bench-shard`
+//!   (child-process shard, [`players`]).
+//!
+//! It plays no game well: inputs are scripted, because the point is the
+//! transport, tick and service cost, not the rallies.
 
+pub mod baseline;
 pub mod bench;
+pub mod config;
+pub mod connect;
 pub mod echo;
+pub mod game;
+pub mod html;
+pub mod measure;
+pub mod platform;
 pub mod players;
 pub mod prometheus;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod services;
+pub mod stack;
 pub mod sys;
+pub mod threshold;
+
+pub use config::LoadConfig;
+pub use report::Report;
 
 /// Which part of a run the clients are in. Clients count only during `Hold`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,6 +54,16 @@ impl MetricsSnapshot {
         self.samples.iter().filter(|sample| sample.name == name).map(|sample| sample.value).sum()
     }
 
+    /// The `quantile` line of summary `name` (the exporter renders histograms
+    /// without configured buckets as summaries over a rolling window).
+    pub fn summary_quantile(&self, name: &str, quantile: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|sample| sample.name == name && label(&sample.labels, "quantile") == Some(quantile))
+            .map(|sample| sample.value)
+            .filter(|value| value.is_finite())
+    }
+
     /// The cumulative buckets of histogram `name` as `(upper bound, count)`, sorted by bound.
     pub fn buckets(&self, name: &str) -> Vec<(f64, f64)> {
         let bucket_name = format!("{name}_bucket");
@@ -154,7 +164,8 @@ mod tests {
         rally_shard_tick_seconds_bucket{le=\"0.004\"} 100\n\
         rally_shard_tick_seconds_bucket{le=\"+Inf\"} 100\n\
         rally_shard_tick_seconds_sum 0.1\n\
-        rally_shard_tick_seconds_count 100\n";
+        rally_shard_tick_seconds_count 100\n\
+        rally_shard_input_reflect_ticks{quantile=\"0.99\"} 2\n";
 
     #[test]
     fn counters_histograms_and_quantiles() {
@@ -162,6 +173,8 @@ mod tests {
         assert_eq!(snapshot.value("rally_shard_late_ticks_total"), 3.0);
         assert_eq!(snapshot.value("rally_shard_disconnects_total"), 7.0);
         assert_eq!(snapshot.value("rally_shard_missing_total"), 0.0);
+        assert_eq!(snapshot.summary_quantile("rally_shard_input_reflect_ticks", "0.99"), Some(2.0));
+        assert_eq!(snapshot.summary_quantile("rally_shard_input_reflect_ticks", "0.5"), None);
         let buckets = snapshot.buckets("rally_shard_tick_seconds");
         assert_eq!(buckets.len(), 4);
         assert_eq!(quantile(&buckets, 0.5), Some(0.001));

@@ -106,3 +106,36 @@ pub fn client_transport() -> anyhow::Result<quinn::TransportConfig> {
         .datagram_receive_buffer_size(Some(64 * 1024));
     Ok(transport)
 }
+
+/// The calling thread's kernel id (Linux); `None` elsewhere.
+pub fn current_tid() -> Option<u32> {
+    // `/proc/thread-self` links to `PID/task/TID`.
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU time (user + system) thread `tid` of this process has used so far.
+pub fn thread_cpu(tid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / clock_ticks_per_second()))
+}
+
+/// Pins one thread (by kernel id) to `core`.
+pub fn pin_thread(tid: u32, core: usize) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", &core.to_string(), &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset")?;
+    anyhow::ensure!(status.success(), "taskset could not pin thread {tid} to core {core}");
+    Ok(())
+}
+
+/// Cores this machine has online.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}

@@ -1,0 +1,349 @@
+//! The `connect` scenario: shard capacity without the services in front of it.
+//! Clients pair up into two-player matches; each mints its own connect token
+//! (the harness holds the issuer key), connects, and plays; with `rounds` set
+//! it plays that many matches back to back, otherwise until the run stops.
+//!
+//! [`run`] is the whole run: an embedded shard (or a remote one), an optional
+//! echo baseline first, a link conditioner when asked for, the clients, and
+//! the report with its cross-checks against the shard's own counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ed25519_dalek::SigningKey;
+use rally_client::proxy::UdpProxy;
+use rally_client::tls::{ServerTrust, client_config};
+use rally_protocol::token::TokenClaims;
+use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId};
+
+use crate::config::{HARNESS_CORE, LoadConfig, SERVER_CORE};
+use crate::game::{GameTarget, MatchOutcome, play_match};
+use crate::report::{Check, REPORT_VERSION, Report, RunInfo};
+use crate::run::{Observe, RunPlan, drive};
+use crate::scenario::{ClientFuture, ClientSlot, Scenario};
+use crate::stack::{EmbeddedShard, EmbeddedShardConfig};
+use crate::{baseline, sys};
+
+/// A shard someone else runs.
+#[derive(Debug, Clone)]
+pub struct RemoteShard {
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// SHA-256 of its certificate.
+    pub fingerprint: String,
+    /// Its metrics endpoint, if reachable (tick figures need it).
+    pub metrics: Option<SocketAddr>,
+    /// Its name, as tokens must carry it.
+    pub name: String,
+    /// A token issuer key it trusts, and that key's id.
+    pub issuer: (u8, SigningKey),
+}
+
+/// Which shard to load.
+#[derive(Debug, Clone)]
+#[expect(clippy::large_enum_variant, reason = "one per run, never in a collection")]
+pub enum ShardTarget {
+    /// Start one in this process on its own thread.
+    Embedded(EmbeddedShardConfig),
+    /// Use a running one.
+    Remote(Box<RemoteShard>),
+}
+
+/// Settings of a `connect` run.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// Shared settings.
+    pub load: LoadConfig,
+    /// The shard.
+    pub shard: ShardTarget,
+    /// Points a side needs to win (99, the most, keeps matches running for minutes).
+    pub points_to_win: u8,
+    /// Matches each pair plays back to back; `None`: until the run stops.
+    pub rounds: Option<u32>,
+    /// Measure the quinn echo baseline first.
+    pub baseline: bool,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        Self {
+            load: LoadConfig::default(),
+            shard: ShardTarget::Embedded(EmbeddedShardConfig::default()),
+            points_to_win: rally_sim::pong::MAX_POINTS_TO_WIN,
+            rounds: None,
+            baseline: false,
+        }
+    }
+}
+
+/// How clients reach the shard and prove their seat.
+#[derive(Debug, Clone)]
+pub struct ShardAccess {
+    /// Where clients send (the conditioner's address when there is one).
+    pub target: GameTarget,
+    /// The shard's name for tokens.
+    pub shard_name: String,
+    /// The issuer key id and key.
+    pub issuer: (u8, SigningKey),
+}
+
+impl ShardAccess {
+    /// A signed connect token for `seat` of two-player `match_id`.
+    pub fn token(&self, match_id: MatchId, seat: u8, points_to_win: u8) -> anyhow::Result<Vec<u8>> {
+        let now = unix_ms();
+        let mut nonce = [0u8; 16];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
+        let claims = TokenClaims {
+            protocol_version: PROTOCOL_VERSION,
+            key_id: self.issuer.0,
+            player_id: PlayerId(match_id.0 * 2 + u64::from(seat)),
+            match_id,
+            seat,
+            n_seats: 2,
+            points_to_win,
+            issued_at_ms: now,
+            expires_at_ms: now + 600_000,
+            nonce,
+            shard: self.shard_name.clone(),
+        };
+        claims.sign(&self.issuer.1).context("signing a connect token")
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// The scenario itself.
+#[derive(Debug)]
+pub struct ConnectScenario {
+    access: ShardAccess,
+    endpoints: Vec<quinn::Endpoint>,
+    points_to_win: u8,
+    rounds: Option<u32>,
+    match_base: u64,
+}
+
+impl ConnectScenario {
+    /// Clients `2k` and `2k + 1` share matches; match ids start at a value derived from `seed`.
+    pub fn new(
+        access: ShardAccess,
+        endpoints: Vec<quinn::Endpoint>,
+        points_to_win: u8,
+        rounds: Option<u32>,
+        seed: u64,
+    ) -> Self {
+        // Distinct runs against one shard need distinct match ids; 2^20 rounds per pair.
+        let match_base = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ unix_ms()) >> 24;
+        Self { access, endpoints, points_to_win, rounds, match_base }
+    }
+
+    async fn run_client(self: Arc<Self>, mut slot: ClientSlot) {
+        let pair = slot.idx / 2;
+        let seat = (slot.idx % 2) as u8;
+        let endpoint = &self.endpoints[slot.idx as usize % self.endpoints.len()];
+        let mut joined = false;
+        let mut round: u64 = 0;
+        while !slot.stop.is_set() && self.rounds.is_none_or(|rounds| round < u64::from(rounds)) {
+            let match_id = MatchId(self.match_base + (pair << 20) + round);
+            let token = match self.access.token(match_id, seat, self.points_to_win) {
+                Ok(token) => token,
+                Err(_) => {
+                    slot.recorder.error("token");
+                    break;
+                }
+            };
+            match play_match(endpoint, &self.access.target, token, &slot.recorder, &slot.live, &mut slot.stop).await {
+                Ok(outcome) => {
+                    if !joined {
+                        joined = true;
+                        slot.recorder.count(|counters| counters.clients_connected += 1);
+                    }
+                    if outcome == MatchOutcome::Cut {
+                        break;
+                    }
+                }
+                Err(kind) => {
+                    slot.recorder.error(kind);
+                    slot.recorder.count(|counters| counters.clients_failed += 1);
+                    break;
+                }
+            }
+            round += 1;
+        }
+    }
+}
+
+impl Scenario for ConnectScenario {
+    fn name(&self) -> &'static str {
+        "connect"
+    }
+
+    fn client(self: Arc<Self>, client: ClientSlot) -> ClientFuture {
+        Box::pin(self.run_client(client))
+    }
+}
+
+/// Client endpoints trusting `fingerprint`.
+pub fn client_endpoints(fingerprint: &str, count: usize) -> anyhow::Result<Vec<quinn::Endpoint>> {
+    let mut client = client_config(&ServerTrust::Fingerprint(fingerprint.to_owned()))?;
+    client.transport_config(Arc::new(sys::client_transport()?));
+    (0..count.max(1)).map(|_| sys::client_endpoint(client.clone())).collect()
+}
+
+/// Runs a whole `connect` load test and returns its report (thresholds evaluated).
+pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
+    let load = &config.load;
+    anyhow::ensure!(load.clients >= 2, "the connect scenario plays two-player matches: ask for at least 2 clients");
+    let clients = load.clients + load.clients % 2;
+    if clients != load.clients {
+        tracing::warn!(clients, "two-player matches: rounding the client count up to an even number");
+    }
+    let cores = sys::cores();
+    let pin = load.effective_pin();
+    if pin {
+        sys::pin_self(HARNESS_CORE)?;
+    }
+    let server_core = pin.then_some(SERVER_CORE);
+    let started_unix_ms = unix_ms();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let plan = RunPlan {
+        clients,
+        ramp_per_sec: load.ramp_per_sec,
+        duration: load.duration,
+        grace: Duration::from_secs(10),
+        progress: load.progress,
+    };
+
+    let baseline = if config.baseline {
+        Some(runtime.block_on(baseline::measure_echo(
+            clients,
+            load.ramp_per_sec,
+            load.duration,
+            server_core,
+            load.endpoints,
+        ))?)
+    } else {
+        None
+    };
+
+    let (embedded, access, fingerprint, metrics, target_text) = match &config.shard {
+        ShardTarget::Embedded(shard_config) => {
+            let shard = EmbeddedShard::start(&EmbeddedShardConfig { core: server_core, ..shard_config.clone() })?;
+            let access = ShardAccess {
+                target: GameTarget { addr: shard.addr, server_name: "localhost".into() },
+                shard_name: shard.name.clone(),
+                issuer: (1, shard.issuer.clone().context("the embedded shard made its own issuer key")?),
+            };
+            let (fingerprint, metrics) = (shard.fingerprint.clone(), Some(shard.metrics));
+            (Some(shard), access, fingerprint, metrics, "embedded shard".to_owned())
+        }
+        ShardTarget::Remote(remote) => (
+            None,
+            ShardAccess {
+                target: GameTarget { addr: remote.addr, server_name: "localhost".into() },
+                shard_name: remote.name.clone(),
+                issuer: remote.issuer.clone(),
+            },
+            remote.fingerprint.clone(),
+            remote.metrics,
+            format!("shard {}", remote.addr),
+        ),
+    };
+
+    let output = runtime.block_on(async {
+        let mut access = access;
+        let proxy = if load.conditions == rally_client::conditioner::LinkConditions::perfect() {
+            None
+        } else {
+            let proxy = UdpProxy::start(access.target.addr, load.conditions, load.seed).await?;
+            access.target.addr = proxy.local_addr();
+            Some(proxy)
+        };
+        let endpoints = client_endpoints(&fingerprint, load.endpoints)?;
+        let scenario =
+            Arc::new(ConnectScenario::new(access, endpoints, config.points_to_win, config.rounds, load.seed));
+        let observe = Observe {
+            shard_metrics: metrics,
+            shard_cpu: embedded.as_ref().and_then(|shard| {
+                let tid = shard.tid?;
+                Some(Box::new(move || sys::thread_cpu(tid)) as Box<dyn Fn() -> Option<Duration> + Send + Sync>)
+            }),
+            other_cpu: Vec::new(),
+        };
+        let output = drive(scenario, &plan, observe).await;
+        drop(proxy);
+        anyhow::Ok(output)
+    })?;
+
+    let mut shards = Vec::new();
+    let mut checks = Vec::new();
+    let shard_report = embedded.map(EmbeddedShard::stop).transpose()?;
+    if let Some(mut figures) = output.shard.clone() {
+        if let Some(report) = &shard_report {
+            figures.matches_ended = Some(report.shard.stats.matches_ended);
+            let mut by_reason = BTreeMap::new();
+            for result in &report.results {
+                *by_reason.entry(format!("{:?}", result.reason).to_lowercase()).or_insert(0u64) += 1;
+            }
+            figures.results_by_reason = by_reason;
+        }
+        shards.push(figures);
+    }
+    let counters = &output.measures.counters;
+    if let Some(report) = &shard_report {
+        checks.extend(crate::report::match_checks(&output.finished_matches, &report.results, output.stopped_unix_ms));
+        checks.push(Check {
+            name: "matches started (clients) = match results the shard emitted".into(),
+            clients: counters.matches_started as f64,
+            servers: report.results.len() as f64,
+            passed: counters.matches_started == report.results.len() as u64,
+        });
+    }
+    let baseline = baseline.map(|echo| {
+        let shard = output.shard.as_ref();
+        baseline::compare(
+            echo,
+            shard.map_or(0.0, |shard| shard.datagrams_in_per_s + shard.datagrams_out_per_s),
+            shard.and_then(|shard| shard.cpu_pct),
+        )
+    });
+    let mut settings = BTreeMap::new();
+    settings.insert("points_to_win".into(), config.points_to_win.to_string());
+    settings
+        .insert("rounds".into(), config.rounds.map_or_else(|| "until stop".to_owned(), |rounds| rounds.to_string()));
+    if let ShardTarget::Embedded(shard) = &config.shard {
+        settings.insert("tick_rate_hz".into(), shard.tick_rate_hz.to_string());
+        settings.insert("snapshot_rate_hz".into(), shard.snapshot_rate_hz.to_string());
+    }
+    let mut report = Report {
+        version: REPORT_VERSION,
+        scenario: "connect".into(),
+        runs: vec![RunInfo {
+            started_unix_ms,
+            wall_s: output.wall_s,
+            clients,
+            ramp_per_sec: load.ramp_per_sec,
+            duration_s: load.duration.as_secs_f64(),
+            seed: load.seed,
+            conditions: load.conditions_info(),
+            target: target_text,
+            pinned: pin,
+            endpoints: load.endpoints,
+            harness_cpu_pct: output.harness_cpu_pct,
+            cores,
+            settings,
+        }],
+        measures: output.measures,
+        shards,
+        baseline,
+        checks,
+        timeline: output.timeline,
+        thresholds: Vec::new(),
+    };
+    report.evaluate(&load.thresholds);
+    Ok(report)
+}

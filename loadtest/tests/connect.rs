@@ -1,0 +1,104 @@
+//! A small `connect` run against an embedded shard: zero errors, figures that
+//! agree with the shard's own counters, a report that survives JSON and
+//! renders, and thresholds that fail when violated.
+
+use std::time::Duration;
+
+use rally_loadtest::config::LoadConfig;
+use rally_loadtest::connect::{self, ConnectConfig, ShardTarget};
+use rally_loadtest::report::{Report, parse_thresholds};
+use rally_loadtest::stack::EmbeddedShardConfig;
+
+#[test]
+fn a_small_connect_run_is_clean_and_consistent() {
+    let config = ConnectConfig {
+        load: LoadConfig {
+            clients: 6,
+            ramp_per_sec: 100.0,
+            // The run ends as soon as every pair has played its matches; this is a cap.
+            duration: Duration::from_secs(60),
+            thresholds: parse_thresholds(&["errors==0".into(), "failed_joins==0".into(), "rtt_p99<5s".into()]).unwrap(),
+            ..LoadConfig::default()
+        },
+        shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
+        points_to_win: 1,
+        rounds: Some(2),
+        baseline: false,
+    };
+    let report = connect::run(&config).unwrap();
+    let summary = rally_loadtest::report::render_text(&report);
+    let counters = &report.measures.counters;
+    assert!(report.measures.errors.is_empty(), "{summary}");
+    assert_eq!(counters.clients_started, 6, "{summary}");
+    assert_eq!(counters.clients_connected, 6, "{summary}");
+    assert_eq!(counters.joins, 12, "3 pairs × 2 rounds × 2 seats: {summary}");
+    assert_eq!(counters.matches_started, 6, "{summary}");
+    assert_eq!(counters.matches_finished, 6, "{summary}");
+    assert_eq!(report.shards.len(), 1, "the shard's metrics were read: {summary}");
+    assert_eq!(report.shards[0].matches_ended, Some(6), "{summary}");
+    assert!(report.checks.len() >= 2 && report.checks.iter().all(|check| check.passed), "{summary}");
+    assert!(counters.snapshots > 0 && counters.snapshots <= counters.snapshots_expected, "{summary}");
+    for latency in [
+        "connect",
+        "join",
+        "match_wait",
+        "input_to_ack",
+        "server_added",
+        "input_to_snapshot",
+        "snapshot_interval",
+        "match_duration",
+    ] {
+        assert!(report.measures.histo(latency).count() > 0, "{latency} was measured: {summary}");
+    }
+    let (bytes_in, bytes_out) = report.bytes_per_client();
+    assert!(bytes_in.unwrap() > 0.0 && bytes_out.unwrap() > 0.0, "{summary}");
+    assert!(report.check_thresholds().is_ok(), "{summary}");
+
+    // The JSON carries every figure: thresholds judge the reread report alike.
+    let json = serde_json::to_string(&report).unwrap();
+    let mut reread: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(reread.metric("rtt_p99"), report.metric("rtt_p99"));
+    assert_eq!(reread.metric("matches_finished"), Some(6.0));
+
+    // A violated threshold fails the verdict, naming it.
+    reread.evaluate(&parse_thresholds(&["matches_finished>=7".into(), "rtt_p99<1us".into()]).unwrap());
+    let violated = reread.check_thresholds().unwrap_err();
+    assert_eq!(violated.0.len(), 2, "{violated}");
+    assert!(violated.to_string().contains("matches_finished>=7"), "{violated}");
+
+    // Two processes' reports merge into one with the sums.
+    let merged = Report::merge(vec![report.clone(), report.clone()], &[]).unwrap();
+    assert_eq!(merged.measures.counters.matches_finished, 12);
+    assert_eq!(merged.runs.len(), 2);
+
+    let page = rally_loadtest::html::render(&report);
+    assert!(page.contains("<svg") && page.contains("PASS"), "the page plots and shows the verdict");
+}
+
+#[test]
+fn the_link_conditioner_sits_between_every_client_and_the_shard() {
+    let config = ConnectConfig {
+        load: LoadConfig {
+            clients: 4,
+            ramp_per_sec: 100.0,
+            duration: Duration::from_secs(60),
+            conditions: rally_client::conditioner::LinkConditions {
+                latency: Duration::from_millis(15),
+                ..rally_client::conditioner::LinkConditions::perfect()
+            },
+            ..LoadConfig::default()
+        },
+        shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
+        points_to_win: 1,
+        rounds: Some(1),
+        baseline: false,
+    };
+    let report = connect::run(&config).unwrap();
+    let summary = rally_loadtest::report::render_text(&report);
+    assert!(report.measures.errors.is_empty(), "{summary}");
+    assert_eq!(report.measures.counters.matches_finished, 2, "{summary}");
+    // 15 ms each way through the conditioning proxy: no round trip is shorter than 30 ms.
+    let rtt_min = report.measures.histo("rtt").min_ms().unwrap();
+    assert!(rtt_min >= 29.0, "rtt min {rtt_min} ms: {summary}");
+    assert_eq!(report.runs[0].conditions.latency_ms, 15.0);
+}
