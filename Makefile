@@ -1,5 +1,5 @@
 # The two commands of the README's quick start, plus helpers. Each target
-# installs what it needs (Rust crates via cargo; later, Python packages into .venv).
+# installs what it needs (Rust crates via cargo, Python packages into .venv).
 
 CARGO ?= cargo
 
@@ -9,18 +9,35 @@ RALLY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 RALLY_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export RALLY_TEST_DATABASE_URL RALLY_TEST_REDIS_URL
 
-.PHONY: run test bench fmt lint
+.PHONY: run demo test bench fmt lint
 
-## The main job: the headless simulation demo (scripted players, many matches in one world).
-run:
+# Python for the bot: ONNX Runtime's shared library (loaded at run time by the
+# bot crate) and the training script's numpy + onnx, pinned, in .venv only.
+PYTHON ?= python3
+VENV_PACKAGES = onnxruntime==1.31.1 numpy==2.3.5 onnx==1.19.1
+
+## The project's Python venv; the stamp makes it idempotent (delete .venv to redo).
+.venv: .venv/.rally-stamp
+.venv/.rally-stamp: Makefile
+	$(PYTHON) -m venv .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check $(VENV_PACKAGES)
+	touch $@
+
+## The main job: the whole platform on localhost (lobby on SQLite, matchmaker with
+## in-memory registry and bus, one shard, ONNX bots playing); Ctrl-C drains and stops.
+run: .venv
+	$(CARGO) run --release --locked -- up
+
+## The headless simulation demo: scripted players, 10,000 matches in one world.
+demo:
 	$(CARGO) run --release --locked -- sim --matches 10000 --seconds 10
 
 ## Every test of the workspace.
-test:
+test: .venv
 	$(CARGO) test --workspace --locked
 
 ## Criterion benchmarks (release build).
-bench:
+bench: .venv
 	$(CARGO) bench --workspace --locked
 
 fmt:

@@ -30,8 +30,18 @@ pub enum Command {
     Shard(crate::shard_cmd::ShardArgs),
     /// Measure shard capacity: ramp matches of real QUIC clients, hold, report tick times and loss.
     BenchShard(crate::bench_cmd::BenchShardArgs),
+    /// Load-test with real SDK clients: scenarios, link conditioner, thresholds, JSON/HTML reports.
+    Loadtest(crate::loadtest_cmd::LoadtestArgs),
     /// Run the lobby: accounts (Auth) and profiles/ratings (Profile) over gRPC.
     Lobby(crate::lobby_cmd::LobbyArgs),
+    /// Run the matchmaker: tickets, ratings windows, shard assignment with connect tokens, over gRPC.
+    Matchmaker(crate::matchmaker_cmd::MatchmakerArgs),
+    /// Bots: benchmark policies against each other through a real shard.
+    Bot(crate::bot_cmd::BotArgs),
+    /// Run the whole platform in one process: lobby, matchmaker, a shard and bots playing.
+    Up(crate::up_cmd::UpArgs),
+    /// Play Pong in the terminal against people or bots: log in, chat, queue, play.
+    Play(crate::play::net::PlayArgs),
 }
 
 /// `rally sim`: the headless simulation demo and replay tool.

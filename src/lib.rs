@@ -4,11 +4,16 @@
 //! here so it can be tested.
 
 pub mod bench_cmd;
+pub mod bot_cmd;
 pub mod cli;
+pub mod loadtest_cmd;
 pub mod lobby_cmd;
 pub mod logging;
+pub mod matchmaker_cmd;
+pub mod play;
 pub mod shard_cmd;
 pub mod sim_demo;
+pub mod up_cmd;
 
 /// Runs the role the command line names.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
@@ -16,6 +21,17 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Sim(args) => sim_demo::run(args),
         cli::Command::Shard(args) => shard_cmd::run(args),
         cli::Command::BenchShard(args) => bench_cmd::run(args),
+        cli::Command::Loadtest(args) => loadtest_cmd::run(args),
         cli::Command::Lobby(args) => lobby_cmd::run(args),
+        cli::Command::Matchmaker(args) => matchmaker_cmd::run(args),
+        cli::Command::Bot(args) => bot_cmd::run(args),
+        cli::Command::Play(args) => play_cmd(args),
+        cli::Command::Up(args) => up_cmd::run(args),
     }
+}
+
+/// `rally play`: the terminal client, on a runtime of its own.
+fn play_cmd(args: play::net::PlayArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(play::run(args))
 }

@@ -1,11 +1,11 @@
-//! `rally lobby`: the Auth and Profile gRPC services on SQLite or PostgreSQL.
+//! `rally lobby`: the Auth, Profile and Chat gRPC services on SQLite or PostgreSQL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use rally_lobby::{JwtSecret, LobbyConfig};
+use rally_lobby::{JwtSecret, LobbyConfig, WordFilter};
 
 /// `rally lobby` flags.
 #[derive(Debug, Clone, Args)]
@@ -28,6 +28,23 @@ pub struct LobbyArgs {
     /// Development mode: without a key, generate one and keep it in the data dir (0600).
     #[arg(long)]
     pub dev: bool,
+    /// Chat moderators (may Mute/Unmute) by username; repeat or comma-separate.
+    #[arg(long = "moderator", value_name = "USERNAME", env = "RALLY_CHAT_MODERATORS", value_delimiter = ',')]
+    pub moderators: Vec<String>,
+    /// File of words the chat masks with `*` (one a line, `#` comments) [default: none].
+    #[arg(long, value_name = "FILE", env = "RALLY_CHAT_WORD_FILTER")]
+    pub word_filter: Option<PathBuf>,
+    /// Redis of a split deployment: consume match results from its stream and
+    /// apply them to ratings (exactly once per match). Without it, results
+    /// reach ratings only in `rally up`'s in-process bus.
+    #[arg(long, env = "RALLY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix on Redis, the same for every role of one deployment.
+    #[arg(long, default_value = "rally", env = "RALLY_REDIS_PREFIX")]
+    pub redis_prefix: String,
+    /// Longest chat message, in characters.
+    #[arg(long, default_value_t = 500, env = "RALLY_CHAT_MAX_MESSAGE_CHARS")]
+    pub chat_max_message_chars: usize,
 }
 
 fn resolve_secret(args: &LobbyArgs) -> anyhow::Result<JwtSecret> {
@@ -56,17 +73,42 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             format!("sqlite://{}", args.data_dir.join("lobby.db").display())
         }
     };
-    let config = LobbyConfig::new(args.listen, database_url, secret);
+    let mut config = LobbyConfig::new(args.listen, database_url, secret);
+    config.chat.moderators = args.moderators.iter().map(|name| name.trim().to_owned()).collect();
+    anyhow::ensure!(args.chat_max_message_chars >= 1, "--chat-max-message-chars must be at least 1");
+    config.chat.max_message_chars = args.chat_max_message_chars;
+    if let Some(path) = &args.word_filter {
+        let words =
+            std::fs::read_to_string(path).with_context(|| format!("reading --word-filter {}", path.display()))?;
+        config.chat.word_filter = WordFilter::from_list(&words);
+        tracing::info!(n_words = config.chat.word_filter.len(), "chat word filter loaded");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async move {
         let shutdown = crate::shard_cmd::shutdown_signal()?;
         let mut handle = rally_lobby::serve(config).await.context("starting the lobby")?;
         println!("lobby listening on {}", handle.local_addr());
+        let consumer = match &args.redis_url {
+            Some(url) => {
+                let redis =
+                    rally_matchmaker::RedisConnection::connect_lazy(url, &args.redis_prefix).context("--redis-url")?;
+                let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis));
+                let name = format!("lobby-{}", std::process::id());
+                let (consumer, _) =
+                    rally_matchmaker::lobby_results::consume_into_profiles(bus, handle.profiles().clone(), &name);
+                println!("applying match results from {url} to ratings (consumer {name})");
+                Some(consumer)
+            }
+            None => None,
+        };
         tokio::select! {
             served = handle.wait() => return served.context("lobby stopped"),
             () = shutdown => {}
         }
         tracing::info!("shutting down the lobby");
+        if let Some(consumer) = consumer {
+            consumer.stop().await;
+        }
         handle.shutdown().await.context("shutting down")
     })
 }

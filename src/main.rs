@@ -4,7 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = rally::cli::Cli::parse();
-    rally::logging::init(cli.log_format, &cli.log_level);
+    // Log lines would scribble over the terminal client's screen.
+    let level = if matches!(cli.command, rally::cli::Command::Play(_)) { "off" } else { cli.log_level.as_str() };
+    rally::logging::init(cli.log_format, level);
     match rally::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

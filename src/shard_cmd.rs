@@ -22,6 +22,10 @@ pub struct ShardArgs {
     /// UDP address for QUIC.
     #[arg(long, default_value = "127.0.0.1:7777", env = "RALLY_SHARD_LISTEN")]
     pub listen: SocketAddr,
+    /// Also serve raw UDP on this address: unencrypted (tokens and traffic are
+    /// readable on the path), for LAN play, bot farms and load tests. Off by default.
+    #[arg(long, env = "RALLY_SHARD_UDP_ADDR")]
+    pub udp_addr: Option<SocketAddr>,
     /// The shard's name: connect tokens must name it.
     #[arg(long, default_value = "shard-local", env = "RALLY_SHARD_NAME")]
     pub name: String,
@@ -67,6 +71,19 @@ pub struct ShardArgs {
     /// Write each match's replay (input log) into this directory.
     #[arg(long)]
     pub replay_dir: Option<PathBuf>,
+    /// Register in the shard registry on this Redis and publish results to its
+    /// results stream (as well as the results file), for `rally matchmaker --redis-url`.
+    #[arg(long, env = "RALLY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (the matchmaker's must match).
+    #[arg(long, default_value = "rally", env = "RALLY_REDIS_PREFIX")]
+    pub redis_prefix: String,
+    /// The region this shard registers in.
+    #[arg(long, default_value = "local", env = "RALLY_REGION")]
+    pub region: String,
+    /// `host:port` players reach this shard at [default: the bound --listen address].
+    #[arg(long, env = "RALLY_SHARD_PUBLIC_ADDR")]
+    pub public_addr: Option<String>,
 }
 
 /// Parses `KEY_ID:HEX` issuer keys.
@@ -139,6 +156,7 @@ impl ShardArgs {
             replay_dir: self.replay_dir.clone(),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),
             max_catchup_ticks: 5,
+            udp_listen: self.udp_addr,
         })
     }
 }
@@ -164,12 +182,37 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
             "shard {} listening on {} (QUIC), metrics on http://{metrics}/metrics, certificate sha256 {}",
             shard.name, shard.local_addr, shard.fingerprint
         );
+        if let Some(udp_addr) = shard.udp_addr {
+            println!("shard {} also serving raw UDP (unencrypted) on {udp_addr}", shard.name);
+        }
+        let (results_rx, agent) = match &args.redis_url {
+            Some(url) => {
+                let (rx, agent) = crate::matchmaker_cmd::start_shard_agent(
+                    url,
+                    &args.redis_prefix,
+                    &args.region,
+                    args.public_addr.as_deref(),
+                    args.max_matches,
+                    &shard,
+                    results_rx,
+                )?;
+                (rx, Some(agent))
+            }
+            None => (results_rx, None),
+        };
         let writer = tokio::spawn(write_results(results_rx, results_path));
         shutdown.await;
         tracing::info!("shutdown requested; draining");
+        if let Some(agent) = &agent {
+            agent.drain();
+        }
         shard.drain();
         let report = shard.wait().await?;
         let written = writer.await.context("results writer panicked")??;
+        if let Some(agent) = agent {
+            let agent = agent.wait().await?;
+            println!("registry: {} results published, {} unpublished", agent.published, agent.unpublished);
+        }
         println!(
             "shard stopped: {} ticks, {} late, {} matches ended ({} cut short), {written} results written",
             report.ticks, report.late_ticks, report.stats.matches_ended, report.aborted_matches

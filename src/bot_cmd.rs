@@ -1,0 +1,271 @@
+//! `rally bot`: bots that play through the real protocol (`play`: log in, queue,
+//! play, re-queue), and their benchmark (`bench`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use ed25519_dalek::SigningKey;
+use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
+use rally_bot::queue::{QueueConfig, QueueStats, run_queue_bot};
+use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
+use rally_client::tls::ServerTrust;
+
+/// `rally bot` subcommands.
+#[derive(Debug, Args)]
+pub struct BotArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BotCommand,
+}
+
+/// What `rally bot` does.
+#[derive(Debug, Subcommand)]
+pub enum BotCommand {
+    /// Play matches between two policies through a real shard and report win rate, margin, latency and Elo.
+    Bench(BotBenchArgs),
+    /// Run N bots that log in at the lobby, queue at the matchmaker, play and queue again.
+    Play(BotPlayArgs),
+}
+
+/// `rally bot play` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BotPlayArgs {
+    /// The lobby's gRPC address (Auth).
+    #[arg(long, default_value = "http://127.0.0.1:7100", env = "RALLY_LOBBY")]
+    pub lobby: String,
+    /// The matchmaker's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:7101", env = "RALLY_MATCHMAKER")]
+    pub matchmaker: String,
+    /// Bots to run in this process (their decisions are batched together).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// The policy every bot plays: onnx, tracker, predictor or expert.
+    #[arg(long, default_value = "onnx", value_parser = parse_policy)]
+    pub policy: PolicyKind,
+    /// An ONNX model file instead of the built-in one.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Difficulty: perfect, hard, medium or easy (default: the policy's own).
+    #[arg(long, value_parser = parse_difficulty)]
+    pub difficulty: Option<Difficulty>,
+    /// The game mode to queue for.
+    #[arg(long, default_value = "pong")]
+    pub mode: String,
+    /// Bot usernames are `<prefix>-<index>`; accounts are registered on first use.
+    #[arg(long, default_value = "bot")]
+    pub username_prefix: String,
+    /// The bots' password.
+    #[arg(long, env = "RALLY_BOT_PASSWORD", default_value = "bot-password-change-me")]
+    pub password: String,
+    /// Matches each bot plays before it stops (default: until interrupted).
+    #[arg(long)]
+    pub matches_per_bot: Option<u32>,
+    /// New bots started per second (so that logins and handshakes do not all land at once).
+    #[arg(long, default_value_t = 100.0)]
+    pub ramp_per_sec: f64,
+}
+
+/// `rally bot bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BotBenchArgs {
+    /// Side A's policy: onnx, tracker, predictor or expert.
+    #[arg(long, default_value = "onnx", value_parser = parse_policy)]
+    pub a: PolicyKind,
+    /// Side B's policy.
+    #[arg(long, default_value = "predictor", value_parser = parse_policy)]
+    pub b: PolicyKind,
+    /// Side A's difficulty: perfect, hard, medium or easy (default: perfect for onnx/expert, medium for scripted).
+    #[arg(long, value_parser = parse_difficulty)]
+    pub a_difficulty: Option<Difficulty>,
+    /// Side B's difficulty.
+    #[arg(long, value_parser = parse_difficulty)]
+    pub b_difficulty: Option<Difficulty>,
+    /// An ONNX model file for side A instead of the built-in one.
+    #[arg(long)]
+    pub a_model: Option<PathBuf>,
+    /// An ONNX model file for side B instead of the built-in one.
+    #[arg(long)]
+    pub b_model: Option<PathBuf>,
+    /// Matches to play.
+    #[arg(long, default_value_t = 100)]
+    pub matches: u32,
+    /// Matches under way at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: u32,
+    /// Points a side needs to win a match.
+    #[arg(long, default_value_t = 5)]
+    pub points_to_win: u8,
+    /// Tick rate of the embedded shard (60 is the game's; higher plays the same game faster).
+    #[arg(long, default_value_t = 60)]
+    pub tick_rate: u16,
+    /// Snapshot rate of the embedded shard (keep it at half the tick rate: the policies
+    /// were trained on a view every second tick).
+    #[arg(long)]
+    pub snapshot_rate: Option<u16>,
+    /// Seed of the bots' aim errors.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Decisions timed one by one in the latency micro-benchmark.
+    #[arg(long, default_value_t = 20_000)]
+    pub latency_samples: u32,
+    /// Give up a match still going after this many seconds (it counts as failed).
+    #[arg(long, default_value_t = 600)]
+    pub max_match_seconds: u64,
+    /// Play on a running shard at this address instead of an embedded one.
+    #[arg(long, requires_all = ["fingerprint", "issuer_key_hex"])]
+    pub shard_addr: Option<SocketAddr>,
+    /// SHA-256 of the running shard's certificate.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// Seed (32 bytes, hex) of an issuer key the running shard trusts.
+    #[arg(long)]
+    pub issuer_key_hex: Option<String>,
+    /// The key id the running shard knows that key by.
+    #[arg(long, default_value_t = 1)]
+    pub issuer_key_id: u8,
+    /// The running shard's name, as tokens must carry it.
+    #[arg(long, default_value = "shard-local")]
+    pub shard_name: String,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_policy(name: &str) -> Result<PolicyKind, String> {
+    PolicyKind::parse(name).ok_or_else(|| format!("unknown policy {name:?}: onnx, tracker, predictor or expert"))
+}
+
+fn parse_difficulty(name: &str) -> Result<Difficulty, String> {
+    Difficulty::preset(name).ok_or_else(|| format!("unknown difficulty {name:?}: perfect, hard, medium or easy"))
+}
+
+/// Runs `rally bot`.
+pub fn run(args: BotArgs) -> anyhow::Result<()> {
+    match args.command {
+        BotCommand::Bench(args) => bench(args),
+        BotCommand::Play(args) => play(args),
+    }
+}
+
+fn play(args: BotPlayArgs) -> anyhow::Result<()> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let policy = args.policy.build(args.model.as_deref())?;
+    let config = QueueConfig {
+        lobby_url: args.lobby.clone(),
+        matchmaker_url: args.matchmaker.clone(),
+        mode: args.mode.clone(),
+        username_prefix: args.username_prefix.clone(),
+        password: args.password.clone(),
+        difficulty: args.difficulty.unwrap_or(args.policy.default_difficulty()),
+        matches_per_bot: args.matches_per_bot,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let decider = Decider::spawn(policy, BatchWindow::default());
+        let stats = Arc::new(QueueStats::default());
+        let config = Arc::new(config);
+        let mut bots = tokio::task::JoinSet::new();
+        let mut ramp = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp_per_sec.max(0.1)));
+        for index in 0..args.count {
+            ramp.tick().await;
+            let (config, handle, stats) = (config.clone(), decider.handle(), stats.clone());
+            bots.spawn(async move { run_queue_bot(&config, index, handle, stats).await });
+        }
+        tracing::info!(bots = args.count, policy = args.policy.name(), "bots queueing");
+        let mut report = tokio::time::interval(Duration::from_secs(10));
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                joined = bots.join_next() => match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(err))) => {
+                        tracing::error!(error = %format!("{err:#}"), "a bot stopped");
+                        first_error.get_or_insert(err);
+                    }
+                    Some(Err(err)) => {
+                        first_error.get_or_insert(anyhow::Error::from(err));
+                    }
+                    None => break,
+                },
+                _ = report.tick() => tracing::info!(
+                    matches = stats.matches.load(Ordering::Relaxed),
+                    wins = stats.wins.load(Ordering::Relaxed),
+                    failures = stats.failures.load(Ordering::Relaxed),
+                    "bots"
+                ),
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("interrupted; stopping the bots");
+                    bots.abort_all();
+                }
+            }
+        }
+        let decided = decider.finish();
+        println!(
+            "{} matches, {} won, {} failures; {} decisions in {} calls (mean batch {:.1})",
+            stats.matches.load(Ordering::Relaxed),
+            stats.wins.load(Ordering::Relaxed),
+            stats.failures.load(Ordering::Relaxed),
+            decided.decisions,
+            decided.calls,
+            decided.batch_sizes.mean()
+        );
+        first_error.map_or(Ok(()), Err)
+    })
+}
+
+fn bench(args: BotBenchArgs) -> anyhow::Result<()> {
+    if args.matches == 0 {
+        bail!("--matches must be at least 1");
+    }
+    let target = match args.shard_addr {
+        Some(addr) => {
+            let seed = crate::shard_cmd::decode_hex(args.issuer_key_hex.as_deref().unwrap_or_default())
+                .context("--issuer-key-hex is not hex")?;
+            let seed: [u8; 32] =
+                seed.try_into().map_err(|_| anyhow::anyhow!("--issuer-key-hex must be 32 bytes (64 hex digits)"))?;
+            ShardTarget::Remote {
+                addr,
+                name: args.shard_name.clone(),
+                trust: ServerTrust::Fingerprint(args.fingerprint.clone().unwrap_or_default()),
+                key: Box::new(SigningKey::from_bytes(&seed)),
+                key_id: args.issuer_key_id,
+            }
+        }
+        None => ShardTarget::Embedded {
+            tick_rate_hz: args.tick_rate,
+            snapshot_rate_hz: args.snapshot_rate.unwrap_or((args.tick_rate / 2).max(1)),
+        },
+    };
+    let side = |policy: PolicyKind, difficulty: Option<Difficulty>, model: Option<PathBuf>| Side {
+        policy,
+        difficulty: difficulty.unwrap_or(policy.default_difficulty()),
+        model,
+    };
+    let config = BenchConfig {
+        a: side(args.a, args.a_difficulty, args.a_model.clone()),
+        b: side(args.b, args.b_difficulty, args.b_model.clone()),
+        matches: args.matches,
+        concurrency: args.concurrency,
+        points_to_win: args.points_to_win,
+        seed: args.seed,
+        target,
+        window: BatchWindow::default(),
+        latency_samples: args.latency_samples,
+        max_match: Duration::from_secs(args.max_match_seconds.max(1)),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(run_bench(config))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

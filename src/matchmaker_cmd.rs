@@ -1,0 +1,310 @@
+//! `rally matchmaker`: the Matchmaker gRPC service, with its registry, ticket
+//! store and results bus on Redis (`--redis-url`) or in memory, and the shard
+//! agent `rally shard --redis-url` runs to register and publish results.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ed25519_dalek::SigningKey;
+use rally_lobby::JwtSecret;
+use rally_matchmaker::engine::Backends;
+use rally_matchmaker::redis::{RedisBus, RedisRegistry};
+use rally_matchmaker::registry::{ShardInfo, ShardLoad};
+use rally_matchmaker::shard_agent::{self, AgentReport, ShardAgentConfig};
+use rally_matchmaker::{
+    LobbyDbRatings, Matchmaker, MatchmakerConfig, ModeConfig, RedisConnection, TokenMinter, WindowCurve,
+};
+use rally_protocol::results::MatchResult;
+use rally_server::quic::ShardHandle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// `rally matchmaker` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MatchmakerArgs {
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:50052", env = "RALLY_MATCHMAKER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory for development keys (and the default lobby database).
+    #[arg(long, default_value = "data", env = "RALLY_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Shared registry, ticket store and results bus. Without it everything is
+    /// in this process, and shards in other processes cannot register.
+    #[arg(long, env = "RALLY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (shards must use the same).
+    #[arg(long, default_value = "rally", env = "RALLY_REDIS_PREFIX")]
+    pub redis_prefix: String,
+    /// File holding the lobby's access-token key (the same as `rally lobby`'s).
+    #[arg(long, env = "RALLY_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The lobby's access-token key itself; prefer the file.
+    #[arg(long, env = "RALLY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Ed25519 key that signs connect tokens: a file with 64 hex digits. Without
+    /// it a development key is kept in the data dir.
+    #[arg(long, env = "RALLY_TOKEN_SIGNING_KEY_FILE")]
+    pub token_signing_key_file: Option<PathBuf>,
+    /// Key id tokens carry (shards trust `--token-key ID:PUBLIC_HEX`).
+    #[arg(long, default_value_t = 1)]
+    pub token_key_id: u8,
+    /// Seconds a connect token stays valid.
+    #[arg(long, default_value_t = 60.0)]
+    pub token_ttl: f64,
+    /// The lobby's database, read for ratings [default: sqlite://<data-dir>/lobby.db].
+    #[arg(long, env = "RALLY_LOBBY_DATABASE_URL")]
+    pub lobby_database_url: Option<String>,
+    /// Rating window by wait: `WAIT_SECONDS:WINDOW,…`, linear in between.
+    #[arg(long, default_value = "0:100,10:300,30:1000")]
+    pub rating_window: String,
+    /// Seconds before a ticket's region preference is relaxed.
+    #[arg(long, default_value_t = 10.0)]
+    pub region_relax: f64,
+    /// Seconds a ticket may wait before it expires.
+    #[arg(long, default_value_t = 120.0)]
+    pub ticket_ttl: f64,
+    /// Points a side needs to win.
+    #[arg(long, default_value_t = 5)]
+    pub points_to_win: u8,
+    /// Milliseconds between matching rounds.
+    #[arg(long, default_value_t = 50)]
+    pub round_ms: u64,
+    /// Prometheus metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9602", env = "RALLY_MATCHMAKER_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// Development mode: generate missing keys in the data dir without warning.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+fn resolve_jwt_secret(args: &MatchmakerArgs) -> anyhow::Result<JwtSecret> {
+    if let Some(path) = &args.jwt_secret_file {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let trimmed = String::from_utf8(bytes.clone()).map(|text| text.trim().as_bytes().to_vec()).unwrap_or(bytes);
+        return JwtSecret::new(trimmed).map_err(anyhow::Error::msg).context("--jwt-secret-file");
+    }
+    if let Some(secret) = &args.jwt_secret {
+        return JwtSecret::new(secret.as_bytes().to_vec()).map_err(anyhow::Error::msg).context("RALLY_JWT_SECRET");
+    }
+    if !args.dev {
+        tracing::warn!("no JWT key given; using the development key in the data dir, as `rally lobby` does");
+    }
+    rally_lobby::load_or_create_dev_secret(&args.data_dir)
+        .with_context(|| format!("development JWT key in {}", args.data_dir.display()))
+}
+
+fn parse_signing_key(text: &str) -> anyhow::Result<SigningKey> {
+    let bytes = crate::shard_cmd::decode_hex(text.trim()).context("the token signing key is not hex")?;
+    let bytes: [u8; 32] =
+        bytes.try_into().map_err(|_| anyhow::anyhow!("the token signing key must be 32 bytes (64 hex digits)"))?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// The connect-token signing key: from `--token-signing-key-file`, or a
+/// development key kept (0600) at `<data-dir>/token_signing_key`.
+fn resolve_signing_key(args: &MatchmakerArgs) -> anyhow::Result<SigningKey> {
+    if let Some(path) = &args.token_signing_key_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return parse_signing_key(&text).with_context(|| path.display().to_string());
+    }
+    if !args.dev {
+        tracing::warn!("no --token-signing-key-file; using the development key in the data dir");
+    }
+    load_or_create_dev_signing_key(&args.data_dir)
+}
+
+fn load_or_create_dev_signing_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
+    let path = data_dir.join("token_signing_key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_signing_key(&text).with_context(|| path.display().to_string()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let hex: String = key.to_bytes().iter().map(|byte| format!("{byte:02x}")).collect();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut file, hex.as_bytes())?;
+            Ok(key)
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl MatchmakerArgs {
+    /// The engine settings these flags describe.
+    pub fn config(&self) -> anyhow::Result<MatchmakerConfig> {
+        let window = WindowCurve::parse(&self.rating_window).context("--rating-window")?;
+        let secs_ms = |seconds: f64| (seconds.max(0.0) * 1000.0) as u64;
+        let tuned = |mode: ModeConfig| ModeConfig {
+            window: window.clone(),
+            region_relax_after_ms: secs_ms(self.region_relax),
+            ticket_ttl_ms: secs_ms(self.ticket_ttl).max(1),
+            points_to_win: self.points_to_win,
+            ..mode
+        };
+        let config = MatchmakerConfig {
+            modes: vec![tuned(ModeConfig::one_vs_one("pong")), tuned(ModeConfig::two_vs_two("pong-doubles"))],
+            round_interval: Duration::from_millis(self.round_ms.max(1)),
+            ..MatchmakerConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the matchmaker until SIGTERM/SIGINT.
+pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let secret = resolve_jwt_secret(&args)?;
+    let minter = TokenMinter::new(resolve_signing_key(&args)?, args.token_key_id)
+        .with_ttl_ms((args.token_ttl.max(1.0) * 1000.0) as u64);
+    let lobby_url = match &args.lobby_database_url {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+            format!("sqlite://{}", args.data_dir.join("lobby.db").display())
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    rally_server::ops::prometheus();
+    runtime.block_on(async move {
+        let shutdown = crate::shard_cmd::shutdown_signal()?;
+        let ratings = LobbyDbRatings::connect(&lobby_url).await.context("opening the lobby database for ratings")?;
+        let retention = Duration::from_millis(config.ticket_retention_ms);
+        let backends = match &args.redis_url {
+            Some(url) => Backends::redis(&RedisConnection::connect_lazy(url, &args.redis_prefix)?, retention),
+            None => {
+                tracing::warn!("no --redis-url: registry and bus are in memory, so no shard process can register");
+                Backends::in_memory(retention)
+            }
+        };
+        let matchmaker = Matchmaker::new(config, backends, Arc::new(ratings), minter.clone())?;
+        let engine = matchmaker.start();
+        let verifier = rally_lobby::AccessTokenVerifier::new(&secret);
+        let mut server = rally_matchmaker::serve(args.listen, matchmaker, verifier).await?;
+        let readiness = rally_server::ops::Readiness::default();
+        let metrics = rally_server::ops::serve(args.metrics_addr, readiness).await?;
+        println!(
+            "matchmaker listening on {} (gRPC), metrics on http://{metrics}/metrics; shards need --token-key {}",
+            server.local_addr(),
+            minter.public_key_spec()
+        );
+        tokio::select! {
+            served = server.wait() => return served.context("matchmaker stopped"),
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down the matchmaker");
+        engine.stop().await;
+        server.shutdown().await
+    })
+}
+
+/// A shard's agent running next to `rally shard --redis-url`.
+#[derive(Debug)]
+pub struct ShardAgentRun {
+    draining: watch::Sender<bool>,
+    task: JoinHandle<AgentReport>,
+}
+
+impl ShardAgentRun {
+    /// Marks the shard draining in the registry.
+    pub fn drain(&self) {
+        let _ = self.draining.send(true);
+    }
+
+    /// Waits until every result was published (the shard's channel closed) and the shard deregistered.
+    pub async fn wait(self) -> anyhow::Result<AgentReport> {
+        self.task.await.context("shard agent panicked")
+    }
+}
+
+/// Registers `shard` in the Redis registry at `redis_url` and publishes its
+/// results to the Redis bus. Returns a receiver that still gets every result
+/// (for the results file) and the agent.
+pub fn start_shard_agent(
+    redis_url: &str,
+    redis_prefix: &str,
+    region: &str,
+    public_addr: Option<&str>,
+    capacity: usize,
+    shard: &ShardHandle,
+    mut results: mpsc::UnboundedReceiver<MatchResult>,
+) -> anyhow::Result<(mpsc::UnboundedReceiver<MatchResult>, ShardAgentRun)> {
+    let redis = RedisConnection::connect_lazy(redis_url, redis_prefix)?;
+    let info = ShardInfo {
+        name: shard.name.clone(),
+        address: public_addr.map_or_else(|| shard.local_addr.to_string(), str::to_owned),
+        region: region.to_owned(),
+        capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        certificate_sha256: shard.fingerprint.clone(),
+    };
+    let (file_tx, file_rx) = mpsc::unbounded_channel();
+    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(result) = results.recv().await {
+            let _ = file_tx.send(result.clone());
+            let _ = agent_tx.send(result);
+        }
+    });
+    let live = shard.live.clone();
+    let load: shard_agent::LoadProbe =
+        Arc::new(move || ShardLoad { matches: live.matches(), players: live.connections() });
+    let (draining, draining_rx) = watch::channel(false);
+    let task = tokio::spawn(shard_agent::run(
+        Arc::new(RedisRegistry::new(redis.clone())),
+        Arc::new(RedisBus::new(redis)),
+        ShardAgentConfig::new(info),
+        agent_rx,
+        load,
+        draining_rx,
+    ));
+    Ok((file_rx, ShardAgentRun { draining, task }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> MatchmakerArgs {
+        let argv = [&["rally", "matchmaker"][..], extra].concat();
+        match Cli::try_parse_from(argv).expect("valid flags").command {
+            Command::Matchmaker(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_become_the_engine_config() {
+        let config = args(&["--rating-window", "0:50,20:500", "--region-relax", "3", "--points-to-win", "2"])
+            .config()
+            .expect("valid config");
+        let pong = config.mode("pong").expect("pong");
+        assert_eq!((pong.window.window(10_000), pong.region_relax_after_ms, pong.points_to_win), (275.0, 3_000, 2));
+        assert!(config.mode("pong-doubles").is_some());
+        let err = args(&["--rating-window", "0:500,10:100"]).config().expect_err("a shrinking window");
+        assert!(format!("{err:#}").contains("rating window"), "{err:#}");
+    }
+
+    #[test]
+    fn the_dev_signing_key_is_kept_and_keys_parse_from_hex() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = load_or_create_dev_signing_key(dir.path()).expect("created");
+        let again = load_or_create_dev_signing_key(dir.path()).expect("loaded");
+        assert_eq!(first.to_bytes(), again.to_bytes());
+        let hex = "11".repeat(32);
+        assert_eq!(parse_signing_key(&format!("{hex}\n")).expect("hex key").to_bytes(), [0x11; 32]);
+        assert!(parse_signing_key("abcd").is_err());
+        assert!(parse_signing_key(&"zz".repeat(32)).is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! `rally up`: the whole platform in one process on localhost — lobby (SQLite
+//! in the data dir), matchmaker (in-memory registry, tickets and results bus),
+//! one shard, and bots that register, queue and play without end — with a
+//! compact status line, one metrics endpoint, and a clean drain on Ctrl-C.
+//!
+//! `--database-url` and `--redis-url` swap the embedded stores for real
+//! PostgreSQL and Redis; every role is also its own subcommand for a split
+//! deployment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use rally_bot::queue::{BotFiller, QueueConfig, QueueStats, run_queue_bot};
+use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
+use rally_lobby::{LobbyConfig, ProfileStore};
+use rally_matchmaker::engine::Backends;
+use rally_matchmaker::player::PlayerClient;
+use rally_matchmaker::registry::ShardInfo;
+use rally_matchmaker::shard_agent::{self, ShardAgentConfig};
+use rally_matchmaker::{Matchmaker, MatchmakerConfig, ModeConfig, RedisConnection, TokenMinter};
+use rally_server::quic::ServeConfig;
+use rally_sim::PongWorld;
+use tokio::sync::{mpsc, watch};
+
+/// House bots that take seats the matchmaker fills with bots.
+const HOUSE_BOTS: u32 = 4;
+/// The password of the bots' accounts (local development only).
+const BOT_PASSWORD: &str = "rally-up-bot-password";
+
+/// `rally up` flags.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Directory for the lobby database, keys, certificates and results.
+    #[arg(long, default_value = "data/up", env = "RALLY_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Lobby gRPC address (Auth, Profile, Chat).
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub lobby_addr: SocketAddr,
+    /// Matchmaker gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7101")]
+    pub matchmaker_addr: SocketAddr,
+    /// Shard QUIC (UDP) address.
+    #[arg(long, default_value = "127.0.0.1:7102")]
+    pub shard_addr: SocketAddr,
+    /// Prometheus metrics of every role, plus /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:7109")]
+    pub metrics_addr: SocketAddr,
+    /// `sqlite://<file>` or `postgres://…` [default: sqlite://<data-dir>/lobby.db].
+    #[arg(long, env = "RALLY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis for the matchmaker's tickets, shard registry and results bus [default: in memory].
+    #[arg(long, env = "RALLY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Bots that queue and play continuously.
+    #[arg(long, default_value_t = 8)]
+    pub bots: u32,
+    /// How the bots play: onnx, predictor, tracker or expert.
+    #[arg(long, default_value = "onnx", value_parser = parse_policy)]
+    pub bot_policy: PolicyKind,
+    /// How well the bots play: perfect, hard, medium or easy; repeat or
+    /// comma-separate to give the bots different levels in turn (two perfect bots never miss).
+    #[arg(long, default_value = "hard,medium,easy", value_parser = parse_difficulty, value_delimiter = ',')]
+    pub bot_difficulty: Vec<Difficulty>,
+    /// Points a side needs to win.
+    #[arg(long, default_value_t = 5)]
+    pub points_to_win: u8,
+    /// Stop (and drain) after this many seconds; without it, run until Ctrl-C.
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// How long running matches may finish after Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Seconds between status lines (0: none).
+    #[arg(long, default_value_t = 2.0)]
+    pub status_interval: f64,
+}
+
+fn parse_difficulty(name: &str) -> Result<Difficulty, String> {
+    Difficulty::preset(name).ok_or_else(|| format!("unknown difficulty {name:?}; choose perfect, hard, medium or easy"))
+}
+
+fn parse_policy(name: &str) -> Result<PolicyKind, String> {
+    PolicyKind::parse(name).ok_or_else(|| format!("unknown policy {name:?}; choose onnx, predictor, tracker or expert"))
+}
+
+/// The game modes `rally up` serves: `pong` (bots fill a seat after 15 s) and
+/// `pong-bot` (a bot at once), both first to `points_to_win`.
+pub fn modes(points_to_win: u8) -> Vec<ModeConfig> {
+    let pong = ModeConfig { points_to_win, bot_fill_after_ms: Some(15_000), ..ModeConfig::one_vs_one("pong") };
+    let against_bot = ModeConfig { bot_fill_after_ms: Some(0), ..ModeConfig::one_vs_one("pong-bot") };
+    let against_bot = ModeConfig { points_to_win, ..against_bot };
+    vec![pong, against_bot]
+}
+
+/// Runs everything until Ctrl-C / SIGTERM (or `--seconds`), then drains.
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    rally_server::ops::prometheus();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(up(args))
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let shutdown = crate::shard_cmd::shutdown_signal()?;
+
+    // Lobby.
+    let secret = rally_lobby::load_or_create_dev_secret(&args.data_dir)
+        .with_context(|| format!("development JWT key in {}", args.data_dir.display()))?;
+    let database_url =
+        args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("lobby.db").display()));
+    let lobby = rally_lobby::serve(LobbyConfig::new(args.lobby_addr, database_url, secret))
+        .await
+        .with_context(|| format!("starting the lobby on {} (is another `rally up` running?)", args.lobby_addr))?;
+    let lobby_url = format!("http://{}", lobby.local_addr());
+
+    // Matchmaker with its backends.
+    let minter = TokenMinter::random(1);
+    let config = MatchmakerConfig { modes: modes(args.points_to_win), ..MatchmakerConfig::default() };
+    let backends = match &args.redis_url {
+        Some(url) => {
+            let redis = RedisConnection::connect_lazy(url, "rally").context("--redis-url")?;
+            Backends::redis(&redis, Duration::from_millis(config.ticket_retention_ms))
+        }
+        None => Backends::in_memory(Duration::from_millis(config.ticket_retention_ms)),
+    };
+    let ratings: Arc<dyn rally_matchmaker::RatingSource> = Arc::new(lobby.profiles().clone());
+    let matchmaker = Matchmaker::new(config, backends.clone(), ratings, minter.clone())?;
+    let matchmaker_server = rally_matchmaker::serve(args.matchmaker_addr, matchmaker.clone(), lobby.verifier().clone())
+        .await
+        .with_context(|| format!("starting the matchmaker on {}", args.matchmaker_addr))?;
+    let matchmaker_url = format!("http://{}", matchmaker_server.local_addr());
+
+    // Shard, registered with the matchmaker's registry and publishing to its bus.
+    let mut serve = ServeConfig::local(args.data_dir.join("shard"), vec![(minter.key_id(), minter.verifying_key())]);
+    serve.listen = args.shard_addr;
+    serve.drain_timeout = Duration::from_secs_f64(args.drain_timeout.max(0.0));
+    serve.shard.name = "up-1".to_owned();
+    let capacity = u32::try_from(serve.shard.max_matches).unwrap_or(u32::MAX);
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let shard = rally_server::quic::start::<PongWorld>(serve, results_tx)
+        .await
+        .with_context(|| format!("starting the shard on {}", args.shard_addr))?;
+    let info = ShardInfo {
+        name: shard.name.clone(),
+        address: shard.local_addr.to_string(),
+        region: "local".to_owned(),
+        capacity,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        certificate_sha256: shard.fingerprint.clone(),
+    };
+    let live = shard.live.clone();
+    let load: shard_agent::LoadProbe =
+        Arc::new(move || rally_matchmaker::ShardLoad { matches: live.matches(), players: live.connections() });
+    let (draining_tx, draining_rx) = watch::channel(false);
+    let agent = tokio::spawn(shard_agent::run(
+        backends.registry.clone(),
+        backends.bus.clone(),
+        ShardAgentConfig::new(info),
+        results_rx,
+        load,
+        draining_rx,
+    ));
+
+    // Results → ratings.
+    let (consumer, applied) =
+        rally_matchmaker::lobby_results::consume_into_profiles(backends.bus.clone(), lobby.profiles().clone(), "up");
+    let engine = matchmaker.start();
+
+    // Bots: one decider batches every bot's decisions.
+    let policy = args.bot_policy.build(None).context("loading the bot policy")?;
+    let decider = Decider::spawn(policy, BatchWindow::default());
+    // House bots fill the seats nobody came for; they are real accounts, so
+    // a person's match against one is rated like any other.
+    let mut house = Vec::new();
+    for index in 1..=HOUSE_BOTS {
+        let lobby_channel = rally_matchmaker::player::channel(&lobby_url).await?;
+        let matchmaker_channel = rally_matchmaker::player::channel(&matchmaker_url).await?;
+        let name = format!("house-bot-{index}");
+        let account = PlayerClient::register_or_login(lobby_channel, matchmaker_channel, &name, BOT_PASSWORD)
+            .await
+            .with_context(|| format!("registering {name}"))?;
+        house.push(rally_protocol::PlayerId(account.player_id()));
+    }
+    let filler = Arc::new(BotFiller::with_players(decider.handle(), Difficulty::MEDIUM, house)?);
+    matchmaker.set_bot_fill(filler.clone());
+    let bot_stats = Arc::new(QueueStats::default());
+    let (stop_bots_tx, stop_bots_rx) = watch::channel(false);
+    let mut bots = tokio::task::JoinSet::new();
+    let queue = QueueConfig {
+        lobby_url: lobby_url.clone(),
+        matchmaker_url: matchmaker_url.clone(),
+        mode: "pong".to_owned(),
+        username_prefix: format!("{}-bot", args.bot_policy.name()),
+        password: BOT_PASSWORD.to_owned(),
+        difficulty: Difficulty::MEDIUM,
+        matches_per_bot: None,
+    };
+    for index in 1..=args.bots {
+        let mut queue = queue.clone();
+        if !args.bot_difficulty.is_empty() {
+            queue.difficulty = args.bot_difficulty[(index as usize - 1) % args.bot_difficulty.len()];
+        }
+        let (queue, decider, stats) = (queue, decider.handle(), bot_stats.clone());
+        let mut stop = stop_bots_rx.clone();
+        bots.spawn(async move {
+            tokio::select! {
+                played = run_queue_bot(&queue, index, decider, stats) => {
+                    if let Err(err) = played {
+                        tracing::warn!(index, "bot stopped: {err:#}");
+                    }
+                }
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+
+    let metrics = rally_server::ops::serve(args.metrics_addr, shard.readiness.clone())
+        .await
+        .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
+    println!("rally up: everything on localhost (data in {})", args.data_dir.display());
+    println!("  lobby       {lobby_url}   (Auth, Profile, Chat)");
+    println!("  matchmaker  {matchmaker_url}");
+    println!("  shard       {} (QUIC), certificate sha256 {}", shard.local_addr, shard.fingerprint);
+    println!("  metrics     http://{metrics}/metrics");
+    println!("  bots        {} × {} queueing for \"pong\"", args.bots, args.bot_policy.name());
+    println!("Play a match: `rally play` in another terminal. Ctrl-C drains and stops.");
+
+    // Status until asked to stop.
+    let stop_after = async {
+        match args.seconds {
+            Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds.max(0.0))).await,
+            None => std::future::pending().await,
+        }
+    };
+    let status = status_loop(&args, &shard.live, &bot_stats, &filler, lobby.profiles(), &applied);
+    tokio::select! {
+        _ = shutdown => println!("shutdown requested: draining (running matches finish, up to {} s)", args.drain_timeout),
+        _ = stop_after => println!("--seconds elapsed: draining (running matches finish, up to {} s)", args.drain_timeout),
+        _ = status => {}
+    }
+
+    // Drain: no new matches; bots finish the match they are in, then stop queueing.
+    let _ = draining_tx.send(true);
+    shard.drain();
+    let live = shard.live.clone();
+    let report = shard.wait().await.context("draining the shard")?;
+    tracing::info!("shard drained; stopping bots");
+    let _ = stop_bots_tx.send(true);
+    while bots.join_next().await.is_some() {}
+    tracing::info!("bots stopped; flushing results");
+    // The agent ends once the shard dropped its results sender and every result is published.
+    let agent_report = agent.await.context("shard agent")?;
+    // Let the consumer apply what was published before stopping it.
+    let published = agent_report.published;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen(&applied.stats()) < published && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!("results flushed; stopping the matchmaker");
+    consumer.stop().await;
+    engine.stop().await;
+    matchmaker_server.shutdown().await.context("matchmaker shutdown")?;
+    tracing::info!("matchmaker stopped; stopping the lobby");
+    // The decider thread ends once every handle is gone: the bot-fill hook
+    // (inside the matchmaker) holds some, so drop both first.
+    drop(matchmaker);
+    drop(filler);
+    let decided = tokio::task::spawn_blocking(move || decider.finish()).await.context("decider thread")?;
+    tracing::info!(decisions = decided.decisions, calls = decided.calls, "bots' decider stopped");
+    // Open client connections can hold the lobby's graceful shutdown; its
+    // data is already committed, so bound the wait.
+    match tokio::time::timeout(Duration::from_secs(5), lobby.shutdown()).await {
+        Ok(result) => result.context("lobby shutdown")?,
+        Err(_) => tracing::warn!("the lobby did not close its connections within 5 s; stopping anyway"),
+    }
+    println!(
+        "rally up stopped: {} matches finished ({} cut short), {} results applied to ratings, {} late ticks of {}",
+        live.matches_ended(),
+        report.aborted_matches,
+        applied.stats().applied,
+        report.late_ticks,
+        report.ticks
+    );
+    Ok(())
+}
+
+fn seen(stats: &rally_matchmaker::lobby_results::ProfileResultsStats) -> u64 {
+    stats.applied + stats.duplicates + stats.aborted
+}
+
+/// Prints a status line every `--status-interval` seconds; never returns.
+async fn status_loop(
+    args: &UpArgs,
+    live: &rally_server::quic::ShardLive,
+    bots: &QueueStats,
+    filler: &BotFiller,
+    profiles: &ProfileStore,
+    applied: &rally_matchmaker::lobby_results::ProfileResults,
+) {
+    if args.status_interval <= 0.0 {
+        return std::future::pending().await;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.status_interval));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let ticks = live.take_tick_durations();
+        let leaders = profiles
+            .leaderboard(3, 0)
+            .await
+            .map(|board| {
+                board.top.iter().map(|e| format!("{} {:.0}", e.display_name, e.rating)).collect::<Vec<_>>().join(", ")
+            })
+            .unwrap_or_else(|err| format!("unavailable ({err})"));
+        println!(
+            "[status] matches running {} finished {} | players online {} | tick p99 {:.2} ms, late {} | \
+             bot matches {} (+{} bot-fill), errors {} | ratings applied {} | top: {}",
+            live.matches(),
+            live.matches_ended(),
+            live.connections(),
+            ticks.value_at_quantile(0.99) as f64 / 1000.0,
+            live.late_ticks(),
+            bots.matches.load(Ordering::Relaxed),
+            filler.stats().matches.load(Ordering::Relaxed),
+            bots.failures.load(Ordering::Relaxed) + filler.stats().failures.load(Ordering::Relaxed),
+            applied.stats().applied,
+            leaders,
+        );
+    }
+}
