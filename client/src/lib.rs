@@ -3,7 +3,8 @@
 //!
 //! [`session::ClientSession`] is sans-IO: handshake, clock sync to the server
 //! tick, redundant inputs, snapshot acks and delta decoding. [`quic`] drives it
-//! over quinn and [`udp`] over raw UDP (LAN, bot farms, load tests).
+//! over quinn and [`udp`] over raw UDP (LAN, bot farms, load tests);
+//! [`connection::Connection`] is either, chosen by a [`connection::Transport`].
 //! [`prediction`] and [`interpolation`] turn snapshots into what a
 //! game draws: the local player's predicted state and remote state in the
 //! recent past. [`conditioner`] simulates bad networks for tests and the
@@ -14,6 +15,7 @@
 
 pub mod clock;
 pub mod conditioner;
+pub mod connection;
 pub mod interpolation;
 pub mod prediction;
 pub mod proxy;
@@ -23,4 +25,5 @@ pub mod tls;
 pub mod udp;
 pub mod view;
 
+pub use connection::{Connection, Transport, TransportKind};
 pub use session::{ClientEvent, ClientSession, ClientStats, SessionConfig};
