@@ -495,17 +495,26 @@ async fn run_connection(
     let _ = inbound.send(Inbound::Disconnect { conn }).await;
 }
 
-/// Finishes the control stream, gives the client a moment to read the last
-/// frames (closing at once would discard them), then closes with the reason's code.
+/// How long the shard waits for a client to close after the control stream
+/// ends, before it closes the connection itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Finishes the control stream and lets the client close the connection once
+/// it has read to the end of it; only a client that does not within
+/// [`CLOSE_GRACE`] is closed on with the reason's code. Closing first would
+/// race the client's reads: QUIC discards stream data a peer has received
+/// but not yet read when the connection closes, so a busy client would lose
+/// the final `Ended` or `Disconnect` frame.
 async fn close_after_flush(
     connection: &quinn::Connection,
     send: &mut quinn::SendStream,
     reason: Option<DisconnectReason>,
 ) {
     let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-    let code = reason.map_or(0u32, |reason| u32::from(u16::from(reason)));
-    connection.close(code.into(), b"closed by shard");
+    if tokio::time::timeout(CLOSE_GRACE, connection.closed()).await.is_err() {
+        let code = reason.map_or(0u32, |reason| u32::from(u16::from(reason)));
+        connection.close(code.into(), b"closed by shard");
+    }
 }
 
 fn unix_ms() -> u64 {

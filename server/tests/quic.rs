@@ -80,7 +80,7 @@ async fn play_on(mut connection: GameConnection, config: AutopilotConfig) -> any
             _ => {}
         }
     }
-    bail!("the connection closed before the match ended")
+    bail!("the connection closed before the match ended: {:?}", connection.connection().close_reason())
 }
 
 async fn play(shard: &TestShard, hello: ClientHello, config: AutopilotConfig) -> anyhow::Result<MatchEnd> {
