@@ -1,0 +1,236 @@
+//! What a flood of raw UDP handshake traffic costs a shard, and whether real
+//! players still get in while it lasts.
+//!
+//! ```text
+//! cargo run --release -p rally-server --example handshake_flood [-- --seconds 10 --sources 64 --players 20]
+//! ```
+//!
+//! A shard with raw UDP on loopback is flooded from `--sources` sockets (distinct
+//! source addresses, as a botnet or spoofed sources would be) by one generator
+//! thread sending as fast as the machine lets it, round robin:
+//! - padded requests (256 bytes), the only packet a stranger gets an answer to;
+//! - connects with forged cookies;
+//! - connects replaying one real cookie from every other address;
+//! - garbage of random lengths.
+//!
+//! Meanwhile `--players` real clients connect with valid tokens one after the
+//! other. It prints what the shard received and sent, the amplification factor
+//! (bytes answered per byte received from unproven addresses), the connection
+//! state held (must stay at the real players), the process's resident memory
+//! before and after, and the real players' connect times.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rally_client::quic::ConnectConfig;
+use rally_client::udp::{UdpConnection, wire};
+use rally_protocol::control::ClientHello;
+use rally_server::quic::{ServeConfig, start};
+use rally_sim::pong::PongWorld;
+
+struct Args {
+    seconds: u64,
+    sources: usize,
+    players: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { seconds: 10, sources: 64, players: 20 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--seconds" => args.seconds = value.parse().context("--seconds")?,
+            "--sources" => args.sources = value.parse().context("--sources")?,
+            "--players" => args.players = value.parse().context("--players")?,
+            other => bail!("unknown flag {other}: use --seconds, --sources, --players"),
+        }
+    }
+    if args.sources < 2 {
+        bail!("--sources must be at least 2 (one cookie is replayed from the others)");
+    }
+    Ok(args)
+}
+
+/// The process's resident set size in KiB (Linux), or 0 where unknown.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("VmRSS:").and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[derive(Default)]
+struct Sent {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+/// Gets one real cookie for `socket` by the book.
+fn real_cookie(socket: &StdUdpSocket) -> anyhow::Result<(u64, [u8; wire::COOKIE_LEN])> {
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut buf = [0u8; 2048];
+    for _ in 0..25 {
+        socket.send(&wire::request())?;
+        if let Ok(n) = socket.recv(&mut buf)
+            && let Some(challenge) = wire::parse_challenge(&buf[..n])
+        {
+            return Ok(challenge);
+        }
+    }
+    bail!("the shard never answered a request")
+}
+
+/// Floods from `sockets` until `stop`; packets are built once, so the loop allocates nothing.
+fn flood(sockets: &[StdUdpSocket], stop: &AtomicBool, sent: &Sent) -> anyhow::Result<()> {
+    let (bucket, cookie) = real_cookie(&sockets[0])?;
+    let mut forged_hello = Vec::new();
+    rally_protocol::codec::encode_hello_frame(&ClientHello::Connect { token: vec![0xAB; 120] }, &mut forged_hello);
+    let mut packets = vec![
+        wire::request(),
+        wire::connect(bucket, &[0x5A; wire::COOKIE_LEN], &forged_hello),
+        wire::connect(bucket, &cookie, &forged_hello),
+    ];
+    for len in [1usize, 7, 64, 300, 1200] {
+        packets.push((0..len).map(|i| (i * 31 + len) as u8).collect());
+    }
+    let mut round = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        for (source_idx, socket) in sockets.iter().enumerate() {
+            // The replayed cookie is only ever sent from addresses it was not made for.
+            let packet_idx = (round + source_idx) % packets.len();
+            if packet_idx == 2 && source_idx == 0 {
+                continue;
+            }
+            let packet = &packets[packet_idx];
+            match socket.send(packet) {
+                Ok(n) => {
+                    sent.packets.fetch_add(1, Ordering::Relaxed);
+                    sent.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    sent.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        round += 1;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let dir = tempfile::tempdir()?;
+    let mut config = ServeConfig::local(dir.path().to_owned(), vec![(1, common::issuer().verifying_key())]);
+    config.shard.name = "flood".into();
+    config.udp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (results_tx, _results) = tokio::sync::mpsc::unbounded_channel();
+    let handle = start::<PongWorld>(config, results_tx).await?;
+    let udp_addr = handle.udp_addr.context("raw UDP is on")?;
+    let stats = handle.udp_stats.clone();
+
+    let sockets = (0..args.sources)
+        .map(|_| {
+            let socket = StdUdpSocket::bind("127.0.0.1:0")?;
+            socket.connect(udp_addr)?;
+            Ok(socket)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rss_before = rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Sent::default());
+    let bytes_in_before = stats.bytes_in();
+    let started = Instant::now();
+    let generator = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || flood(&sockets, &stop, &sent))
+    };
+
+    // Real players connect one after the other while the flood runs; each
+    // tries for up to 5 s (its handshake packets compete with the flood's).
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut connect_ms = Vec::new();
+    let mut failed = Vec::new();
+    let mut held = Vec::new();
+    let mut max_peers = 0;
+    let pause = Duration::from_secs(args.seconds) / (args.players.max(1) as u32 + 1);
+    for player_idx in 0..args.players {
+        tokio::time::sleep(pause).await;
+        let claims = common::claims("flood", 1_000 + player_idx / 2, (player_idx % 2) as u8, player_idx + 1, now_ms());
+        let hello = ClientHello::Connect { token: claims.sign(&common::issuer())? };
+        let mut connect = ConnectConfig::new(udp_addr);
+        connect.connect_timeout = Duration::from_secs(5);
+        let attempt = Instant::now();
+        match UdpConnection::connect(&connect, &hello).await {
+            Ok(connection) => {
+                connect_ms.push(attempt.elapsed().as_secs_f64() * 1e3);
+                held.push(connection);
+            }
+            Err(error) => failed.push(format!("{error:#}")),
+        }
+        max_peers = max_peers.max(stats.peers());
+    }
+    tokio::time::sleep_until(deadline.into()).await;
+    stop.store(true, Ordering::Relaxed);
+    generator.join().map_err(|_| anyhow::anyhow!("the generator panicked"))??;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Let the shard read what is still queued in its socket.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    max_peers = max_peers.max(stats.peers());
+    let rss_after = rss_kib();
+
+    let packets = sent.packets.load(Ordering::Relaxed);
+    let bytes = sent.bytes.load(Ordering::Relaxed);
+    let received = stats.bytes_in() - bytes_in_before;
+    let answered = stats.bytes_out_handshake();
+    connect_ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| connect_ms.get(((connect_ms.len() as f64 - 1.0) * q).round() as usize).copied();
+    println!("flood: {:.1} s from {} sources", elapsed, args.sources);
+    println!(
+        "  sent                {packets} packets, {bytes} bytes ({:.0} packets/s, {:.1} MB/s)",
+        packets as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6
+    );
+    println!("  send errors         {} (socket buffer full)", sent.send_errors.load(Ordering::Relaxed));
+    println!(
+        "  shard received      {received} bytes ({:.1}% of sent; the rest overflowed the socket buffer)",
+        100.0 * received as f64 / bytes.max(1) as f64
+    );
+    println!("  packets dropped     {}", stats.packets_dropped());
+    println!("  challenges sent     {} ({answered} bytes)", stats.challenges_sent());
+    println!("  amplification       {:.4} bytes out per byte in", answered as f64 / received.max(1) as f64);
+    println!("  connections held    max {max_peers} (real players connected: {})", held.len());
+    println!(
+        "  resident memory     {rss_before} KiB before, {rss_after} KiB after ({:+} KiB)",
+        rss_after as i64 - rss_before as i64
+    );
+    println!(
+        "  real players        {}/{} connected; connect p50 {:.1} ms, max {:.1} ms",
+        held.len(),
+        args.players,
+        pct(0.5).unwrap_or(f64::NAN),
+        pct(1.0).unwrap_or(f64::NAN)
+    );
+    for error in &failed {
+        println!("  failed: {error}");
+    }
+    drop(held);
+    handle.drain();
+    Ok(())
+}
