@@ -610,8 +610,12 @@ impl<G: Game> Shard<G> {
                     && let Some(slot) = self.matches.get_mut(&match_id)
                 {
                     slot.seats[usize::from(seat)].left = true;
+                    self.handle_disconnect(conn);
+                    // The seat forfeits on the next tick rather than after the resume window.
+                    let _ = self.game.leave_seat(match_id, seat);
+                } else {
+                    self.handle_disconnect(conn);
                 }
-                self.handle_disconnect(conn);
                 self.transmits.push_back(Transmit::Close { conn, reason: None });
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::stepper::{EPOCH_MS, Stepper};
 use rally_client::conditioner::LinkConditions;
-use rally_client::session::ClientEvent;
+use rally_client::session::{ClientEvent, ClientSession};
 use rally_protocol::control::{ClientHello, EndReason, RefuseReason};
 use rally_server::ShardConfig;
 
@@ -60,6 +60,23 @@ fn under_loss_and_jitter_inputs_land_on_their_tick_and_matches_finish() {
     let on_time = stats.inputs_on_time as f64 / (stats.inputs_on_time + stats.inputs_missing) as f64;
     assert!(on_time >= 0.995, "{:.4} of inputs applied on their tick: {stats:?}", on_time);
     assert!(stepper.results.iter().all(|result| result.reason == EndReason::Score));
+}
+
+#[test]
+fn a_player_who_leaves_forfeits_at_once_and_the_opponent_is_told() {
+    let mut stepper = Stepper::new(config(), LinkConditions::perfect(), 4);
+    let (a, b) = add_pair(&mut stepper, 11);
+    assert!(stepper.run_until(Duration::from_secs(10), |s| s.clients.iter().all(|c| c.session.latest().is_some())));
+    let now = stepper.now;
+    stepper.clients[a].control_up.push(now, ClientSession::leave());
+    // Far inside the resume window a dropped connection would be given.
+    let grace = config().resume_grace_ticks / u32::from(config().tick_rate_hz);
+    let within = Duration::from_secs(u64::from(grace / 4).max(1));
+    assert!(stepper.run_until(within, |s| s.results.len() == 1 && s.clients[b].ended.is_some()), "ended at once");
+    let result = &stepper.results[0];
+    assert_eq!((result.reason, result.winner), (EndReason::Forfeit, Some(1)), "{result:?}");
+    let end = stepper.clients[b].ended.as_ref().unwrap();
+    assert_eq!((end.reason, end.winner, end.forfeited.clone()), (EndReason::Forfeit, Some(1), vec![0]));
 }
 
 #[test]

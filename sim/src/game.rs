@@ -62,7 +62,7 @@ pub enum Phase {
 pub enum EndReason {
     /// A side reached the points to win.
     Score,
-    /// A seat stayed empty past the forfeit timeout; its side lost.
+    /// A seat stayed empty past the forfeit timeout, or its player left; its side lost.
     Forfeit,
     /// Seats were never all filled, or every seat left: no winner.
     Abandoned,
@@ -79,7 +79,7 @@ pub struct MatchOutcome {
     pub winner: Option<u8>,
     /// Why it ended.
     pub reason: EndReason,
-    /// Seats that forfeited (empty past the timeout).
+    /// Seats that forfeited (empty past the timeout, or left).
     pub forfeited: Vec<Seat>,
     /// Ticks from creation to the end.
     pub duration_ticks: u32,
@@ -184,6 +184,11 @@ pub trait Game: Send + 'static {
 
     /// Marks a seat connected or disconnected; empty seats count toward forfeit.
     fn set_seat_connected(&mut self, match_id: MatchId, seat: Seat, connected: bool) -> Result<(), SimError>;
+
+    /// The seat's player left for good: from the next step the seat counts as
+    /// past the forfeit timeout (its side forfeits a match under way; a match
+    /// still waiting for players is abandoned) and it cannot connect again.
+    fn leave_seat(&mut self, match_id: MatchId, seat: Seat) -> Result<(), SimError>;
 
     /// Sets a seat's input for the next step. Without a call, the last input repeats.
     fn set_input(&mut self, match_id: MatchId, seat: Seat, input: Input) -> Result<(), SimError>;

@@ -45,6 +45,9 @@ pub enum SeatAction {
     Connect,
     /// The seat disconnected.
     Disconnect,
+    /// The seat's player left for good (added after format 1's first release:
+    /// logs without it decode unchanged).
+    Leave,
 }
 
 /// One recorded change, applied before the match's step `tick`.
@@ -203,6 +206,7 @@ fn apply<G: Game>(game: &mut G, entry: &LogEntry) -> Result<(), SimError> {
         SeatAction::Input(input) => game.set_input(REPLAY_MATCH_ID, entry.seat, input),
         SeatAction::Connect => game.set_seat_connected(REPLAY_MATCH_ID, entry.seat, true),
         SeatAction::Disconnect => game.set_seat_connected(REPLAY_MATCH_ID, entry.seat, false),
+        SeatAction::Leave => game.leave_seat(REPLAY_MATCH_ID, entry.seat),
     }
 }
 
@@ -264,6 +268,8 @@ struct Recorder {
     inputs: Vec<Option<Input>>,
     /// Last recorded connection per seat (seats start empty).
     connected: Vec<bool>,
+    /// Seats whose leave is recorded.
+    left: Vec<bool>,
     log: InputLog,
 }
 
@@ -335,6 +341,14 @@ impl<G: Game> Recording<G> {
                 }
                 changed
             }
+            SeatAction::Leave => {
+                let changed = recorder.left.get_mut(idx).is_some_and(|left| !std::mem::replace(left, true));
+                if changed {
+                    recorder.connected[idx] = false;
+                    recorder.inputs[idx] = None;
+                }
+                changed
+            }
         };
         if changed {
             let tick = now.wrapping_sub(recorder.created_at);
@@ -370,6 +384,7 @@ impl<G: Game> Game for Recording<G> {
             removed_after: None,
             inputs: vec![None; n_seats],
             connected: vec![false; n_seats],
+            left: vec![false; n_seats],
             log,
         };
         // A log left untaken from an earlier match with this id is replaced.
@@ -389,6 +404,12 @@ impl<G: Game> Game for Recording<G> {
         self.inner.set_seat_connected(match_id, seat, connected)?;
         let action = if connected { SeatAction::Connect } else { SeatAction::Disconnect };
         self.record(match_id, seat, action);
+        Ok(())
+    }
+
+    fn leave_seat(&mut self, match_id: MatchId, seat: Seat) -> Result<(), SimError> {
+        self.inner.leave_seat(match_id, seat)?;
+        self.record(match_id, seat, SeatAction::Leave);
         Ok(())
     }
 

@@ -196,6 +196,40 @@ fn replay_reproduces_every_hash_and_the_outcome() {
 }
 
 #[test]
+fn a_leave_is_recorded_once_and_replays_to_the_same_forfeit() {
+    let mut world = Recording::<PongWorld>::new(QUICK);
+    world.create_match(M, spec(2, 5), 17).unwrap();
+    connect_all(&mut world, M, 2);
+    let mut pilots = Pilots::sloppy::<PongWorld>(2, 4);
+    let mut hashes = Vec::new();
+    let mut outcome = None;
+    for tick in 0..2_000 {
+        if tick == 150 {
+            world.set_seat_connected(M, 0, false).unwrap();
+            world.leave_seat(M, 0).unwrap();
+            world.leave_seat(M, 0).unwrap();
+        }
+        pilots.play(&mut world, M);
+        world.step();
+        hashes.push(world.match_hash(M).unwrap());
+        if let Some(done) = finished(&drain(&mut world)) {
+            outcome = Some(done);
+            break;
+        }
+    }
+    let outcome = outcome.expect("the leave ended the match");
+    assert_eq!((outcome.reason, outcome.winner), (rally_sim::EndReason::Forfeit, Some(1)));
+    assert_eq!(hashes.len(), 151, "it ended on the step after the leave");
+    world.remove_match(M);
+    let log = world.take_log(M).unwrap();
+    assert_eq!(log.entries.iter().filter(|entry| entry.action == SeatAction::Leave).count(), 1);
+    let decoded = InputLog::decode(&log.encode().unwrap()).unwrap();
+    let report = replay::<PongWorld>(&decoded).unwrap();
+    assert_eq!(report.hashes, hashes);
+    assert_eq!(report.outcome, Some(outcome));
+}
+
+#[test]
 fn a_changed_log_replays_differently() {
     let (mut log, hashes, _) = record_a_match();
     let digest = log.digest();

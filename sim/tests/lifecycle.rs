@@ -206,6 +206,33 @@ fn the_first_to_leave_forfeits() {
 }
 
 #[test]
+fn a_seat_that_leaves_forfeits_on_the_next_tick_and_cannot_return() {
+    let mut world = world_with_match(2, 99);
+    start_playing(&mut world, 2);
+    let left_at = world.tick();
+    world.leave_seat(M, 1).unwrap();
+    world.set_seat_connected(M, 1, true).unwrap();
+    let events = step_n(&mut world, 1);
+    let outcome = finished(&events).expect("forfeited at once, not after the timeout");
+    assert_eq!(events.last().unwrap().tick(), left_at + 1);
+    assert_eq!(outcome.reason, EndReason::Forfeit);
+    assert_eq!(outcome.winner, Some(0));
+    assert_eq!(outcome.forfeited, [1]);
+}
+
+#[test]
+fn leaving_a_match_still_waiting_abandons_it() {
+    let mut world = world_with_match(2, 5);
+    world.set_seat_connected(M, 0, true).unwrap();
+    step_n(&mut world, 3);
+    world.leave_seat(M, 0).unwrap();
+    let outcome = finished(&step_n(&mut world, 1)).expect("abandoned");
+    assert_eq!(outcome.reason, EndReason::Abandoned);
+    assert_eq!(outcome.winner, None);
+    assert_eq!(world.leave_seat(M, 2), Err(SimError::BadSeat { seat: 2, n_seats: 2 }));
+}
+
+#[test]
 fn doubles_play_to_a_result() {
     let mut world = world_with_match(4, 3);
     connect_all(&mut world, M, 4);

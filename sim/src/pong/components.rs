@@ -55,6 +55,8 @@ pub(crate) struct Seats {
     pub(crate) connected: u8,
     /// Bit `seat` set once the seat has connected at least once.
     pub(crate) ever_connected: u8,
+    /// Bit `seat` set once the seat's player left for good.
+    pub(crate) left: u8,
     /// Consecutive ticks each seat has been empty while the match was under way.
     pub(crate) empty_ticks: [u32; MAX_SEATS],
     /// The paddle intent each seat holds until it sends another.
@@ -63,7 +65,7 @@ pub(crate) struct Seats {
 
 impl Seats {
     pub(crate) const EMPTY: Self =
-        Self { connected: 0, ever_connected: 0, empty_ticks: [0; MAX_SEATS], intent: [0; MAX_SEATS] };
+        Self { connected: 0, ever_connected: 0, left: 0, empty_ticks: [0; MAX_SEATS], intent: [0; MAX_SEATS] };
 }
 
 /// The paddles' centres (y only: a paddle's x is fixed by its seat) and their motion

@@ -207,7 +207,8 @@ impl Game for PongWorld {
         if let Some(seats) = self.live_seats(match_id, seat)? {
             let bit = 1 << seat;
             if connected {
-                seats.connected |= bit;
+                // A seat whose player left stays empty.
+                seats.connected |= bit & !seats.left;
             } else if seats.connected & bit != 0 {
                 seats.connected &= !bit;
                 // A seat that left holds its paddle still rather than running into a
@@ -215,6 +216,16 @@ impl Game for PongWorld {
                 // which the input recorder relies on.
                 seats.intent[usize::from(seat)] = INPUT_STOP;
             }
+        }
+        Ok(())
+    }
+
+    fn leave_seat(&mut self, match_id: MatchId, seat: Seat) -> Result<(), SimError> {
+        if let Some(seats) = self.live_seats(match_id, seat)? {
+            let bit = 1 << seat;
+            seats.left |= bit;
+            seats.connected &= !bit;
+            seats.intent[usize::from(seat)] = INPUT_STOP;
         }
         Ok(())
     }

@@ -65,10 +65,10 @@ fn finish(
 /// Counts the match's own tick, tracks empty seats and drives the phase machine.
 ///
 /// Forfeit: a seat empty for `forfeit_after_ticks` consecutive ticks of countdown or
-/// play loses the match for its side. If seats of both sides pass the timeout on the
-/// same tick (every seat gone, in particular) nobody is blamed more: the match is
-/// abandoned. A waiting match that is not full `fill_timeout_ticks` after creation is
-/// abandoned too.
+/// play, or whose player left for good, loses the match for its side. If seats of
+/// both sides pass the timeout on the same tick (every seat gone, in particular)
+/// nobody is blamed more: the match is abandoned. A waiting match that is not full
+/// `fill_timeout_ticks` after creation, or that a player left, is abandoned too.
 pub(crate) fn advance_lifecycle(
     mut matches: Query<(&MatchKey, &Rules, &mut Progress, &mut Seats, &mut Ball, &mut MatchRng, &Score)>,
     timing: Res<Timing>,
@@ -91,7 +91,7 @@ pub(crate) fn advance_lifecycle(
                 if seats.ever_connected & all == all {
                     enter_countdown(progress, timing);
                     events.push(SimEvent::PhaseChanged { match_id: key.0, tick, phase: Phase::Countdown });
-                } else if progress.age >= timing.fill_timeout_ticks {
+                } else if progress.age >= timing.fill_timeout_ticks || seats.left != 0 {
                     let ending = Ending { reason: EndReason::Abandoned, winner: None, forfeited: 0 };
                     finish(key, rules, progress, score, ending, tick, events);
                 }
@@ -105,7 +105,7 @@ pub(crate) fn advance_lifecycle(
                         seats.empty_ticks[idx] = 0;
                     } else {
                         seats.empty_ticks[idx] = seats.empty_ticks[idx].saturating_add(1);
-                        if seats.empty_ticks[idx] >= timing.forfeit_after_ticks {
+                        if seats.empty_ticks[idx] >= timing.forfeit_after_ticks || seats.left & (1 << seat) != 0 {
                             late_seats |= 1 << seat;
                             late_sides |= 1 << side_of(seat);
                         }

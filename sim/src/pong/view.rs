@@ -119,7 +119,7 @@ impl MatchParts<'_> {
                 (reason, winner.unwrap_or(u8::MAX), forfeited)
             }
         };
-        buf.put(&[reason, winner, forfeited, self.seats.connected, self.seats.ever_connected]);
+        buf.put(&[reason, winner, forfeited, self.seats.connected, self.seats.ever_connected, self.seats.left]);
         for idx in 0..usize::from(schema_seats(self.rules.n_seats)) {
             buf.put(&self.seats.empty_ticks[idx].to_le_bytes());
             buf.put(&[self.seats.intent[idx]]);
