@@ -1,7 +1,7 @@
 //! `rally lobby`: the Auth, Profile and Chat gRPC services on SQLite or PostgreSQL.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -47,25 +47,38 @@ pub struct LobbyArgs {
     pub chat_max_message_chars: usize,
 }
 
-fn resolve_secret(args: &LobbyArgs) -> anyhow::Result<JwtSecret> {
-    if let Some(path) = &args.jwt_secret_file {
+/// The access-token key of every role that issues or checks them (lobby,
+/// matchmaker): `--jwt-secret-file`, else `--jwt-secret`/`RALLY_JWT_SECRET`,
+/// else the development key kept in the data dir (generated on first use; a
+/// warning unless `dev`, since every role of a deployment must share one key).
+pub(crate) fn resolve_jwt_secret(
+    file: Option<&Path>,
+    secret: Option<&str>,
+    dev: bool,
+    data_dir: &Path,
+) -> anyhow::Result<JwtSecret> {
+    if let Some(path) = file {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let trimmed = String::from_utf8(bytes.clone()).map(|text| text.trim().as_bytes().to_vec()).unwrap_or(bytes);
         return JwtSecret::new(trimmed).map_err(anyhow::Error::msg).context("--jwt-secret-file");
     }
-    if let Some(secret) = &args.jwt_secret {
+    if let Some(secret) = secret {
         return JwtSecret::new(secret.as_bytes().to_vec()).map_err(anyhow::Error::msg).context("RALLY_JWT_SECRET");
     }
-    if !args.dev {
-        tracing::warn!("no JWT key given; using a generated development key from the data dir (pass --dev to silence)");
+    if !dev {
+        tracing::warn!(
+            "no JWT key given; using the development key in {} (pass --dev to silence; every role must share it)",
+            data_dir.display()
+        );
     }
-    rally_lobby::load_or_create_dev_secret(&args.data_dir)
-        .with_context(|| format!("development JWT key in {}", args.data_dir.display()))
+    rally_lobby::load_or_create_dev_secret(data_dir)
+        .with_context(|| format!("development JWT key in {}", data_dir.display()))
 }
 
 /// Runs the lobby until Ctrl-C / SIGTERM.
 pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
-    let secret = resolve_secret(&args)?;
+    let secret =
+        resolve_jwt_secret(args.jwt_secret_file.as_deref(), args.jwt_secret.as_deref(), args.dev, &args.data_dir)?;
     let database_url = match &args.database_url {
         Some(url) => url.clone(),
         None => {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ed25519_dalek::SigningKey;
-use rally_lobby::JwtSecret;
 use rally_matchmaker::engine::Backends;
 use rally_matchmaker::redis::{RedisBus, RedisRegistry};
 use rally_matchmaker::registry::{ShardInfo, ShardLoad};
@@ -81,22 +80,6 @@ pub struct MatchmakerArgs {
     pub dev: bool,
 }
 
-fn resolve_jwt_secret(args: &MatchmakerArgs) -> anyhow::Result<JwtSecret> {
-    if let Some(path) = &args.jwt_secret_file {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let trimmed = String::from_utf8(bytes.clone()).map(|text| text.trim().as_bytes().to_vec()).unwrap_or(bytes);
-        return JwtSecret::new(trimmed).map_err(anyhow::Error::msg).context("--jwt-secret-file");
-    }
-    if let Some(secret) = &args.jwt_secret {
-        return JwtSecret::new(secret.as_bytes().to_vec()).map_err(anyhow::Error::msg).context("RALLY_JWT_SECRET");
-    }
-    if !args.dev {
-        tracing::warn!("no JWT key given; using the development key in the data dir, as `rally lobby` does");
-    }
-    rally_lobby::load_or_create_dev_secret(&args.data_dir)
-        .with_context(|| format!("development JWT key in {}", args.data_dir.display()))
-}
-
 fn parse_signing_key(text: &str) -> anyhow::Result<SigningKey> {
     let bytes = crate::shard_cmd::decode_hex(text.trim()).context("the token signing key is not hex")?;
     let bytes: [u8; 32] =
@@ -162,7 +145,12 @@ impl MatchmakerArgs {
 /// Runs the matchmaker until SIGTERM/SIGINT.
 pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let secret = resolve_jwt_secret(&args)?;
+    let secret = crate::lobby_cmd::resolve_jwt_secret(
+        args.jwt_secret_file.as_deref(),
+        args.jwt_secret.as_deref(),
+        args.dev,
+        &args.data_dir,
+    )?;
     let minter = TokenMinter::new(resolve_signing_key(&args)?, args.token_key_id)
         .with_ttl_ms((args.token_ttl.max(1.0) * 1000.0) as u64);
     let lobby_url = match &args.lobby_database_url {
