@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use ed25519_dalek::SigningKey;
+use rally_client::TransportKind;
 use rally_client::conditioner::LinkConditions;
 use rally_loadtest::config::{LoadConfig, parse_duration, parse_probability};
 use rally_loadtest::connect::{self, ConnectConfig, RemoteShard, ShardTarget};
+use rally_loadtest::echo::EchoKind;
 use rally_loadtest::platform::{self, PlatformConfig, PlatformScenario, PlatformTarget};
 use rally_loadtest::report::{self, Report, parse_thresholds};
 use rally_loadtest::services::ServicesConfig;
 use rally_loadtest::stack::EmbeddedShardConfig;
-
-use crate::bench_cmd::Baseline;
 
 /// `rally loadtest` subcommands.
 #[derive(Debug, Args)]
@@ -135,12 +135,20 @@ pub struct ConnectArgs {
     /// Matches each pair of clients plays back to back (default: play until the run ends).
     #[arg(long)]
     pub rounds: Option<u32>,
-    /// Also measure this baseline first, with the same connections and rate, and print shard/baseline.
+    /// The transport clients play over: quic, or udp (raw UDP: unencrypted; the embedded
+    /// shard then also listens on raw UDP on loopback).
+    #[arg(long, default_value = "quic")]
+    pub transport: TransportKind,
+    /// Also measure this baseline first, with the same connections and rate, and print shard/baseline
+    /// (quinn-echo for QUIC runs, udp-echo for raw UDP runs).
     #[arg(long, value_enum)]
-    pub baseline: Option<Baseline>,
+    pub baseline: Option<EchoBaseline>,
     /// A running shard's QUIC address (default: start one in this process, on its own core).
     #[arg(long, requires_all = ["token_key", "fingerprint"])]
     pub shard: Option<SocketAddr>,
+    /// The running shard's raw UDP address (its --udp-addr), for --transport udp.
+    #[arg(long, requires = "shard")]
+    pub shard_udp: Option<SocketAddr>,
     /// The issuer key the running shard trusts, as KEY_ID:SEED_HEX (the 32-byte Ed25519 seed, hex).
     #[arg(long, env = "RALLY_LOADTEST_TOKEN_KEY")]
     pub token_key: Option<String>,
@@ -159,6 +167,15 @@ pub struct ConnectArgs {
     /// Embedded shard: snapshots per second per client.
     #[arg(long, default_value_t = 30)]
     pub snapshot_rate: u16,
+}
+
+/// A bare echo to compare the shard with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EchoBaseline {
+    /// A bare quinn datagram echo server with the same connections and rates.
+    QuinnEcho,
+    /// A bare raw UDP datagram echo with the same connections and rates.
+    UdpEcho,
 }
 
 /// Where the services are (default: lobby, matchmaker and a shard in this process).
@@ -297,6 +314,7 @@ fn connect_config(args: &ConnectArgs) -> anyhow::Result<ConnectConfig> {
                 .map_err(|_| anyhow::anyhow!("the --token-key seed must be 32 bytes (64 hex digits)"))?;
             ShardTarget::Remote(Box::new(RemoteShard {
                 addr,
+                udp_addr: args.shard_udp,
                 fingerprint: args.fingerprint.clone().unwrap_or_default(),
                 metrics: args.shard_metrics,
                 name: args.shard_name.clone(),
@@ -314,7 +332,11 @@ fn connect_config(args: &ConnectArgs) -> anyhow::Result<ConnectConfig> {
         shard,
         points_to_win: args.points_to_win,
         rounds: args.rounds,
-        baseline: args.baseline == Some(Baseline::QuinnEcho),
+        transport: args.transport,
+        baseline: args.baseline.map(|baseline| match baseline {
+            EchoBaseline::QuinnEcho => EchoKind::Quinn,
+            EchoBaseline::UdpEcho => EchoKind::Udp,
+        }),
     })
 }
 

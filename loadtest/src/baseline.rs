@@ -1,7 +1,7 @@
-//! `--baseline quinn-echo`: the same connection count, ramp and datagram rate
-//! against a bare quinn datagram echo on the server core, measured in the same
-//! run just before the scenario, so the shard can be compared with the most a
-//! QUIC server could do on that core.
+//! `--baseline quinn-echo` / `udp-echo`: the same connection count, ramp and
+//! datagram rate against a bare quinn (or raw UDP) datagram echo on the server
+//! core, measured in the same run just before the scenario, so the shard can be
+//! compared with the most a server on that transport could do on that core.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use rally_client::tls::{ServerTrust, client_config};
 use tokio::sync::watch;
 
 use crate::Phase;
-use crate::echo::{self, EchoCounters};
+use crate::echo::{self, EchoCounters, EchoKind};
 use crate::players::PlayerTarget;
 use crate::report::BaselineFigures;
 use crate::stack::EmbeddedEcho;
@@ -20,20 +20,24 @@ use crate::sys;
 /// Echo datagrams per second per connection: the shard's snapshot rate.
 pub const ECHO_HZ: u32 = 30;
 
-/// Measures the echo with `connections` clients started at `ramp_per_sec`,
+/// Measures the `kind` echo with `connections` clients started at `ramp_per_sec`,
 /// then held for `hold`. The shard fields of the result are left at zero.
 pub async fn measure_echo(
+    kind: EchoKind,
     connections: u64,
     ramp_per_sec: f64,
     hold: Duration,
     core: Option<usize>,
     n_endpoints: usize,
 ) -> anyhow::Result<BaselineFigures> {
-    let server = EmbeddedEcho::start(core)?;
-    let mut client = client_config(&ServerTrust::Fingerprint(server.fingerprint.clone()))?;
-    client.transport_config(Arc::new(sys::client_transport()?));
-    let endpoints: Vec<quinn::Endpoint> =
-        (0..n_endpoints.max(1)).map(|_| sys::client_endpoint(client.clone())).collect::<anyhow::Result<_>>()?;
+    let server = EmbeddedEcho::start(kind, core)?;
+    let endpoints: Vec<quinn::Endpoint> = if kind == EchoKind::Quinn {
+        let mut client = client_config(&ServerTrust::Fingerprint(server.fingerprint.clone()))?;
+        client.transport_config(Arc::new(sys::client_transport()?));
+        (0..n_endpoints.max(1)).map(|_| sys::client_endpoint(client.clone())).collect::<anyhow::Result<_>>()?
+    } else {
+        Vec::new()
+    };
     let target = PlayerTarget { addr: server.addr, server_name: "localhost".into() };
     let counters = Arc::new(EchoCounters::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
@@ -42,8 +46,13 @@ pub async fn measure_echo(
     let mut tasks = Vec::with_capacity(connections as usize);
     for idx in 0..connections {
         tokio::time::sleep_until(start + period.mul_f64(idx as f64)).await;
-        let endpoint = endpoints[idx as usize % endpoints.len()].clone();
-        tasks.push(tokio::spawn(echo::client(endpoint, target.clone(), ECHO_HZ, counters.clone(), phase_rx.clone())));
+        tasks.push(match kind {
+            EchoKind::Quinn => {
+                let endpoint = endpoints[idx as usize % endpoints.len()].clone();
+                tokio::spawn(echo::client(endpoint, target.clone(), ECHO_HZ, counters.clone(), phase_rx.clone()))
+            }
+            EchoKind::Udp => tokio::spawn(echo::udp_client(server.addr, ECHO_HZ, counters.clone(), phase_rx.clone())),
+        });
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while counters.settled() < connections && Instant::now() < deadline {
@@ -61,6 +70,7 @@ pub async fn measure_echo(
     let sent = counters.sent.load(Ordering::Relaxed);
     let echoed = counters.echoed.load(Ordering::Relaxed);
     Ok(BaselineFigures {
+        kind: kind.name().to_owned(),
         connections,
         connected: counters.connected.load(Ordering::Relaxed),
         window_s,

@@ -3,6 +3,10 @@
 //! (the harness holds the issuer key), connects, and plays; with `rounds` set
 //! it plays that many matches back to back, otherwise until the run stops.
 //!
+//! Clients play through the SDK's [`Connection`](rally_client::Connection)
+//! over the chosen transport: QUIC, or raw UDP (the embedded shard then also
+//! listens on raw UDP on loopback).
+//!
 //! [`run`] is the whole run: an embedded shard (or a remote one), an optional
 //! echo baseline first, a link conditioner when asked for, the clients, and
 //! the report with its cross-checks against the shard's own counters.
@@ -16,11 +20,13 @@ use anyhow::Context;
 use ed25519_dalek::SigningKey;
 use rally_client::proxy::UdpProxy;
 use rally_client::tls::{ServerTrust, client_config};
+use rally_client::{Transport, TransportKind};
 use rally_protocol::token::TokenClaims;
 use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId};
 
 use crate::config::{HARNESS_CORE, LoadConfig, SERVER_CORE};
-use crate::game::{GameTarget, MatchOutcome, play_match};
+use crate::echo::EchoKind;
+use crate::game::{GameTarget, MatchOutcome, play_over};
 use crate::report::{Check, REPORT_VERSION, Report, RunInfo};
 use crate::run::{Observe, RunPlan, drive};
 use crate::scenario::{ClientFuture, ClientSlot, Scenario};
@@ -32,6 +38,8 @@ use crate::{baseline, sys};
 pub struct RemoteShard {
     /// Its QUIC address.
     pub addr: SocketAddr,
+    /// Its raw UDP address (`rally shard --udp-addr`), for raw UDP runs.
+    pub udp_addr: Option<SocketAddr>,
     /// SHA-256 of its certificate.
     pub fingerprint: String,
     /// Its metrics endpoint, if reachable (tick figures need it).
@@ -63,8 +71,10 @@ pub struct ConnectConfig {
     pub points_to_win: u8,
     /// Matches each pair plays back to back; `None`: until the run stops.
     pub rounds: Option<u32>,
-    /// Measure the quinn echo baseline first.
-    pub baseline: bool,
+    /// The transport clients play over.
+    pub transport: TransportKind,
+    /// Measure this echo baseline first.
+    pub baseline: Option<EchoKind>,
 }
 
 impl Default for ConnectConfig {
@@ -74,7 +84,8 @@ impl Default for ConnectConfig {
             shard: ShardTarget::Embedded(EmbeddedShardConfig::default()),
             points_to_win: rally_sim::pong::MAX_POINTS_TO_WIN,
             rounds: None,
-            baseline: false,
+            transport: TransportKind::Quic,
+            baseline: None,
         }
     }
 }
@@ -121,30 +132,31 @@ fn unix_ms() -> u64 {
 #[derive(Debug)]
 pub struct ConnectScenario {
     access: ShardAccess,
-    endpoints: Vec<quinn::Endpoint>,
+    transports: Vec<Transport>,
     points_to_win: u8,
     rounds: Option<u32>,
     match_base: u64,
 }
 
 impl ConnectScenario {
-    /// Clients `2k` and `2k + 1` share matches; match ids start at a value derived from `seed`.
+    /// Clients `2k` and `2k + 1` share matches; match ids start at a value
+    /// derived from `seed`. Client `i` connects through `transports[i % len]`.
     pub fn new(
         access: ShardAccess,
-        endpoints: Vec<quinn::Endpoint>,
+        transports: Vec<Transport>,
         points_to_win: u8,
         rounds: Option<u32>,
         seed: u64,
     ) -> Self {
         // Distinct runs against one shard need distinct match ids; 2^20 rounds per pair.
         let match_base = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ unix_ms()) >> 24;
-        Self { access, endpoints, points_to_win, rounds, match_base }
+        Self { access, transports, points_to_win, rounds, match_base }
     }
 
     async fn run_client(self: Arc<Self>, mut slot: ClientSlot) {
         let pair = slot.idx / 2;
         let seat = (slot.idx % 2) as u8;
-        let endpoint = &self.endpoints[slot.idx as usize % self.endpoints.len()];
+        let transport = &self.transports[slot.idx as usize % self.transports.len()];
         let mut joined = false;
         let mut round: u64 = 0;
         while !slot.stop.is_set() && self.rounds.is_none_or(|rounds| round < u64::from(rounds)) {
@@ -156,7 +168,7 @@ impl ConnectScenario {
                     break;
                 }
             };
-            match play_match(endpoint, &self.access.target, token, &slot.recorder, &slot.live, &mut slot.stop).await {
+            match play_over(transport, &self.access.target, token, &slot.recorder, &slot.live, &mut slot.stop).await {
                 Ok(outcome) => {
                     if !joined {
                         joined = true;
@@ -218,8 +230,9 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
         progress: load.progress,
     };
 
-    let baseline = if config.baseline {
+    let baseline = if let Some(kind) = config.baseline {
         Some(runtime.block_on(baseline::measure_echo(
+            kind,
             clients,
             load.ramp_per_sec,
             load.duration,
@@ -232,9 +245,12 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
 
     let (embedded, access, fingerprint, metrics, target_text) = match &config.shard {
         ShardTarget::Embedded(shard_config) => {
-            let shard = EmbeddedShard::start(&EmbeddedShardConfig { core: server_core, ..shard_config.clone() })?;
+            let udp = config.transport == TransportKind::Udp;
+            let shard = EmbeddedShard::start(&EmbeddedShardConfig { core: server_core, udp, ..shard_config.clone() })?;
+            let addr =
+                if udp { shard.udp_addr.context("the embedded shard did not serve raw UDP")? } else { shard.addr };
             let access = ShardAccess {
-                target: GameTarget { addr: shard.addr, server_name: "localhost".into() },
+                target: GameTarget { addr, server_name: "localhost".into() },
                 shard_name: shard.name.clone(),
                 issuer: (1, shard.issuer.clone().context("the embedded shard made its own issuer key")?),
             };
@@ -244,7 +260,15 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
         ShardTarget::Remote(remote) => (
             None,
             ShardAccess {
-                target: GameTarget { addr: remote.addr, server_name: "localhost".into() },
+                target: GameTarget {
+                    addr: match config.transport {
+                        TransportKind::Quic => remote.addr,
+                        TransportKind::Udp => remote
+                            .udp_addr
+                            .context("a raw UDP run against a running shard needs its raw UDP address")?,
+                    },
+                    server_name: "localhost".into(),
+                },
                 shard_name: remote.name.clone(),
                 issuer: remote.issuer.clone(),
             },
@@ -263,9 +287,15 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             access.target.addr = proxy.local_addr();
             Some(proxy)
         };
-        let endpoints = client_endpoints(&fingerprint, load.endpoints)?;
+        let transports = match config.transport {
+            TransportKind::Quic => {
+                client_endpoints(&fingerprint, load.endpoints)?.into_iter().map(Transport::Quic).collect()
+            }
+            // Raw UDP connections each bind their own socket.
+            TransportKind::Udp => vec![Transport::Udp],
+        };
         let scenario =
-            Arc::new(ConnectScenario::new(access, endpoints, config.points_to_win, config.rounds, load.seed));
+            Arc::new(ConnectScenario::new(access, transports, config.points_to_win, config.rounds, load.seed));
         let observe = Observe {
             shard_metrics: metrics,
             shard_cpu: embedded.as_ref().and_then(|shard| {
@@ -303,15 +333,24 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             passed: counters.matches_started == report.results.len() as u64,
         });
     }
+    let mut settings = BTreeMap::new();
     let baseline = baseline.map(|echo| {
         let shard = output.shard.as_ref();
+        let mut datagrams_in_per_s = shard.map_or(0.0, |shard| shard.datagrams_in_per_s);
+        if config.transport == TransportKind::Udp && datagrams_in_per_s == 0.0 && counters.client_seconds > 0.0 {
+            // The shard's rally_shard_datagrams_in_total counts QUIC datagrams
+            // only; over raw UDP, what the shard received is estimated from what
+            // the clients sent: their input datagrams per connected second times
+            // the clients.
+            datagrams_in_per_s = counters.input_datagrams as f64 / counters.client_seconds * clients as f64;
+            settings.insert("shard_datagrams_in".into(), "estimated from the clients' input datagrams".into());
+        }
         baseline::compare(
             echo,
-            shard.map_or(0.0, |shard| shard.datagrams_in_per_s + shard.datagrams_out_per_s),
+            shard.map_or(0.0, |shard| datagrams_in_per_s + shard.datagrams_out_per_s),
             shard.and_then(|shard| shard.cpu_pct),
         )
     });
-    let mut settings = BTreeMap::new();
     settings.insert("points_to_win".into(), config.points_to_win.to_string());
     settings
         .insert("rounds".into(), config.rounds.map_or_else(|| "until stop".to_owned(), |rounds| rounds.to_string()));
@@ -336,6 +375,7 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             harness_cpu_pct: output.harness_cpu_pct,
             cores,
             settings,
+            transport: config.transport.name().to_owned(),
         }],
         measures: output.measures,
         shards,

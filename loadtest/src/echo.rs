@@ -1,11 +1,14 @@
-//! The baseline: a bare quinn datagram echo server, and clients that send it
-//! fixed-size datagrams at a fixed rate.
+//! The baselines: a bare quinn datagram echo server and a bare raw UDP echo,
+//! and clients that send them fixed-size datagrams at a fixed rate.
 //!
-//! The server does what a shard's transport must do at the least — accept, read
-//! each datagram, send one back — with the same TLS identity code and the same
-//! transport settings as the shard, so the difference between the two is the
-//! shard's own work.
+//! The quinn echo does what a shard's QUIC transport must do at the least —
+//! accept, read each datagram, send one back — with the same TLS identity code
+//! and the same transport settings as the shard, so the difference between the
+//! two is the shard's own work. The raw UDP echo is the same for the raw UDP
+//! transport: one socket with the shard's buffer size, `recv_from` then
+//! `send_to`, no handshake and no state.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +17,34 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use rally_server::tls::{TlsIdentity, TlsSource};
+use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::Phase;
 use crate::players::PlayerTarget;
+
+/// Which bare echo to compare the shard with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoKind {
+    /// A quinn datagram echo (the QUIC transport's floor).
+    Quinn,
+    /// A raw UDP datagram echo (the raw UDP transport's floor).
+    Udp,
+}
+
+impl EchoKind {
+    /// The name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Quinn => "quinn-echo",
+            Self::Udp => "udp-echo",
+        }
+    }
+}
+
+/// Kernel buffer asked for on the raw UDP echo's socket: the shard's size for
+/// its own sockets, so neither drops what the other would hold.
+const UDP_SOCKET_BUFFER: usize = 4 << 20;
 
 /// Payload bytes of each echo datagram (about a delta snapshot's size).
 pub const ECHO_PAYLOAD: usize = 40;
@@ -84,6 +111,39 @@ pub fn serve_until(
             _ = stop => {}
         }
         endpoint.close(0u32.into(), b"echo stopped");
+        Ok(())
+    })
+}
+
+/// Serves the raw UDP echo on a current-thread runtime until `stop` fires,
+/// sending `(address, "", tid)` on `ready` once bound.
+pub fn serve_udp_until(
+    tid: Option<u32>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<(SocketAddr, String, Option<u32>)>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .context("creating the echo's UDP socket")?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(UDP_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_SOCKET_BUFFER);
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).context("binding the echo's UDP socket")?;
+    socket.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let socket = UdpSocket::from_std(socket.into()).context("registering the echo's UDP socket")?;
+        let _ = ready.send(Ok((socket.local_addr()?, String::new(), tid)));
+        let echo = async {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+                let _ = socket.send_to(&buf[..n], from).await;
+            }
+        };
+        tokio::select! {
+            () = echo => {}
+            _ = stop => {}
+        }
         Ok(())
     })
 }
@@ -181,4 +241,79 @@ pub async fn client(
     counters.sent.fetch_add(sent, Ordering::Relaxed);
     counters.echoed.fetch_add(echoed, Ordering::Relaxed);
     connection.close(0u32.into(), b"load test over");
+}
+
+/// The raw UDP counterpart of [`client`]: its own socket (as a raw UDP
+/// connection has), connected once a probe comes back, then `rate_hz`
+/// datagrams a second until [`Phase::Stop`].
+pub async fn udp_client(
+    target: SocketAddr,
+    rate_hz: u32,
+    counters: Arc<EchoCounters>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let socket = match UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await {
+        Ok(socket) if socket.connect(target).await.is_ok() => socket,
+        _ => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let mut buf = [0u8; 2048];
+    // The probe stands in for a handshake: the echo answered, so the path works.
+    let probe = async {
+        loop {
+            let _ = socket.send(&[0u8; ECHO_PAYLOAD]).await;
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), probe).await.is_err() {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate_hz.max(1))));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut sent, mut echoed) = (0u64, 0u64);
+    let mut in_window = false;
+    loop {
+        tokio::select! {
+            changed = phase.changed() => {
+                match if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop } {
+                    Phase::Hold => in_window = true,
+                    Phase::Ramp => {}
+                    Phase::Stop => break,
+                }
+            }
+            _ = ticker.tick() => {
+                let mut payload = [0u8; ECHO_PAYLOAD];
+                payload[0] = if in_window { IN_WINDOW } else { 0 };
+                if socket.try_send(&payload).is_ok() && in_window {
+                    sent += 1;
+                }
+            }
+            received = socket.recv(&mut buf) => {
+                if let Ok(n) = received {
+                    echoed += u64::from(n > 0 && buf[0] == IN_WINDOW);
+                }
+            }
+        }
+    }
+    // Echoes of the last datagrams are still on their way back.
+    let drain = tokio::time::sleep(Duration::from_millis(500));
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            _ = &mut drain => break,
+            received = socket.recv(&mut buf) => {
+                if let Ok(n) = received {
+                    echoed += u64::from(n > 0 && buf[0] == IN_WINDOW);
+                }
+            }
+        }
+    }
+    counters.sent.fetch_add(sent, Ordering::Relaxed);
+    counters.echoed.fetch_add(echoed, Ordering::Relaxed);
 }

@@ -1,11 +1,15 @@
 //! One simulated player for one match: connect with a token, say hello, play
-//! with scripted inputs through the SDK's [`ClientSession`], and measure
-//! everything on the way.
+//! with scripted inputs, and measure everything on the way. Two drivers:
 //!
-//! The driver is the SDK's own session with a thin event loop (like
-//! [`crate::players`]): it wakes only when bytes arrive, an input is due, or
-//! the once-a-second bookkeeping (RTT sample, byte counters) is due, so one
-//! core drives thousands of players.
+//! - [`play_over`] plays through the SDK's [`Connection`], over QUIC or raw
+//!   UDP, exactly as a game would (the `connect` scenario).
+//! - [`play_match`] is the SDK's own [`ClientSession`] with a thin quinn event
+//!   loop (like [`crate::players`]): it wakes only when bytes arrive, an input
+//!   is due, or the once-a-second bookkeeping is due, and it sees the snapshot
+//!   headers, so it also measures input acknowledgement. `full` uses it: after
+//!   a leave it keeps reading the control stream for a match end the shard sent
+//!   first, which the QUIC [`Connection`] does not, and `full`'s cross-checks
+//!   count on it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rally_client::quic::{ConnectConfig, Refused};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
+use rally_client::{Connection, Transport, TransportKind};
 use rally_protocol::Tick;
 use rally_protocol::control::{ClientHello, MatchPhase, ServerMessage};
 use rally_protocol::datagram::Datagram;
@@ -117,25 +123,201 @@ pub async fn play_match(
     outcome
 }
 
+/// Like [`play_match`], but through the SDK's [`Connection`] over either
+/// transport, as a game would: connect and hello in one step, the SDK's driver
+/// task sends the inputs, and the player reads the session's events.
+///
+/// What the events cannot show is not measured here: `join` (the hello is
+/// inside the connect), `input_to_ack` and `server_added` (snapshot headers stay
+/// inside the SDK), and the RTT over raw UDP (its driver keeps none). Bytes
+/// come from quinn's counters over QUIC; over raw UDP from the session's
+/// datagram counters when the connection ends, plus rally's 1-byte packet kind
+/// per datagram (the control stream's few frames are not counted).
+pub async fn play_over(
+    transport: &Transport,
+    target: &GameTarget,
+    token: Vec<u8>,
+    recorder: &Arc<Recorder>,
+    live: &Arc<Live>,
+    stop: &mut StopSignal,
+) -> Result<MatchOutcome, String> {
+    let config = ConnectConfig {
+        server_name: target.server_name.clone(),
+        connect_timeout: JOIN_TIMEOUT,
+        ..ConnectConfig::new(target.addr)
+    };
+    let connect_started = Instant::now();
+    let mut connection = match Connection::connect(transport, &config, &ClientHello::Connect { token }).await {
+        Ok(connection) => connection,
+        Err(err) => {
+            recorder.count(|counters| counters.failed_joins += 1);
+            return Err(join_error_kind(&err));
+        }
+    };
+    recorder.latency("connect", connect_started.elapsed());
+    let welcome = connection.welcome().clone();
+    recorder.count(|counters| {
+        counters.joins += 1;
+        if welcome.seat == 0 {
+            counters.matches_started += 1;
+        }
+    });
+    let _active = live.connected();
+    let now = Instant::now();
+    let mut player = SeatPlayer {
+        tally: SnapshotTally::new(recorder.clone(), now, welcome.seat, welcome.tick_rate_hz, welcome.snapshot_rate_hz),
+        recorder: recorder.clone(),
+        last_input_tick: None,
+        last_bookkeeping: now,
+        quic_before: quinn::ConnectionStats::default(),
+    };
+    let outcome = player.play(&mut connection, stop).await;
+    player.flush_bookkeeping(&connection, Instant::now());
+    let is_udp = connection.kind() == TransportKind::Udp;
+    // The driver stops on its own once the match ended, the seat was left or the link died.
+    let stats = tokio::time::timeout(Duration::from_secs(5), connection.finish()).await.unwrap_or_default();
+    recorder.count(|counters| {
+        counters.input_datagrams += stats.input_datagrams;
+        counters.snapshots_unusable += stats.snapshots_dropped;
+        if is_udp {
+            let datagrams_in = stats.snapshots + stats.snapshots_dropped;
+            counters.udp_datagrams_out += stats.input_datagrams;
+            counters.udp_bytes_out += stats.datagram_bytes_out + stats.input_datagrams * UDP_KIND_BYTES;
+            counters.udp_datagrams_in += datagrams_in;
+            counters.udp_bytes_in += stats.datagram_bytes_in + datagrams_in * UDP_KIND_BYTES;
+        }
+    });
+    match outcome {
+        Ok(MatchOutcome::Finished) if welcome.seat == 0 => {
+            recorder.count(|counters| counters.matches_finished += 1);
+            recorder.match_finished(welcome.match_id.0);
+        }
+        Ok(MatchOutcome::Cut) if welcome.seat == 0 => recorder.count(|counters| counters.matches_cut += 1),
+        _ => {}
+    }
+    outcome
+}
+
+/// rally's packet kind byte in front of every raw UDP datagram.
+const UDP_KIND_BYTES: u64 = 1;
+
+/// The error kind to count for a failed connect.
+fn join_error_kind(err: &anyhow::Error) -> String {
+    if let Some(Refused(refusal)) = err.downcast_ref::<Refused>() {
+        return format!("refused:{}", refusal.reason.label());
+    }
+    let text = format!("{err:#}");
+    if err.chain().any(|cause| cause.is::<tokio::time::error::Elapsed>())
+        || text.contains("no cookie")
+        || text.contains("no answer")
+    {
+        "join_timeout".to_owned()
+    } else {
+        "join_failed".to_owned()
+    }
+}
+
+/// A player of [`play_over`]: sets the scripted input, reads events.
+struct SeatPlayer {
+    tally: SnapshotTally,
+    recorder: Arc<Recorder>,
+    last_input_tick: Option<Tick>,
+    last_bookkeeping: Instant,
+    quic_before: quinn::ConnectionStats,
+}
+
+impl SeatPlayer {
+    async fn play(&mut self, connection: &mut Connection, stop: &mut StopSignal) -> Result<MatchOutcome, String> {
+        connection.set_input(self.tally.input(Instant::now()));
+        loop {
+            let now = Instant::now();
+            let wake = self.tally.next_input_change(now).min(self.last_bookkeeping + Duration::from_secs(1));
+            tokio::select! {
+                () = stop.wait() => {
+                    // Give the seat up for good, as a player quitting would.
+                    connection.leave();
+                    return Ok(self.after_leave(connection).await);
+                }
+                event = connection.next_event() => {
+                    let Some(event) = event else { return Err("connection_lost".to_owned()) };
+                    if let Some(outcome) = self.on_event(Instant::now(), event)? {
+                        return Ok(outcome);
+                    }
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            }
+            let now = Instant::now();
+            connection.set_input(self.tally.input(now));
+            if now.duration_since(self.last_bookkeeping) >= Duration::from_secs(1) {
+                self.flush_bookkeeping(connection, now);
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, event: ClientEvent) -> Result<Option<MatchOutcome>, String> {
+        if let ClientEvent::InputRecorded { tick, .. } = event {
+            if self.last_input_tick.is_none_or(|last| tick > last) {
+                self.last_input_tick = Some(tick);
+                self.tally.input_sent(tick, now);
+            }
+            return Ok(None);
+        }
+        self.tally.on_event(now, event)
+    }
+
+    /// After a leave, a match end the shard sent first still counts as
+    /// finished (the raw UDP driver reads until its leave is acknowledged;
+    /// the QUIC driver stops at once, so its events end here).
+    async fn after_leave(&mut self, connection: &mut Connection) -> MatchOutcome {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, connection.next_event()).await {
+            if let ClientEvent::Ended(_) = event {
+                self.recorder.latency("match_duration", self.tally.welcomed_at.elapsed());
+                return MatchOutcome::Finished;
+            }
+        }
+        MatchOutcome::Cut
+    }
+
+    /// Samples the RTT where the transport keeps one, adds QUIC's byte
+    /// counters and the connected time since the last call.
+    fn flush_bookkeeping(&mut self, connection: &Connection, now: Instant) {
+        if let Some(rtt) = connection.transport_rtt() {
+            self.recorder.latency("rtt", rtt);
+        }
+        let connected = now.duration_since(self.last_bookkeeping).as_secs_f64();
+        let quic = match connection {
+            Connection::Quic(quic) => Some(quic.connection().stats()),
+            Connection::Udp(_) => None,
+        };
+        let before = &self.quic_before;
+        self.recorder.count(|counters| {
+            if let Some(stats) = &quic {
+                counters.udp_bytes_out += stats.udp_tx.bytes.saturating_sub(before.udp_tx.bytes);
+                counters.udp_datagrams_out += stats.udp_tx.datagrams.saturating_sub(before.udp_tx.datagrams);
+                counters.udp_bytes_in += stats.udp_rx.bytes.saturating_sub(before.udp_rx.bytes);
+                counters.udp_datagrams_in += stats.udp_rx.datagrams.saturating_sub(before.udp_rx.datagrams);
+            }
+            counters.client_seconds += connected;
+        });
+        if let Some(stats) = quic {
+            self.quic_before = stats;
+        }
+        self.last_bookkeeping = now;
+    }
+}
+
 /// A playing client's state.
 struct Player<'a> {
     connection: &'a quinn::Connection,
     session: ClientSession,
     recorder: Arc<Recorder>,
-    welcomed_at: Instant,
-    seat: u8,
-    interval_ticks: u32,
-    snapshot_period: Duration,
-    /// Input ticks sent and not yet reflected in a snapshot, oldest first, with when they were first sent.
-    pending_inputs: VecDeque<(Tick, Instant)>,
+    tally: SnapshotTally,
     /// Input ticks sent and not yet acknowledged by a snapshot header.
     pending_acks: VecDeque<(Tick, Instant)>,
     last_sent_tick: Option<Tick>,
-    newest_snapshot: Option<(Tick, Instant)>,
-    counted_any: bool,
     unusable_before: u64,
     rtt: Duration,
-    matched: bool,
     last_bookkeeping: Instant,
     udp_before: quinn::ConnectionStats,
 }
@@ -145,24 +327,16 @@ impl<'a> Player<'a> {
         let (tick_rate, snapshot_rate, seat) = session
             .welcome()
             .map_or((60, 30, 0), |welcome| (welcome.tick_rate_hz, welcome.snapshot_rate_hz, welcome.seat));
-        let interval_ticks = u32::from((tick_rate / snapshot_rate.max(1)).max(1));
         let now = Instant::now();
         Self {
             connection,
             unusable_before: session.stats().snapshots_dropped,
             session,
+            tally: SnapshotTally::new(recorder.clone(), now, seat, tick_rate, snapshot_rate),
             recorder,
-            welcomed_at: now,
-            seat,
-            interval_ticks,
-            snapshot_period: Duration::from_secs_f64(f64::from(interval_ticks) / f64::from(tick_rate.max(1))),
-            pending_inputs: VecDeque::new(),
             pending_acks: VecDeque::new(),
             last_sent_tick: None,
-            newest_snapshot: None,
-            counted_any: false,
             rtt: connection.rtt(),
-            matched: false,
             last_bookkeeping: now,
             // Counted from zero: the handshake's bytes are the client's too.
             udp_before: quinn::ConnectionStats::default(),
@@ -178,7 +352,7 @@ impl<'a> Player<'a> {
         let mut buf = vec![0u8; 4096];
         let mut stream_open = true;
         loop {
-            let next_input = self.session.poll_timeout().unwrap_or_else(|| Instant::now() + self.snapshot_period);
+            let next_input = self.session.poll_timeout().unwrap_or_else(|| Instant::now() + self.tally.snapshot_period);
             let wake = next_input.min(self.last_bookkeeping + Duration::from_secs(1));
             tokio::select! {
                 () = stop.wait() => {
@@ -230,7 +404,7 @@ impl<'a> Player<'a> {
                     }
                     while let Some(event) = self.session.poll_event() {
                         if let ClientEvent::Ended(_) = event {
-                            self.recorder.latency("match_duration", self.welcomed_at.elapsed());
+                            self.recorder.latency("match_duration", self.tally.welcomed_at.elapsed());
                             return MatchOutcome::Finished;
                         }
                     }
@@ -242,7 +416,7 @@ impl<'a> Player<'a> {
 
     /// Inputs out, events in. `Some` once the match is over for this player.
     fn step(&mut self, now: Instant) -> Result<Option<MatchOutcome>, String> {
-        let input = self.input(now);
+        let input = self.tally.input(now);
         let input_tick = self.session.set_input(now, input);
         while let Some(datagram) = self.session.poll_datagram(now) {
             if self.connection.send_datagram(Bytes::from(datagram)).is_err() {
@@ -253,34 +427,16 @@ impl<'a> Player<'a> {
                 && self.last_sent_tick.is_none_or(|last| tick > last)
             {
                 self.last_sent_tick = Some(tick);
-                for pending in [&mut self.pending_inputs, &mut self.pending_acks] {
-                    if pending.len() == 128 {
-                        pending.pop_front();
-                    }
-                    pending.push_back((tick, now));
+                self.tally.input_sent(tick, now);
+                if self.pending_acks.len() == 128 {
+                    self.pending_acks.pop_front();
                 }
+                self.pending_acks.push_back((tick, now));
             }
         }
         let mut outcome = None;
         while let Some(event) = self.session.poll_event() {
-            match event {
-                ClientEvent::Snapshot(snapshot) => self.on_snapshot(now, snapshot.tick),
-                ClientEvent::Message(ServerMessage::Phase {
-                    phase: MatchPhase::Countdown | MatchPhase::Playing,
-                    ..
-                }) if !self.matched => {
-                    self.matched = true;
-                    self.recorder.latency("match_wait", now.duration_since(self.welcomed_at));
-                }
-                ClientEvent::Ended(_) => {
-                    self.recorder.latency("match_duration", now.duration_since(self.welcomed_at));
-                    outcome = Some(MatchOutcome::Finished);
-                }
-                ClientEvent::Disconnected { reason, .. } => {
-                    return Err(format!("disconnected:{}", format!("{reason:?}").to_lowercase()));
-                }
-                _ => {}
-            }
+            outcome = self.tally.on_event(now, event)?.or(outcome);
         }
         let unusable = self.session.stats().snapshots_dropped;
         if unusable > self.unusable_before {
@@ -289,16 +445,6 @@ impl<'a> Player<'a> {
         }
         self.unusable_before = unusable;
         Ok(outcome)
-    }
-
-    /// Seat 0 sweeps up and down once a second; seat 1 holds still, so points
-    /// are scored and short matches end on their own.
-    fn input(&self, now: Instant) -> rally_protocol::Input {
-        if self.seat % 2 == 1 {
-            return INPUT_STOP;
-        }
-        let up = (now.duration_since(self.welcomed_at).as_secs() + u64::from(self.seat)).is_multiple_of(2);
-        if up { INPUT_UP } else { INPUT_DOWN }
     }
 
     /// A snapshot's header says the newest input tick the shard has received
@@ -317,6 +463,103 @@ impl<'a> Player<'a> {
             }
         }
         self.session.handle_datagram(now, bytes);
+    }
+
+    /// Samples the RTT and adds the bytes and connected time since the last call.
+    fn flush_bookkeeping(&mut self, now: Instant) {
+        self.rtt = self.connection.rtt();
+        self.recorder.latency("rtt", self.rtt);
+        let stats = self.connection.stats();
+        let before = &self.udp_before;
+        let connected = now.duration_since(self.last_bookkeeping).as_secs_f64();
+        self.recorder.count(|counters| {
+            counters.udp_bytes_out += stats.udp_tx.bytes.saturating_sub(before.udp_tx.bytes);
+            counters.udp_datagrams_out += stats.udp_tx.datagrams.saturating_sub(before.udp_tx.datagrams);
+            counters.udp_bytes_in += stats.udp_rx.bytes.saturating_sub(before.udp_rx.bytes);
+            counters.udp_datagrams_in += stats.udp_rx.datagrams.saturating_sub(before.udp_rx.datagrams);
+            counters.client_seconds += connected;
+        });
+        self.udp_before = stats;
+        self.last_bookkeeping = now;
+    }
+}
+
+/// What both player drivers measure from session events: snapshots against
+/// the tick numbers, input → snapshot latency, time to match and match length.
+/// Also the scripted input.
+struct SnapshotTally {
+    recorder: Arc<Recorder>,
+    welcomed_at: Instant,
+    seat: u8,
+    interval_ticks: u32,
+    snapshot_period: Duration,
+    /// Input ticks sent and not yet reflected in a snapshot, oldest first, with when they were first sent.
+    pending_inputs: VecDeque<(Tick, Instant)>,
+    newest_snapshot: Option<(Tick, Instant)>,
+    counted_any: bool,
+    matched: bool,
+}
+
+impl SnapshotTally {
+    fn new(recorder: Arc<Recorder>, welcomed_at: Instant, seat: u8, tick_rate: u16, snapshot_rate: u16) -> Self {
+        let interval_ticks = u32::from((tick_rate / snapshot_rate.max(1)).max(1));
+        Self {
+            recorder,
+            welcomed_at,
+            seat,
+            interval_ticks,
+            snapshot_period: Duration::from_secs_f64(f64::from(interval_ticks) / f64::from(tick_rate.max(1))),
+            pending_inputs: VecDeque::new(),
+            newest_snapshot: None,
+            counted_any: false,
+            matched: false,
+        }
+    }
+
+    /// Seat 0 sweeps up and down once a second; seat 1 holds still, so points
+    /// are scored and short matches end on their own.
+    fn input(&self, now: Instant) -> rally_protocol::Input {
+        if self.seat % 2 == 1 {
+            return INPUT_STOP;
+        }
+        let up = (now.duration_since(self.welcomed_at).as_secs() + u64::from(self.seat)).is_multiple_of(2);
+        if up { INPUT_UP } else { INPUT_DOWN }
+    }
+
+    /// When [`Self::input`] changes next.
+    fn next_input_change(&self, now: Instant) -> Instant {
+        let elapsed = now.duration_since(self.welcomed_at).as_secs();
+        self.welcomed_at + Duration::from_secs(elapsed + 1)
+    }
+
+    /// Notes the first send of the input for `tick`.
+    fn input_sent(&mut self, tick: Tick, now: Instant) {
+        if self.pending_inputs.len() == 128 {
+            self.pending_inputs.pop_front();
+        }
+        self.pending_inputs.push_back((tick, now));
+    }
+
+    /// Counts one session event; `Some` once the match ended on its own.
+    fn on_event(&mut self, now: Instant, event: ClientEvent) -> Result<Option<MatchOutcome>, String> {
+        match event {
+            ClientEvent::Snapshot(snapshot) => self.on_snapshot(now, snapshot.tick),
+            ClientEvent::Message(ServerMessage::Phase {
+                phase: MatchPhase::Countdown | MatchPhase::Playing, ..
+            }) if !self.matched => {
+                self.matched = true;
+                self.recorder.latency("match_wait", now.duration_since(self.welcomed_at));
+            }
+            ClientEvent::Ended(_) => {
+                self.recorder.latency("match_duration", now.duration_since(self.welcomed_at));
+                return Ok(Some(MatchOutcome::Finished));
+            }
+            ClientEvent::Disconnected { reason, .. } => {
+                return Err(format!("disconnected:{}", format!("{reason:?}").to_lowercase()));
+            }
+            _ => {}
+        }
+        Ok(None)
     }
 
     fn on_snapshot(&mut self, now: Instant, tick: Tick) {
@@ -346,23 +589,5 @@ impl<'a> Player<'a> {
             self.pending_inputs.pop_front();
             self.recorder.latency("input_to_snapshot", now.duration_since(sent_at));
         }
-    }
-
-    /// Samples the RTT and adds the bytes and connected time since the last call.
-    fn flush_bookkeeping(&mut self, now: Instant) {
-        self.rtt = self.connection.rtt();
-        self.recorder.latency("rtt", self.rtt);
-        let stats = self.connection.stats();
-        let before = &self.udp_before;
-        let connected = now.duration_since(self.last_bookkeeping).as_secs_f64();
-        self.recorder.count(|counters| {
-            counters.udp_bytes_out += stats.udp_tx.bytes.saturating_sub(before.udp_tx.bytes);
-            counters.udp_datagrams_out += stats.udp_tx.datagrams.saturating_sub(before.udp_tx.datagrams);
-            counters.udp_bytes_in += stats.udp_rx.bytes.saturating_sub(before.udp_rx.bytes);
-            counters.udp_datagrams_in += stats.udp_rx.datagrams.saturating_sub(before.udp_rx.datagrams);
-            counters.client_seconds += connected;
-        });
-        self.udp_before = stats;
-        self.last_bookkeeping = now;
     }
 }

@@ -17,7 +17,7 @@ const HEIGHT: u32 = 300;
 /// Renders `report` as a complete HTML page.
 pub fn render(report: &Report) -> String {
     let mut page = String::new();
-    let title = format!("rally load test — {}", report.scenario);
+    let title = format!("rally load test — {} over {}", report.scenario, report.transport());
     let _ = write!(
         page,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>",
@@ -218,11 +218,13 @@ fn shards(page: &mut String, report: &Report) {
     if let Some(baseline) = &report.baseline {
         let _ = write!(
             page,
-            "<h2>Against a bare quinn echo</h2><table><tr><th class=l>figure</th><th>echo</th><th>shard</th><th>ratio</th></tr>\
+            "<h2>Against a bare {} ({})</h2><table><tr><th class=l>figure</th><th>echo</th><th>shard</th><th>ratio</th></tr>\
              <tr><td class=l>datagrams/s (in + out)</td><td>{:.0}</td><td>{:.0}</td><td>{}</td></tr>\
              <tr><td class=l>server CPU %</td><td>{}</td><td>{}</td><td></td></tr>\
              <tr><td class=l>datagrams per CPU-second</td><td colspan=2></td><td>{}</td></tr></table>\
-             <p class=note>The echo ran first with the same {} connections, ramp and {} datagrams/s per connection each way. The per-CPU ratio estimates how close the shard comes to what bare QUIC carries on the same core (1.0 = as cheap as an echo).</p>",
+             <p class=note>The echo ran first with the same {} connections, ramp and {} datagrams/s per connection each way. The per-CPU ratio estimates how close the shard comes to what a bare echo on that transport carries on the same core (1.0 = as cheap as an echo).</p>",
+            if baseline.kind == "udp-echo" { "raw UDP echo" } else { "quinn echo" },
+            escape(&baseline.kind),
             baseline.datagrams_per_s,
             baseline.shard_datagrams_per_s,
             fmt(baseline.rate_ratio, 3),
@@ -232,6 +234,17 @@ fn shards(page: &mut String, report: &Report) {
             baseline.connections,
             crate::baseline::ECHO_HZ,
         );
+    }
+}
+
+/// Which headers the byte counts include, per transport.
+fn headers_counted(transport: &str) -> &'static str {
+    match transport {
+        "udp" => {
+            "rally's 1-byte packet kind, UDP and IPv4 headers (raw UDP: no QUIC); over raw UDP, counted from the SDK's datagram counters at the end of each connection, so the control stream's few frames are left out"
+        }
+        "quic" => "QUIC, UDP and IPv4 headers",
+        _ => "each transport's headers (QUIC or rally's packet kind), UDP and IPv4",
     }
 }
 
@@ -300,7 +313,7 @@ fn plots(page: &mut String, report: &Report) {
             &[("received", series(|s| s.bytes_in_per_client)), ("sent", series(|s| s.bytes_out_per_client))],
             None,
         ),
-        "Bytes per connected client per second, QUIC, UDP and IP headers included.",
+        &format!("Bytes per connected client per second, {} included.", headers_counted(&report.transport())),
     );
     let rtts = [
         ("RTT p99", series(|s| s.rtt_p99_ms)),

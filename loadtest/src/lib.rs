@@ -4,7 +4,8 @@
 //! read.
 //!
 //! - [`scenario`] says what a scenario is; [`connect`] is the shard-capacity
-//!   scenario (token → connect → play), [`game`] the player it uses;
+//!   scenario (token → connect → play, over QUIC or raw UDP), [`game`] the
+//!   players;
 //!   [`platform`] holds `chat`, `matchmaker` (ticket storm) and `full`
 //!   (login → queue → play), through the lobby and matchmaker gRPC APIs.
 //! - [`run`] schedules clients (ramp, duration, stop), samples a timeline,
@@ -16,7 +17,7 @@
 //!   [`threshold`] checks pass/fail criteria.
 //! - [`stack`] and [`services`] start the shard, lobby and matchmaker
 //!   in-process when no address is given;
-//!   [`baseline`] measures the bare quinn echo ([`echo`]) for comparison.
+//!   [`baseline`] measures a bare quinn or raw UDP echo ([`echo`]) for comparison.
 //! - [`bench`] is the older capacity sweep behind `rally bench-shard`
 //!   (child-process shard, [`players`]).
 //!

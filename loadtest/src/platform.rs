@@ -624,6 +624,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
             harness_cpu_pct: output.harness_cpu_pct,
             cores,
             settings,
+            transport: rally_client::TransportKind::Quic.name().to_owned(),
         }],
         measures: output.measures,
         shards,

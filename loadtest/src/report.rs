@@ -35,7 +35,7 @@ pub struct Report {
     pub measures: Measures,
     /// Every shard whose metrics endpoint was read, over its measured window.
     pub shards: Vec<ShardFigures>,
-    /// The bare quinn echo at the same load, when asked for.
+    /// The bare echo (quinn or raw UDP) at the same load, when asked for.
     pub baseline: Option<BaselineFigures>,
     /// Cross-checks between what clients saw and what the servers counted.
     pub checks: Vec<Check>,
@@ -74,6 +74,17 @@ pub struct RunInfo {
     pub cores: usize,
     /// Scenario-specific settings, for people.
     pub settings: BTreeMap<String, String>,
+    /// The transport clients played over (`quic` or `udp`).
+    #[serde(default = "quic")]
+    pub transport: String,
+}
+
+fn quic() -> String {
+    "quic".to_owned()
+}
+
+fn quinn_echo() -> String {
+    "quinn-echo".to_owned()
 }
 
 /// The link conditioner settings, for reports.
@@ -138,6 +149,9 @@ pub struct ShardFigures {
 /// The echo baseline at the same connection count and rate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BaselineFigures {
+    /// Which echo: `quinn-echo` or `udp-echo`.
+    #[serde(default = "quinn_echo")]
+    pub kind: String,
     /// Connections asked for.
     pub connections: u64,
     /// Connections established.
@@ -155,7 +169,7 @@ pub struct BaselineFigures {
     /// Shard datagrams/s ÷ echo datagrams/s at the same offered load.
     pub rate_ratio: Option<f64>,
     /// (Shard datagrams per CPU-second) ÷ (echo datagrams per CPU-second): how
-    /// close the shard is to what bare QUIC could carry on the same core.
+    /// close the shard is to what a bare echo on its transport could carry on the same core.
     pub efficiency_ratio: Option<f64>,
 }
 
@@ -262,6 +276,14 @@ impl Report {
         }
         total.sort_by(|a, b| a.0.total_cmp(&b.0));
         total
+    }
+
+    /// The transport(s) the runs' clients used, e.g. `quic` or `quic+udp` for a merge of both.
+    pub fn transport(&self) -> String {
+        let mut names: Vec<&str> = self.runs.iter().map(|run| run.transport.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() { quic() } else { names.join("+") }
     }
 
     /// Bytes per connected client per second, `(in, out)`, IP/UDP headers included.
@@ -377,7 +399,7 @@ impl Report {
         add(
             "baseline_ratio",
             MetricKind::Ratio,
-            "shard datagrams/s ÷ quinn echo datagrams/s at the same load",
+            "shard datagrams/s ÷ bare echo (quinn or raw UDP) datagrams/s at the same load",
             self.baseline.as_ref().and_then(|b| b.rate_ratio),
         );
         add(
@@ -491,6 +513,7 @@ fn merge_baselines(a: BaselineFigures, b: BaselineFigures) -> BaselineFigures {
     let datagrams_per_s = a.datagrams_per_s + b.datagrams_per_s;
     let shard_datagrams_per_s = a.shard_datagrams_per_s + b.shard_datagrams_per_s;
     BaselineFigures {
+        kind: if a.kind == b.kind { a.kind } else { format!("{}+{}", a.kind, b.kind) },
         connections: a.connections + b.connections,
         connected: a.connected + b.connected,
         window_s: a.window_s.max(b.window_s),
@@ -600,8 +623,9 @@ pub fn render_text(report: &Report) -> String {
     let clients: u64 = report.runs.iter().map(|run| run.clients).sum();
     let _ = writeln!(
         out,
-        "scenario {} — {} harness process(es), {} clients asked, {} started, {} connected, {} failed",
+        "scenario {} over {} — {} harness process(es), {} clients asked, {} started, {} connected, {} failed",
         report.scenario,
+        report.transport(),
         report.runs.len(),
         clients,
         counters.clients_started,
@@ -670,7 +694,8 @@ pub fn render_text(report: &Report) -> String {
     if let Some(baseline) = &report.baseline {
         let _ = writeln!(
             out,
-            "baseline quinn-echo: {} connections, {:.0} dgram/s, cpu {}%; shard/echo rate ratio {}, per-CPU efficiency ratio {}",
+            "baseline {}: {} connections, {:.0} dgram/s, cpu {}%; shard/echo rate ratio {}, per-CPU efficiency ratio {}",
+            baseline.kind,
             baseline.connected,
             baseline.datagrams_per_s,
             num(baseline.cpu_pct, 0),

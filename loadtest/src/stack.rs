@@ -21,6 +21,7 @@ use rally_sim::game::LifecycleConfig;
 use rally_sim::pong::PongWorld;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::echo::EchoKind;
 use crate::sys;
 
 /// Settings of an embedded shard.
@@ -38,6 +39,8 @@ pub struct EmbeddedShardConfig {
     pub core: Option<usize>,
     /// The token issuer to trust (key id 1); `None`: a fresh key the harness holds.
     pub token_key: Option<VerifyingKey>,
+    /// Also serve raw UDP on a free loopback port (next to QUIC).
+    pub udp: bool,
 }
 
 impl Default for EmbeddedShardConfig {
@@ -49,6 +52,7 @@ impl Default for EmbeddedShardConfig {
             countdown_ticks: 60,
             core: None,
             token_key: None,
+            udp: false,
         }
     }
 }
@@ -58,6 +62,8 @@ impl Default for EmbeddedShardConfig {
 pub struct EmbeddedShard {
     /// QUIC address.
     pub addr: SocketAddr,
+    /// Raw UDP address, when [`EmbeddedShardConfig::udp`] asked for it.
+    pub udp_addr: Option<SocketAddr>,
     /// Metrics endpoint (`/metrics`).
     pub metrics: SocketAddr,
     /// SHA-256 of its self-signed certificate.
@@ -115,6 +121,7 @@ mod tempdir {
 struct Started {
     live: Arc<ShardLive>,
     addr: SocketAddr,
+    udp_addr: Option<SocketAddr>,
     metrics: SocketAddr,
     fingerprint: String,
     name: String,
@@ -153,6 +160,9 @@ impl EmbeddedShard {
             ..ShardConfig::default()
         };
         serve.shard.validate().map_err(anyhow::Error::msg).context("invalid embedded shard settings")?;
+        if config.udp {
+            serve.udp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         // Players have left when the run stops; nothing is worth waiting for.
         serve.drain_timeout = Duration::from_millis(500);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Started>>();
@@ -167,6 +177,7 @@ impl EmbeddedShard {
         let started = ready_rx.recv().context("the shard thread ended before it was ready")??;
         Ok(Self {
             addr: started.addr,
+            udp_addr: started.udp_addr,
             metrics: started.metrics,
             fingerprint: started.fingerprint,
             name: started.name,
@@ -255,6 +266,7 @@ fn shard_thread(
         let _ = ready.send(Ok(Started {
             live: shard.live.clone(),
             addr: shard.local_addr,
+            udp_addr: shard.udp_addr,
             metrics,
             fingerprint: shard.fingerprint.clone(),
             name: shard.name.clone(),
@@ -279,12 +291,12 @@ fn shard_thread(
     })
 }
 
-/// The bare quinn echo baseline, served on its own (optionally pinned) thread.
+/// A bare echo baseline (quinn or raw UDP), served on its own (optionally pinned) thread.
 #[derive(Debug)]
 pub struct EmbeddedEcho {
     /// Its address.
     pub addr: SocketAddr,
-    /// SHA-256 of its certificate.
+    /// SHA-256 of its certificate (empty for the raw UDP echo).
     pub fingerprint: String,
     /// Its thread's kernel id.
     pub tid: Option<u32>,
@@ -295,7 +307,7 @@ pub struct EmbeddedEcho {
 
 impl EmbeddedEcho {
     /// Starts the echo thread and waits until it listens.
-    pub fn start(core: Option<usize>) -> anyhow::Result<Self> {
+    pub fn start(kind: EchoKind, core: Option<usize>) -> anyhow::Result<Self> {
         let dir = tempdir::TempDir::new("rally-loadtest-echo").context("creating the echo's data directory")?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(SocketAddr, String, Option<u32>)>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -310,7 +322,11 @@ impl EmbeddedEcho {
                     let _ = ready_tx.send(Err(err));
                     return;
                 }
-                if let Err(err) = crate::echo::serve_until(path, tid, ready_tx.clone(), stop_rx) {
+                let served = match kind {
+                    EchoKind::Quinn => crate::echo::serve_until(path, tid, ready_tx.clone(), stop_rx),
+                    EchoKind::Udp => crate::echo::serve_udp_until(tid, ready_tx.clone(), stop_rx),
+                };
+                if let Err(err) = served {
                     let _ = ready_tx.send(Err(err));
                 }
             })

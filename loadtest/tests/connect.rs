@@ -1,11 +1,15 @@
-//! A small `connect` run against an embedded shard: zero errors, figures that
-//! agree with the shard's own counters, a report that survives JSON and
-//! renders, and thresholds that fail when violated.
+//! A small `connect` run against an embedded shard, over QUIC and over raw
+//! UDP: zero errors, figures that agree with the shard's own counters, a
+//! report that survives JSON and renders, and thresholds that fail when
+//! violated; the raw UDP echo baseline echoes what it is sent.
 
 use std::time::Duration;
 
+use rally_client::TransportKind;
+use rally_loadtest::baseline;
 use rally_loadtest::config::LoadConfig;
 use rally_loadtest::connect::{self, ConnectConfig, ShardTarget};
+use rally_loadtest::echo::EchoKind;
 use rally_loadtest::report::{Report, parse_thresholds};
 use rally_loadtest::stack::EmbeddedShardConfig;
 
@@ -23,7 +27,8 @@ fn a_small_connect_run_is_clean_and_consistent() {
         shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
         points_to_win: 1,
         rounds: Some(2),
-        baseline: false,
+        transport: TransportKind::Quic,
+        baseline: None,
     };
     let report = connect::run(&config).unwrap();
     let summary = rally_loadtest::report::render_text(&report);
@@ -38,18 +43,10 @@ fn a_small_connect_run_is_clean_and_consistent() {
     assert_eq!(report.shards[0].matches_ended, Some(6), "{summary}");
     assert!(report.checks.len() >= 2 && report.checks.iter().all(|check| check.passed), "{summary}");
     assert!(counters.snapshots > 0 && counters.snapshots <= counters.snapshots_expected, "{summary}");
-    for latency in [
-        "connect",
-        "join",
-        "match_wait",
-        "input_to_ack",
-        "server_added",
-        "input_to_snapshot",
-        "snapshot_interval",
-        "match_duration",
-    ] {
+    for latency in ["connect", "rtt", "match_wait", "input_to_snapshot", "snapshot_interval", "match_duration"] {
         assert!(report.measures.histo(latency).count() > 0, "{latency} was measured: {summary}");
     }
+    assert_eq!(report.runs[0].transport, "quic");
     let (bytes_in, bytes_out) = report.bytes_per_client();
     assert!(bytes_in.unwrap() > 0.0 && bytes_out.unwrap() > 0.0, "{summary}");
     assert!(report.check_thresholds().is_ok(), "{summary}");
@@ -91,7 +88,8 @@ fn the_link_conditioner_sits_between_every_client_and_the_shard() {
         shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
         points_to_win: 1,
         rounds: Some(1),
-        baseline: false,
+        transport: TransportKind::Quic,
+        baseline: None,
     };
     let report = connect::run(&config).unwrap();
     let summary = rally_loadtest::report::render_text(&report);
@@ -101,4 +99,70 @@ fn the_link_conditioner_sits_between_every_client_and_the_shard() {
     let rtt_min = report.measures.histo("rtt").min_ms().unwrap();
     assert!(rtt_min >= 29.0, "rtt min {rtt_min} ms: {summary}");
     assert_eq!(report.runs[0].conditions.latency_ms, 15.0);
+}
+
+#[test]
+fn a_small_connect_run_over_raw_udp_is_clean_and_consistent() {
+    let config = ConnectConfig {
+        load: LoadConfig {
+            clients: 6,
+            ramp_per_sec: 100.0,
+            // The run ends as soon as every pair has played its matches; this is a cap.
+            duration: Duration::from_secs(60),
+            thresholds: parse_thresholds(&["errors==0".into(), "failed_joins==0".into()]).unwrap(),
+            ..LoadConfig::default()
+        },
+        shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
+        points_to_win: 1,
+        rounds: Some(2),
+        transport: TransportKind::Udp,
+        baseline: None,
+    };
+    let report = connect::run(&config).unwrap();
+    let summary = rally_loadtest::report::render_text(&report);
+    let counters = &report.measures.counters;
+    assert!(report.measures.errors.is_empty(), "{summary}");
+    assert_eq!(counters.clients_connected, 6, "{summary}");
+    assert_eq!(counters.joins, 12, "3 pairs × 2 rounds × 2 seats: {summary}");
+    assert_eq!(counters.matches_started, 6, "{summary}");
+    assert_eq!(counters.matches_finished, 6, "{summary}");
+    assert_eq!(report.shards.len(), 1, "the shard's metrics were read: {summary}");
+    assert_eq!(report.shards[0].matches_ended, Some(6), "{summary}");
+    assert!(report.checks.len() >= 2 && report.checks.iter().all(|check| check.passed), "{summary}");
+    assert!(counters.snapshots > 0 && counters.snapshots <= counters.snapshots_expected, "{summary}");
+    for latency in ["connect", "match_wait", "input_to_snapshot", "snapshot_interval", "match_duration"] {
+        assert!(report.measures.histo(latency).count() > 0, "{latency} was measured: {summary}");
+    }
+    assert_eq!(report.measures.histo("rtt").count(), 0, "raw UDP keeps no transport RTT: {summary}");
+
+    // Raw UDP bytes: every datagram is rally's kind byte plus the session's payload, no QUIC.
+    assert_eq!(counters.udp_datagrams_out, counters.input_datagrams, "{summary}");
+    assert!(counters.udp_datagrams_in >= counters.snapshots, "{summary}");
+    assert!(counters.udp_bytes_out > counters.udp_datagrams_out, "{summary}");
+    let (bytes_in, bytes_out) = report.bytes_per_client();
+    let (bytes_in, bytes_out) = (bytes_in.unwrap(), bytes_out.unwrap());
+    let per_datagram_out =
+        (counters.udp_bytes_out + counters.udp_datagrams_out * 28) as f64 / counters.udp_datagrams_out as f64;
+    assert!(per_datagram_out > 29.0 && per_datagram_out < 200.0, "{per_datagram_out} B per input datagram");
+    assert!(bytes_in > 0.0 && bytes_out > 0.0, "{summary}");
+    assert!(report.check_thresholds().is_ok(), "{summary}");
+
+    assert_eq!(report.runs[0].transport, "udp");
+    assert!(summary.contains("connect over udp"), "{summary}");
+    let json = serde_json::to_string(&report).unwrap();
+    let reread: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(reread.transport(), "udp");
+    let page = rally_loadtest::html::render(&report);
+    assert!(page.contains("connect over udp") && page.contains("PASS"), "the page names the transport");
+}
+
+#[test]
+fn the_raw_udp_echo_baseline_echoes_every_datagram() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let echo =
+        runtime.block_on(baseline::measure_echo(EchoKind::Udp, 4, 100.0, Duration::from_secs(1), None, 1)).unwrap();
+    assert_eq!(echo.kind, "udp-echo");
+    assert_eq!(echo.connected, 4);
+    assert!(echo.datagrams_per_s > 0.0, "{echo:?}");
+    assert!(echo.loss == 0.0, "{echo:?}");
 }
