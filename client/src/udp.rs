@@ -18,9 +18,11 @@
 //! would need its own sequence numbers, acks and timers, which is the whole of
 //! a reliable channel; so this transport carries control frames on
 //! [`ReliableChannel`] instead: per-segment sequence numbers, a cumulative ack
-//! with a 64-bit bitfield, and a resend timer from a smoothed RTT with
-//! backoff, tested under loss, reordering and duplication (a 1,000-message
-//! burst under 5% loss arrives complete and in order). laminar is not a
+//! with a 256-bit bitfield covering everything in flight, and a resend timer
+//! from a smoothed RTT with backoff, tested under loss, reordering and
+//! duplication (`examples/reliable_burst.rs`: 500 bursts of 1,000 messages
+//! under 5% loss all arrive complete and in order, with 5% of segments
+//! resent). laminar is not a
 //! dependency. Game datagrams (inputs, snapshots) need no transport
 //! sequencing: the session already orders, deduplicates and acks them, as it
 //! does over QUIC datagrams.
@@ -70,7 +72,7 @@ pub mod wire {
     pub const DATAGRAM: u8 = 4;
     /// Either way: `[kind][seq u32][control stream bytes]`.
     pub const SEGMENT: u8 = 5;
-    /// Either way: `[kind][next expected seq u32][received-beyond bitfield u64]`.
+    /// Either way: `[kind][next expected seq u32][received-beyond bitfield, ACK_BITS bits]`.
     pub const ACK: u8 = 6;
     /// Either way: `[kind][reason u16]`, 0 for a normal end.
     pub const DISCONNECT: u8 = 7;
@@ -86,6 +88,11 @@ pub mod wire {
     pub const COOKIE_LEN: usize = 16;
     /// Largest control-stream chunk in one segment.
     pub const SEGMENT_MAX: usize = 1024;
+    /// Segments beyond `next` an ack reports: as many as a sender keeps in
+    /// flight, so nothing received is ever resent for want of a bit.
+    pub const ACK_BITS: usize = 256;
+    /// Size of an ack.
+    pub const ACK_LEN: usize = 1 + 4 + ACK_BITS / 8;
 
     /// A padded cookie request.
     pub fn request() -> Vec<u8> {
@@ -149,8 +156,6 @@ pub mod wire {
     }
 }
 
-/// Segments in flight (sent, not yet acked) at most.
-const SEND_WINDOW: usize = 256;
 /// Segments ahead of the next expected one that the receiver buffers.
 const RECV_WINDOW: u32 = 1024;
 const MIN_RTO: Duration = Duration::from_millis(30);
@@ -164,7 +169,7 @@ struct InFlight {
 }
 
 /// A sans-IO reliable, ordered byte stream over unreliable packets: sequence
-/// numbers per segment, a cumulative ack with a 64-bit bitfield of segments
+/// numbers per segment, a cumulative ack with a 256-bit bitfield of segments
 /// received beyond it, and a resend timer from a smoothed RTT with backoff.
 ///
 /// Sequence numbers are `u32` and never wrap within a connection (over four
@@ -233,16 +238,22 @@ impl ReliableChannel {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         if self.ack_due {
             self.ack_due = false;
-            let mut bits = 0u64;
-            for (&seq, _) in self.recv_buf.range(self.recv_next + 1..self.recv_next.saturating_add(65)) {
-                bits |= 1 << (seq - self.recv_next - 1);
+            // Bit i of the bitfield (byte i / 8, bit i % 8): segment next + 1 + i received.
+            let mut bits = [0u8; wire::ACK_BITS / 8];
+            let span = self.recv_next + 1..self.recv_next.saturating_add(1 + wire::ACK_BITS as u32);
+            for (&seq, _) in self.recv_buf.range(span) {
+                let bit = (seq - self.recv_next - 1) as usize;
+                bits[bit / 8] |= 1 << (bit % 8);
             }
-            let mut packet = vec![wire::ACK];
+            let mut packet = Vec::with_capacity(wire::ACK_LEN);
+            packet.push(wire::ACK);
             packet.extend_from_slice(&self.recv_next.to_le_bytes());
-            packet.extend_from_slice(&bits.to_le_bytes());
+            packet.extend_from_slice(&bits);
             return Some(packet);
         }
-        while self.inflight.len() < SEND_WINDOW {
+        // The span, not just the count, of segments in flight stays within what
+        // one ack can report, so no segment received is resent for want of a bit.
+        while self.inflight.first_key_value().is_none_or(|(&first, _)| self.next_seq - first <= wire::ACK_BITS as u32) {
             let Some(chunk) = self.pending.pop_front() else { break };
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -289,11 +300,15 @@ impl ReliableChannel {
                 }
                 delivered
             }
-            Some(&wire::ACK) if packet.len() == 13 => {
+            Some(&wire::ACK) if packet.len() == wire::ACK_LEN => {
                 let next = u32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
-                let bits = u64::from_le_bytes(packet[5..13].try_into().unwrap_or_default());
+                let bits = &packet[5..];
                 let mut acked: Vec<u32> = self.inflight.range(..next).map(|(&seq, _)| seq).collect();
-                acked.extend((0..64).filter(|bit| bits & (1 << bit) != 0).filter_map(|bit| next.checked_add(1 + bit)));
+                acked.extend(
+                    (0..wire::ACK_BITS)
+                        .filter(|&bit| bits[bit / 8] & (1 << (bit % 8)) != 0)
+                        .filter_map(|bit| next.checked_add(1 + bit as u32)),
+                );
                 for seq in acked {
                     if let Some(flight) = self.inflight.remove(&seq)
                         && flight.sends == 1
@@ -611,10 +626,43 @@ mod tests {
         for packet in [&[][..], &[wire::SEGMENT], &[wire::ACK, 1, 2], &[wire::SEGMENT, 255, 255, 255, 255, 1], &[99]] {
             assert!(channel.handle(now, packet).is_empty());
         }
-        assert!(
-            channel.handle(now, &[wire::ACK, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255]).is_empty()
-        );
+        let mut absurd_ack = vec![255u8; wire::ACK_LEN];
+        absurd_ack[0] = wire::ACK;
+        assert!(channel.handle(now, &absurd_ack).is_empty());
         assert!(channel.is_idle());
+    }
+
+    #[test]
+    fn one_lost_segment_is_the_only_one_resent() {
+        let (mut a, mut b) = (ReliableChannel::new(), ReliableChannel::new());
+        let n_messages = 300u32;
+        for idx in 0..n_messages {
+            a.send(&idx.to_le_bytes());
+        }
+        let mut now = Instant::now();
+        let mut received = Vec::new();
+        let mut dropped_first = false;
+        for _ in 0..1_000 {
+            now += Duration::from_millis(10);
+            while let Some(packet) = a.poll_transmit(now) {
+                // The first copy of segment 0 is lost; everything else arrives.
+                if !dropped_first && packet[..5] == [wire::SEGMENT, 0, 0, 0, 0] {
+                    dropped_first = true;
+                    continue;
+                }
+                received.extend(b.handle(now, &packet));
+            }
+            while let Some(packet) = b.poll_transmit(now) {
+                a.handle(now, &packet);
+            }
+            if a.is_idle() {
+                break;
+            }
+        }
+        assert!(dropped_first && a.is_idle());
+        assert_eq!(received, (0..n_messages).flat_map(u32::to_le_bytes).collect::<Vec<_>>());
+        // Every segment behind the hole was reported received, so none went twice.
+        assert_eq!(a.resends(), 1);
     }
 
     #[test]
