@@ -3,6 +3,10 @@
 //! one shard, and bots that register, queue and play without end — with a
 //! compact status line, one metrics endpoint, and a clean drain on Ctrl-C.
 //!
+//! The shard also serves raw UDP on loopback (`--udp-addr`, off with
+//! `--no-udp`) for `rally play --transport udp`: unencrypted, so it stays on
+//! loopback unless moved on purpose.
+//!
 //! `--database-url` and `--redis-url` swap the embedded stores for real
 //! PostgreSQL and Redis; every role is also its own subcommand for a split
 //! deployment.
@@ -47,6 +51,12 @@ pub struct UpArgs {
     /// Shard QUIC (UDP) address.
     #[arg(long, default_value = "127.0.0.1:7102")]
     pub shard_addr: SocketAddr,
+    /// Shard raw UDP address (unencrypted: for LAN play, bots and load tests; `rally play --transport udp`).
+    #[arg(long, default_value = "127.0.0.1:7103", conflicts_with = "no_udp")]
+    pub udp_addr: SocketAddr,
+    /// Do not serve raw UDP (QUIC only).
+    #[arg(long)]
+    pub no_udp: bool,
     /// Prometheus metrics of every role, plus /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:7109")]
     pub metrics_addr: SocketAddr,
@@ -138,13 +148,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Shard, registered with the matchmaker's registry and publishing to its bus.
     let mut serve = ServeConfig::local(args.data_dir.join("shard"), vec![(minter.key_id(), minter.verifying_key())]);
     serve.listen = args.shard_addr;
+    serve.udp_listen = (!args.no_udp).then_some(args.udp_addr);
+    let udp_listen = serve.udp_listen;
     serve.drain_timeout = Duration::from_secs_f64(args.drain_timeout.max(0.0));
     serve.shard.name = "up-1".to_owned();
     let capacity = u32::try_from(serve.shard.max_matches).unwrap_or(u32::MAX);
     let (results_tx, results_rx) = mpsc::unbounded_channel();
-    let shard = rally_server::quic::start::<PongWorld>(serve, results_tx)
-        .await
-        .with_context(|| format!("starting the shard on {}", args.shard_addr))?;
+    let shard = rally_server::quic::start::<PongWorld>(serve, results_tx).await.with_context(|| match udp_listen {
+        Some(udp) => format!("starting the shard on {} and raw UDP on {udp}", args.shard_addr),
+        None => format!("starting the shard on {}", args.shard_addr),
+    })?;
     let info = ShardInfo {
         name: shard.name.clone(),
         address: shard.local_addr.to_string(),
@@ -226,6 +239,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  lobby       {lobby_url}   (Auth, Profile, Chat)");
     println!("  matchmaker  {matchmaker_url}");
     println!("  shard       {} (QUIC), certificate sha256 {}", shard.local_addr, shard.fingerprint);
+    match shard.udp_addr {
+        Some(udp) => println!("  udp         {udp} (the shard's raw UDP: unencrypted; --no-udp turns it off)"),
+        None => println!("  udp         off (--no-udp)"),
+    }
     println!("  metrics     http://{metrics}/metrics");
     println!("  bots        {} × {} queueing for \"pong\"", args.bots, args.bot_policy.name());
     println!("Play a match: `rally play` in another terminal. Ctrl-C drains and stops.");

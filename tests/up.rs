@@ -1,7 +1,7 @@
 //! `rally up` as a newcomer runs it, and `rally play` driven through its input
 //! layer against it: bots play, results reach the leaderboard and the metrics,
 //! a person (here, scripted keys) logs in, queues against a bot and finishes a
-//! match, and SIGINT stops everything with nothing lost.
+//! match over raw UDP, and SIGINT stops everything with nothing lost.
 
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
@@ -25,6 +25,8 @@ struct Up {
     lobby: String,
     matchmaker: String,
     metrics: SocketAddr,
+    /// The shard's raw UDP address.
+    udp: SocketAddr,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -33,7 +35,8 @@ fn start_up(data_dir: &std::path::Path, bots: u32) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rally"))
         .args(["up", "--bots", &bots.to_string(), "--points-to-win", "1", "--bot-difficulty", "easy"])
         .args(["--lobby-addr", "127.0.0.1:0", "--matchmaker-addr", "127.0.0.1:0", "--shard-addr", "127.0.0.1:0"])
-        .args(["--metrics-addr", "127.0.0.1:0", "--drain-timeout", "20", "--status-interval", "1", "--data-dir"])
+        .args(["--udp-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "20"])
+        .args(["--status-interval", "1", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -54,7 +57,7 @@ fn start_up(data_dir: &std::path::Path, bots: u32) -> Up {
     loop {
         let line = lines.recv_timeout(Duration::from_secs(60)).expect("rally up prints its addresses");
         let words: Vec<&str> = line.split_whitespace().collect();
-        if let [role @ ("lobby" | "matchmaker" | "metrics"), address, ..] = words.as_slice() {
+        if let [role @ ("lobby" | "matchmaker" | "metrics" | "udp"), address, ..] = words.as_slice() {
             addresses.insert(role.to_string(), address.to_string());
         }
         if line.starts_with("Play a match") {
@@ -62,7 +65,8 @@ fn start_up(data_dir: &std::path::Path, bots: u32) -> Up {
         }
     }
     let metrics = addresses["metrics"].trim_start_matches("http://").trim_end_matches("/metrics").parse().unwrap();
-    Up { child, lobby: addresses["lobby"].clone(), matchmaker: addresses["matchmaker"].clone(), metrics, lines }
+    let udp = addresses["udp"].parse().unwrap();
+    Up { child, lobby: addresses["lobby"].clone(), matchmaker: addresses["matchmaker"].clone(), metrics, udp, lines }
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -131,12 +135,15 @@ async fn rally_up_plays_matches_a_person_can_join_and_sigint_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut up = start_up(dir.path(), 4);
 
-    // A person: log in through the terminal client's input layer and play a bot.
+    // A person: log in through the terminal client's input layer and play a
+    // bot, over raw UDP (the bots play over QUIC on the same shard).
     let args = PlayArgs {
         lobby: up.lobby.clone(),
         matchmaker: up.matchmaker.clone(),
         mode: "pong".into(),
         bot_mode: "pong-bot".into(),
+        transport: rally_client::TransportKind::Udp,
+        shard_udp: up.udp,
     };
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use rally_client::ClientEvent;
-use rally_client::quic::{ConnectConfig, GameConnection};
+use rally_client::quic::ConnectConfig;
 use rally_client::tls::{ServerTrust, client_config};
+use rally_client::{ClientEvent, Connection, Transport, TransportKind};
 use rally_lobby::proto::auth::{RegisterRequest, auth_client::AuthClient};
 use rally_lobby::proto::chat::{JoinRequest, SendRequest, SubscribeRequest, chat_client::ChatClient, join_request};
 use rally_lobby::proto::profile::{GetProfileRequest, LeaderboardRequest, profile_client::ProfileClient};
@@ -42,6 +42,13 @@ pub struct PlayArgs {
     /// The game mode to queue for against a bot at once.
     #[arg(long, default_value = "pong-bot")]
     pub bot_mode: String,
+    /// How to reach the shard: quic, or udp (raw UDP: unencrypted, for LAN play; the shard must serve
+    /// it, as `rally up` does on 127.0.0.1:7103).
+    #[arg(long, default_value = "quic")]
+    pub transport: TransportKind,
+    /// The shard's raw UDP address, for --transport udp (the matchmaker names only its QUIC address).
+    #[arg(long, default_value = "127.0.0.1:7103", env = "RALLY_SHARD_UDP")]
+    pub shard_udp: SocketAddr,
 }
 
 /// A gRPC status as a person reads it.
@@ -100,12 +107,13 @@ pub async fn run(
             Command::Queue { against_bot } => {
                 let Some(session) = session.clone() else { continue };
                 let mode = if against_bot { args.bot_mode.clone() } else { args.mode.clone() };
+                let reach = (args.transport, args.shard_udp);
                 let events = events.clone();
                 let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
                 let leave = leave_tx.subscribe();
                 let ticket_tx = ticket_tx.clone();
                 game = Some(tokio::spawn(async move {
-                    if let Err(err) = queue_and_play(&session, &mode, &events, input, leave, ticket_tx).await {
+                    if let Err(err) = queue_and_play(&session, &mode, reach, &events, input, leave, ticket_tx).await {
                         send(&events, NetEvent::Error(format!("{err:#}")));
                     }
                 }));
@@ -217,10 +225,12 @@ async fn rating_after(session: &Session, before: Option<f64>, matches_before: Op
     latest
 }
 
-/// Queues, waits for the assignment, plays the match, and reports the result.
+/// Queues, waits for the assignment, plays the match over `transport` (the
+/// raw UDP address is `shard_udp`), and reports the result.
 async fn queue_and_play(
     session: &Session,
     mode: &str,
+    (transport, shard_udp): (TransportKind, SocketAddr),
     events: &mpsc::UnboundedSender<NetEvent>,
     mut input: tokio::sync::watch::Receiver<u8>,
     mut leave: tokio::sync::broadcast::Receiver<()>,
@@ -253,12 +263,17 @@ async fn queue_and_play(
         .with_context(|| format!("cannot resolve the shard address {:?}", assignment.shard_address))?
         .next()
         .with_context(|| format!("the shard address {:?} resolves to nothing", assignment.shard_address))?;
-    let trust = ServerTrust::Fingerprint(assignment.certificate_sha256.clone());
-    let endpoint = rally_client::quic::endpoint(client_config(&trust)?)?;
     let credential = ClientHello::Connect { token: seat.connect_token.clone() };
-    let mut connection = GameConnection::connect(&endpoint, &ConnectConfig::new(addr), &credential)
+    let (transport, addr) = match transport {
+        TransportKind::Quic => {
+            let trust = ServerTrust::Fingerprint(assignment.certificate_sha256.clone());
+            (Transport::Quic(rally_client::quic::endpoint(client_config(&trust)?)?), addr)
+        }
+        TransportKind::Udp => (Transport::Udp, shard_udp),
+    };
+    let mut connection = Connection::connect(&transport, &ConnectConfig::new(addr), &credential)
         .await
-        .context("connecting to the shard")?;
+        .with_context(|| format!("connecting to the shard over {} at {addr}", transport.kind()))?;
     send(events, NetEvent::Game(ClientEvent::Welcomed(Box::new(connection.welcome().clone()))));
     loop {
         tokio::select! {
@@ -287,6 +302,8 @@ async fn queue_and_play(
     let rating = rating_after(&session, before.map(|p| p.rating), matches_before).await;
     send(events, NetEvent::MatchOver { rating });
     let _ = connection.finish().await;
-    endpoint.wait_idle().await;
+    if let Transport::Quic(endpoint) = transport {
+        endpoint.wait_idle().await;
+    }
     Ok(())
 }
