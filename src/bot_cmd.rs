@@ -13,6 +13,7 @@ use ed25519_dalek::SigningKey;
 use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
 use rally_bot::queue::{QueueConfig, QueueStats, run_queue_bot};
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
+use rally_client::TransportKind;
 use rally_client::tls::ServerTrust;
 
 /// `rally bot` subcommands.
@@ -116,6 +117,10 @@ pub struct BotBenchArgs {
     /// Give up a match still going after this many seconds (it counts as failed).
     #[arg(long, default_value_t = 600)]
     pub max_match_seconds: u64,
+    /// How the bots reach the shard: quic, or udp (raw UDP, unencrypted: the
+    /// embedded shard then listens on both, and --shard-addr is the shard's --udp-addr).
+    #[arg(long, default_value = "quic")]
+    pub transport: TransportKind,
     /// Play on a running shard at this address instead of an embedded one.
     #[arg(long, requires_all = ["fingerprint", "issuer_key_hex"])]
     pub shard_addr: Option<SocketAddr>,
@@ -259,6 +264,7 @@ fn bench(args: BotBenchArgs) -> anyhow::Result<()> {
         window: BatchWindow::default(),
         latency_samples: args.latency_samples,
         max_match: Duration::from_secs(args.max_match_seconds.max(1)),
+        transport: args.transport,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(run_bench(config))?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use ed25519_dalek::SigningKey;
 use rally_client::tls::ServerTrust;
+use rally_client::{Transport, TransportKind};
 use rally_protocol::token::TokenClaims;
 use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId, Seat};
 use rally_server::quic::{ServeConfig, start};
@@ -96,6 +97,9 @@ pub struct BenchConfig {
     pub latency_samples: u32,
     /// A match still going after this long is given up (its bots leave; it counts as failed).
     pub max_match: Duration,
+    /// How the bots reach the shard: QUIC, or raw UDP (an embedded shard then
+    /// listens on both; a remote target's address must be its `--udp-addr`).
+    pub transport: TransportKind,
 }
 
 impl Default for BenchConfig {
@@ -111,6 +115,7 @@ impl Default for BenchConfig {
             window: BatchWindow::default(),
             latency_samples: 20_000,
             max_match: Duration::from_secs(600),
+            transport: TransportKind::Quic,
         }
     }
 }
@@ -219,6 +224,8 @@ pub struct BenchReport {
     pub points_to_win: u8,
     /// Shard tick rate (Hz), when embedded.
     pub tick_rate_hz: Option<u16>,
+    /// The transport the bots played over (`quic` or `udp`).
+    pub transport: &'static str,
     /// Wall-clock seconds of play.
     pub seconds: f64,
     /// The deciders during play.
@@ -236,11 +243,12 @@ impl BenchReport {
         let mut out = String::new();
         out.push_str(&format!("A: {}\nB: {}\n", self.a, self.b));
         out.push_str(&format!(
-            "matches          {} played to {} points ({} failed) in {:.1} s{}\n",
+            "matches          {} played to {} points ({} failed) in {:.1} s over {}{}\n",
             self.matches,
             self.points_to_win,
             self.failed,
             self.seconds,
+            self.transport,
             self.tick_rate_hz.map(|hz| format!(", shard at {hz} Hz")).unwrap_or_default()
         ));
         out.push_str(&format!(
@@ -400,6 +408,9 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
             let dir = tempfile::tempdir().context("a temporary directory for the shard's certificate")?;
             let mut serve = ServeConfig::local(dir.path().to_owned(), vec![(1, key.verifying_key())]);
             serve.shard.name = "bot-bench".into();
+            if config.transport == TransportKind::Udp {
+                serve.udp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            }
             serve.shard.tick_rate_hz = *tick_rate_hz;
             serve.shard.snapshot_rate_hz = *snapshot_rate_hz;
             // Faster ticks mean more input datagrams per second; keep the limit's headroom.
@@ -409,7 +420,11 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
             let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
             let handle = start::<PongWorld>(serve, results_tx).await.context("starting the embedded shard")?;
             let trust = ServerTrust::Fingerprint(handle.fingerprint.clone());
-            let out = (handle.local_addr, handle.name.clone(), trust, key, 1, Some(*tick_rate_hz));
+            let addr = match config.transport {
+                TransportKind::Quic => handle.local_addr,
+                TransportKind::Udp => handle.udp_addr.context("the embedded shard's raw UDP address")?,
+            };
+            let out = (addr, handle.name.clone(), trust, key, 1, Some(*tick_rate_hz));
             embedded = Some((handle, results_rx, dir));
             out
         }
@@ -418,6 +433,10 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         }
     };
     let endpoint = bot_endpoint(&trust)?;
+    let transport = match config.transport {
+        TransportKind::Quic => Transport::Quic(endpoint.clone()),
+        TransportKind::Udp => Transport::Udp,
+    };
     let decider_a = Decider::spawn(policy_a, config.window);
     let decider_b = Decider::spawn(policy_b, config.window);
     let run: u64 = rand::random();
@@ -451,15 +470,15 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
                     BotStyle { difficulty: side.difficulty, seed: config.seed ^ (match_no * 2 + u64::from(seat)) };
                 seats.push((ticket, decider.handle(), style));
             }
-            let endpoint = endpoint.clone();
+            let transport = transport.clone();
             let max_match = config.max_match;
             tasks.spawn(async move {
                 let mut played = Vec::new();
                 let mut joins = Vec::new();
                 for (ticket, handle, style) in seats {
-                    let endpoint = endpoint.clone();
+                    let transport = transport.clone();
                     joins.push(tokio::spawn(async move {
-                        tokio::time::timeout(max_match, play_with_token(&endpoint, &ticket, &handle, style))
+                        tokio::time::timeout(max_match, play_with_token(&transport, &ticket, &handle, style))
                             .await
                             .map_err(|_| anyhow::anyhow!("the match went on past {} s", max_match.as_secs()))?
                     }));
@@ -533,6 +552,7 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         },
         points_to_win: config.points_to_win,
         tick_rate_hz,
+        transport: config.transport.name(),
         seconds,
         play: vec![PlayStats::from(&stats_a), PlayStats::from(&stats_b)],
         latency,

@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
-use rally_client::quic::{ConnectConfig, GameConnection};
+use rally_client::quic::ConnectConfig;
 use rally_client::session::ClientEvent;
 use rally_client::tls::{ServerTrust, client_config};
+use rally_client::{Connection, Transport};
 use rally_protocol::Seat;
 use rally_protocol::control::{ClientHello, MatchEnd};
 
@@ -17,7 +18,7 @@ use crate::runner::DeciderHandle;
 /// What a bot needs to reach its seat.
 #[derive(Clone, Debug)]
 pub struct SeatTicket {
-    /// The shard's QUIC address.
+    /// The shard's address on the transport the bot uses (QUIC, or `--udp-addr`).
     pub addr: SocketAddr,
     /// The name the shard's certificate must be valid for (unused when pinning).
     pub server_name: String,
@@ -65,9 +66,10 @@ pub fn bot_endpoint(trust: &ServerTrust) -> anyhow::Result<quinn::Endpoint> {
     rally_client::quic::endpoint(client_config(trust)?)
 }
 
-/// Connects with `ticket` and plays the match to its end, deciding through `decider`.
+/// Connects with `ticket` over `transport` and plays the match to its end,
+/// deciding through `decider`.
 pub async fn play_with_token(
-    endpoint: &quinn::Endpoint,
+    transport: &Transport,
     ticket: &SeatTicket,
     decider: &DeciderHandle,
     style: BotStyle,
@@ -75,16 +77,17 @@ pub async fn play_with_token(
     let mut config = ConnectConfig::new(ticket.addr);
     config.server_name.clone_from(&ticket.server_name);
     let hello = ClientHello::Connect { token: ticket.token.clone() };
-    let connection = GameConnection::connect(endpoint, &config, &hello).await?;
+    let connection = Connection::connect(transport, &config, &hello).await?;
     play_connection(connection, decider, style).await
 }
 
-/// Plays an already connected seat to the end of its match.
+/// Plays an already connected seat (over either transport) to the end of its match.
 pub async fn play_connection(
-    mut connection: GameConnection,
+    connection: impl Into<Connection>,
     decider: &DeciderHandle,
     style: BotStyle,
 ) -> anyhow::Result<BotMatch> {
+    let mut connection = connection.into();
     let welcome = connection.welcome().clone();
     let encoder = ObsEncoder::new(&welcome.schema, welcome.seat, welcome.n_seats)?;
     let mut handicap = Handicap::new(style.difficulty, style.seed);
@@ -111,5 +114,8 @@ pub async fn play_connection(
             _ => {}
         }
     }
-    bail!("the connection closed before the match ended")
+    match connection.close_reason() {
+        Some(reason) => bail!("the connection closed before the match ended: {reason}"),
+        None => bail!("the connection closed before the match ended"),
+    }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rally_client::Transport;
 use rally_client::tls::ServerTrust;
 use rally_matchmaker::player::{PlayerClient, QueueOutcome, channel, seat_of};
 use rally_matchmaker::{BotFill, BotSeat};
@@ -72,7 +73,7 @@ async fn play_assigned(
     let addr = resolve(shard_address).await?;
     let endpoint = bot_endpoint(&ServerTrust::Fingerprint(certificate_sha256.to_owned()))?;
     let ticket = SeatTicket { addr, server_name: "localhost".into(), token };
-    let result = play_with_token(&endpoint, &ticket, decider, style).await;
+    let result = play_with_token(&Transport::Quic(endpoint.clone()), &ticket, decider, style).await;
     endpoint.close(0u32.into(), b"match over");
     result
 }

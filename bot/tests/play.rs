@@ -1,9 +1,11 @@
-//! Bots play whole matches through an embedded shard over real QUIC on loopback.
+//! Bots play whole matches through an embedded shard over real QUIC, and over
+//! raw UDP, on loopback.
 
 use std::time::Duration;
 
 use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
 use rally_bot::{Difficulty, PolicyKind};
+use rally_client::TransportKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_onnx_bot_completes_matches_against_the_scripted_predictor() {
@@ -36,4 +38,32 @@ async fn the_onnx_bot_completes_matches_against_the_scripted_predictor() {
     assert!(table.contains("A win rate") && table.contains("Elo"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["matches"], 4);
+    assert_eq!(json["transport"], "quic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_play_over_raw_udp_as_they_do_over_quic() {
+    if let Err(err) = rally_bot::onnx::runtime() {
+        panic!("this test needs ONNX Runtime: {err}");
+    }
+    let config = BenchConfig {
+        a: Side::new(PolicyKind::Onnx),
+        b: Side { difficulty: Difficulty::EASY, ..Side::new(PolicyKind::Predictor) },
+        matches: 4,
+        concurrency: 4,
+        points_to_win: 1,
+        target: ShardTarget::Embedded { tick_rate_hz: 120, snapshot_rate_hz: 60 },
+        latency_samples: 200,
+        transport: TransportKind::Udp,
+        ..BenchConfig::default()
+    };
+    let report =
+        tokio::time::timeout(Duration::from_secs(120), run_bench(config)).await.expect("within 120 s").unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.first_error);
+    assert_eq!(report.matches, 4);
+    assert_eq!(report.mean_margin.abs(), 1.0, "one-point matches end 1–0 either way");
+    for play in &report.play {
+        assert!(play.decisions > 0, "{play:?}");
+    }
+    assert!(report.table().contains("over udp"), "{}", report.table());
 }
