@@ -1,6 +1,8 @@
-//! The shard over raw UDP on loopback: a whole match, a match holding one
-//! QUIC and one raw UDP player, and a handshake that allocates nothing and
-//! amplifies nothing before the client proves its address.
+//! Raw-UDP-specific checks of the shard: a handshake that allocates nothing
+//! and amplifies nothing before the client proves its address, garbage from a
+//! connected peer, and the reliable channel under loss. The behaviours every
+//! transport shares (whole matches, mixed matches, many at once, resume,
+//! refusals, floods, drain, a lossy network) are in `conformance.rs`.
 
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
@@ -10,11 +12,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
-use rally_client::quic::{ConnectConfig, GameConnection, Refused, endpoint};
+use rally_client::quic::ConnectConfig;
 use rally_client::session::ClientEvent;
-use rally_client::tls::{ServerTrust, client_config};
 use rally_client::udp::{UdpConnection, wire};
-use rally_protocol::control::{ClientHello, EndReason, MatchEnd, RefuseReason};
+use rally_protocol::control::{ClientHello, MatchEnd};
 use rally_protocol::results::MatchResult;
 use rally_protocol::token::TokenClaims;
 use rally_server::quic::{ServeConfig, ShardHandle, start};
@@ -60,12 +61,8 @@ fn claims(match_id: u64, seat: u8, points_to_win: u8) -> TokenClaims {
     TokenClaims { points_to_win, ..common::claims(SHARD, match_id, seat, match_id * 10 + u64::from(seat), now_ms()) }
 }
 
-fn hello_of(claims: &TokenClaims) -> ClientHello {
-    ClientHello::Connect { token: claims.sign(&common::issuer()).unwrap() }
-}
-
 fn connect_hello(match_id: u64, seat: u8) -> ClientHello {
-    hello_of(&claims(match_id, seat, 1))
+    ClientHello::Connect { token: claims(match_id, seat, 1).sign(&common::issuer()).unwrap() }
 }
 
 fn player_config(seat: u8) -> AutopilotConfig {
@@ -93,58 +90,6 @@ async fn play_on_udp(mut connection: UdpConnection, seat: u8) -> anyhow::Result<
         }
     }
     bail!("the connection closed before the match ended")
-}
-
-async fn play_quic(shard: &TestShard, match_id: u64, seat: u8) -> anyhow::Result<MatchEnd> {
-    let client = endpoint(client_config(&ServerTrust::Fingerprint(shard.handle.fingerprint.clone()))?)?;
-    let config = ConnectConfig::new(shard.handle.local_addr);
-    let mut connection = GameConnection::connect(&client, &config, &connect_hello(match_id, seat)).await?;
-    let welcome = connection.welcome().clone();
-    let mut autopilot = Autopilot::new(&welcome.schema, welcome.seat, player_config(seat), 1)?;
-    while let Some(event) = connection.next_event().await {
-        match event {
-            ClientEvent::Snapshot(view) => connection.set_input(autopilot.decide(&view)),
-            ClientEvent::Ended(end) => return Ok(end),
-            ClientEvent::Disconnected { reason, message } => bail!("disconnected: {reason:?} {message}"),
-            _ => {}
-        }
-    }
-    bail!("the connection closed before the match ended")
-}
-
-#[tokio::test]
-async fn two_raw_udp_clients_play_a_match_to_a_result() {
-    let mut shard = start_shard().await;
-    let addr = shard.udp_addr();
-    let (a, b) = within(async { tokio::join!(play_udp(addr, 1, 0), play_udp(addr, 1, 1)) }).await;
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let result = within(shard.results.recv()).await.unwrap();
-    assert_eq!(result.reason, EndReason::Score);
-    assert_eq!(result.scores.iter().sum::<u32>(), 1);
-    assert_eq!((a.scores, a.winner), (result.scores.clone(), result.winner));
-    assert_eq!((b.scores, b.winner), (result.scores.clone(), result.winner));
-    // Both connections are let go once the match ended.
-    within(async {
-        while shard.handle.udp_stats.peers() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn one_match_holds_a_quic_and_a_raw_udp_player() {
-    let mut shard = start_shard().await;
-    let addr = shard.udp_addr();
-    let (a, b) = within(async { tokio::join!(play_quic(&shard, 2, 0), play_udp(addr, 2, 1)) }).await;
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let result = within(shard.results.recv()).await.unwrap();
-    assert_eq!(result.reason, EndReason::Score);
-    assert_eq!((a.scores, a.winner), (result.scores.clone(), result.winner));
-    assert_eq!((b.scores, b.winner), (result.scores.clone(), result.winner));
-    shard.handle.drain();
-    let report = within(shard.handle.wait()).await.unwrap();
-    assert_eq!(report.results_delivered, 1);
 }
 
 /// Receives the next packet on `socket`.
@@ -214,23 +159,6 @@ async fn the_handshake_allocates_nothing_and_amplifies_nothing_before_the_addres
     assert!(matches!(reply.first(), Some(&wire::SEGMENT)), "the welcome comes on the reliable stream: {reply:?}");
     assert_eq!(stats.peers(), 1);
     assert!(stats.packets_dropped() >= junk.len() as u64 - 1);
-}
-
-#[tokio::test]
-async fn a_match_over_raw_udp_survives_the_lossy_conditioner() {
-    use rally_client::conditioner::LinkConditions;
-    use rally_client::proxy::UdpProxy;
-    let mut shard = start_shard().await;
-    // 10% loss, 50 ± 20 ms, duplication and reordering in both directions.
-    let proxy = UdpProxy::start(shard.udp_addr(), LinkConditions::lossy(), 9).await.unwrap();
-    let addr = proxy.local_addr();
-    let (a, b) = within(async { tokio::join!(play_udp(addr, 4, 0), play_udp(addr, 4, 1)) }).await;
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let result = within(shard.results.recv()).await.unwrap();
-    assert_eq!(result.reason, EndReason::Score);
-    assert_eq!((a.scores, a.winner), (result.scores.clone(), result.winner));
-    assert_eq!((b.scores, b.winner), (result.scores.clone(), result.winner));
-    assert!(proxy.stats().await.upstream.dropped + proxy.stats().await.downstream.dropped > 0);
 }
 
 #[tokio::test]
@@ -313,64 +241,4 @@ async fn a_thousand_message_reliable_burst_under_five_percent_loss_arrives_compl
     let stats = proxy.stats().await;
     assert!(stats.upstream.dropped + stats.downstream.dropped > 0, "the link lost nothing: {stats:?}");
     assert!(tx.resends() > 0);
-}
-
-#[tokio::test]
-async fn a_dropped_raw_udp_client_resumes_its_seat() {
-    let mut shard = start_shard().await;
-    let config = ConnectConfig::new(shard.udp_addr());
-    let mut first = UdpConnection::connect(&config, &hello_of(&claims(7, 0, 2))).await.unwrap();
-    let opponent = tokio::spawn({
-        let config = config.clone();
-        async move {
-            let connection = UdpConnection::connect(&config, &hello_of(&claims(7, 1, 2))).await?;
-            play_on_udp(connection, 1).await
-        }
-    });
-    // Play until the ball is in, then lose the network.
-    while let Some(event) = first.next_event().await {
-        if matches!(event, ClientEvent::Snapshot(ref view) if view.values[0] == 2) {
-            break;
-        }
-    }
-    let credential = first.resume_credential();
-    let seat = first.welcome().seat;
-    first.abort();
-    let resumed = UdpConnection::connect(&config, &credential).await.unwrap();
-    assert_eq!(resumed.welcome().seat, seat);
-    let end = within(play_on_udp(resumed, 0)).await.unwrap();
-    assert_eq!(end.reason, EndReason::Score, "the seat was not forfeited");
-    opponent.await.unwrap().unwrap();
-    let result = within(shard.results.recv()).await.unwrap();
-    assert_eq!(result.reason, EndReason::Score);
-}
-
-#[tokio::test]
-async fn bad_tokens_over_raw_udp_are_refused_with_their_reason() {
-    let shard = start_shard().await;
-    let config = ConnectConfig::new(shard.udp_addr());
-    let now = now_ms();
-    let good = claims(8, 0, 1);
-    let cases = [
-        (
-            TokenClaims { expires_at_ms: now - 1, issued_at_ms: now - 60_000, ..good.clone() },
-            RefuseReason::TokenExpired,
-        ),
-        (TokenClaims { shard: "elsewhere".into(), ..good.clone() }, RefuseReason::WrongShard),
-        (TokenClaims { key_id: 9, ..good.clone() }, RefuseReason::UnknownKey),
-    ];
-    for (claims, reason) in cases {
-        let refusal = match UdpConnection::connect(&config, &hello_of(&claims)).await {
-            Ok(_) => panic!("expected a refusal"),
-            Err(err) => err.downcast::<Refused>().expect("a refusal, not another error").0.reason,
-        };
-        assert_eq!(refusal, reason, "{claims:?}");
-    }
-    // Refused connections are let go.
-    within(async {
-        while shard.handle.udp_stats.peers() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
 }
