@@ -249,7 +249,9 @@ fn describe(seats: [TransportKind; 2]) -> String {
 /// (1) Two players play a match to a result, and both see the shard's result.
 async fn full_match(seats: [TransportKind; 2], network: Network) {
     let mut shard = TestShard::start(network, |_| {}).await;
-    let points_to_win = if network == Network::Lossy { 2 } else { 1 };
+    // Under loss, enough points for about a thousand inputs, so that the
+    // on-tick fraction below rests on more than a few hundred.
+    let points_to_win = if network == Network::Lossy { 3 } else { 1 };
     let players = [Player::new(seats[0], 1, 0), Player::new(seats[1], 1, 1)];
     let what = format!("a match of {} over a {network:?} network", describe(seats));
     let ends = within(&what, async {
