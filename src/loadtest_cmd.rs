@@ -79,7 +79,7 @@ pub struct CommonArgs {
     /// Link conditioner: probability a datagram is held back so later ones overtake it.
     #[arg(long, default_value = "0", value_parser = parse_probability)]
     pub reorder: f64,
-    /// Client UDP sockets the connections are spread over.
+    /// Client UDP sockets the QUIC connections are spread over (raw UDP connections each have their own).
     #[arg(long, default_value_t = 1)]
     pub endpoints: usize,
     /// Write the full report as JSON here (input of `rally loadtest merge`).
