@@ -209,6 +209,11 @@ pub fn client_endpoints(fingerprint: &str, count: usize) -> anyhow::Result<Vec<q
 /// Runs a whole `connect` load test and returns its report (thresholds evaluated).
 pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
     let load = &config.load;
+    anyhow::ensure!(
+        matches!(config.transport, TransportKind::Quic | TransportKind::Udp),
+        "the connect scenario plays over a shard's sockets: quic or udp, not {}",
+        config.transport
+    );
     anyhow::ensure!(load.clients >= 2, "the connect scenario plays two-player matches: ask for at least 2 clients");
     let clients = load.clients + load.clients % 2;
     if clients != load.clients {
@@ -261,11 +266,10 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             None,
             ShardAccess {
                 target: GameTarget {
-                    addr: match config.transport {
-                        TransportKind::Quic => remote.addr,
-                        TransportKind::Udp => remote
-                            .udp_addr
-                            .context("a raw UDP run against a running shard needs its raw UDP address")?,
+                    addr: if config.transport == TransportKind::Udp {
+                        remote.udp_addr.context("a raw UDP run against a running shard needs its raw UDP address")?
+                    } else {
+                        remote.addr
                     },
                     server_name: "localhost".into(),
                 },
@@ -287,12 +291,11 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             access.target.addr = proxy.local_addr();
             Some(proxy)
         };
-        let transports = match config.transport {
-            TransportKind::Quic => {
-                client_endpoints(&fingerprint, load.endpoints)?.into_iter().map(Transport::Quic).collect()
-            }
+        let transports = if config.transport == TransportKind::Udp {
             // Raw UDP connections each bind their own socket.
-            TransportKind::Udp => vec![Transport::Udp],
+            vec![Transport::Udp]
+        } else {
+            client_endpoints(&fingerprint, load.endpoints)?.into_iter().map(Transport::Quic).collect()
         };
         let scenario =
             Arc::new(ConnectScenario::new(access, transports, config.points_to_win, config.rounds, load.seed));

@@ -286,10 +286,7 @@ impl SeatPlayer {
             self.recorder.latency("rtt", rtt);
         }
         let connected = now.duration_since(self.last_bookkeeping).as_secs_f64();
-        let quic = match connection {
-            Connection::Quic(quic) => Some(quic.connection().stats()),
-            Connection::Udp(_) => None,
-        };
+        let quic = if let Connection::Quic(quic) = connection { Some(quic.connection().stats()) } else { None };
         let before = &self.quic_before;
         self.recorder.count(|counters| {
             if let Some(stats) = &quic {

@@ -264,12 +264,13 @@ async fn queue_and_play(
         .next()
         .with_context(|| format!("the shard address {:?} resolves to nothing", assignment.shard_address))?;
     let credential = ClientHello::Connect { token: seat.connect_token.clone() };
-    let (transport, addr) = match transport {
-        TransportKind::Quic => {
-            let trust = ServerTrust::Fingerprint(assignment.certificate_sha256.clone());
-            (Transport::Quic(rally_client::quic::endpoint(client_config(&trust)?)?), addr)
-        }
-        TransportKind::Udp => (Transport::Udp, shard_udp),
+    let (transport, addr) = if transport == TransportKind::Udp {
+        (Transport::Udp, shard_udp)
+    } else if transport == TransportKind::Quic {
+        let trust = ServerTrust::Fingerprint(assignment.certificate_sha256.clone());
+        (Transport::Quic(rally_client::quic::endpoint(client_config(&trust)?)?), addr)
+    } else {
+        anyhow::bail!("rally play reaches a shard over quic or udp, not {transport}");
     };
     let mut connection = Connection::connect(&transport, &ConnectConfig::new(addr), &credential)
         .await
