@@ -194,8 +194,21 @@ async fn a_drain_deadline_cuts_matches_short_but_still_records_them() {
     let a = GameConnection::connect(&client, &config, &token(&key, 2, 0, 99)).await.unwrap();
     let b = GameConnection::connect(&client, &config, &token(&key, 2, 1, 99)).await.unwrap();
     sigterm(&shard.child);
-    // Still ready to nobody: the shard refuses new matches while draining.
-    let draining = tokio::task::spawn_blocking(move || http_get(shard.metrics, "/readyz")).await.unwrap();
+    // Ready to nobody once the signal is handled: the shard refuses new matches
+    // while draining. The signal arrives asynchronously, so poll for it.
+    let metrics = shard.metrics;
+    let draining = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = http_get(metrics, "/readyz");
+            if response.starts_with("HTTP/1.1 503") || Instant::now() >= deadline {
+                return response;
+            }
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+    })
+    .await
+    .unwrap();
     assert!(draining.starts_with("HTTP/1.1 503"), "{draining}");
     let steady = AutopilotConfig { anticipate: true, ..AutopilotConfig::default() };
     let (end_a, end_b) = tokio::join!(play(a, steady), play(b, steady));
