@@ -117,8 +117,9 @@ pub struct BotBenchArgs {
     /// Give up a match still going after this many seconds (it counts as failed).
     #[arg(long, default_value_t = 600)]
     pub max_match_seconds: u64,
-    /// How the bots reach the shard: quic, or udp (raw UDP, unencrypted: the
-    /// embedded shard then listens on both, and --shard-addr is the shard's --udp-addr).
+    /// How the bots reach the shard: quic, udp (raw UDP, unencrypted: the
+    /// embedded shard then listens on both, and --shard-addr is the shard's --udp-addr),
+    /// or memory (the embedded shard in process, no network: the policies alone).
     #[arg(long, default_value = "quic")]
     pub transport: TransportKind,
     /// Play on a running shard at this address instead of an embedded one.

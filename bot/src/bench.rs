@@ -97,8 +97,9 @@ pub struct BenchConfig {
     pub latency_samples: u32,
     /// A match still going after this long is given up (its bots leave; it counts as failed).
     pub max_match: Duration,
-    /// How the bots reach the shard: QUIC, or raw UDP (an embedded shard then
-    /// listens on both; a remote target's address must be its `--udp-addr`).
+    /// How the bots reach the shard: QUIC, raw UDP (an embedded shard then
+    /// listens on both; a remote target's address must be its `--udp-addr`), or
+    /// the in-memory link to the embedded shard (no network: policies alone).
     pub transport: TransportKind,
 }
 
@@ -421,7 +422,8 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
             let handle = start::<PongWorld>(serve, results_tx).await.context("starting the embedded shard")?;
             let trust = ServerTrust::Fingerprint(handle.fingerprint.clone());
             let addr = match config.transport {
-                TransportKind::Quic => handle.local_addr,
+                // The in-memory link has no address; the QUIC one stands in, unused.
+                TransportKind::Quic | TransportKind::Memory => handle.local_addr,
                 TransportKind::Udp => handle.udp_addr.context("the embedded shard's raw UDP address")?,
             };
             let out = (addr, handle.name.clone(), trust, key, 1, Some(*tick_rate_hz));
@@ -433,9 +435,13 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         }
     };
     let endpoint = bot_endpoint(&trust)?;
-    let transport = match config.transport {
-        TransportKind::Quic => Transport::Quic(endpoint.clone()),
-        TransportKind::Udp => Transport::Udp,
+    let transport = match (config.transport, &embedded) {
+        (TransportKind::Quic, _) => Transport::Quic(endpoint.clone()),
+        (TransportKind::Udp, _) => Transport::Udp,
+        (TransportKind::Memory, Some((handle, _, _))) => Transport::Memory(handle.memory_transport()),
+        (TransportKind::Memory, None) => {
+            anyhow::bail!("the in-memory transport plays on the embedded shard only (drop --shard-addr)");
+        }
     };
     let decider_a = Decider::spawn(policy_a, config.window);
     let decider_b = Decider::spawn(policy_b, config.window);

@@ -1,9 +1,10 @@
-//! One connection type over either transport, so games, bots and the harness
-//! pick QUIC or raw UDP with a value, not with a second code path.
+//! One connection type over every transport, so games, bots and the harness
+//! pick QUIC, raw UDP or the in-memory link with a value, not with a second
+//! code path.
 //!
-//! Both drivers wrap the same [`ClientSession`](crate::session::ClientSession):
+//! Every driver wraps the same [`ClientSession`](crate::session::ClientSession):
 //! everything above the transport (clock sync, inputs, snapshots, events) is
-//! identical, and a match can hold players of both.
+//! identical, and a match can hold players of all of them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use rally_protocol::Input;
 use rally_protocol::control::{ClientHello, Welcome};
 
+use crate::memory::{MemoryConnection, MemoryTransport};
 use crate::quic::{ConnectConfig, GameConnection};
 use crate::session::{ClientEvent, ClientStats};
 use crate::udp::UdpConnection;
@@ -23,6 +25,8 @@ pub enum TransportKind {
     Quic,
     /// Raw UDP: unencrypted; LAN play, bot farms and load tests.
     Udp,
+    /// The in-memory link: client and shard in one process, no sockets.
+    Memory,
 }
 
 impl TransportKind {
@@ -31,6 +35,7 @@ impl TransportKind {
         match self {
             Self::Quic => "quic",
             Self::Udp => "udp",
+            Self::Memory => "memory",
         }
     }
 }
@@ -48,19 +53,22 @@ impl FromStr for TransportKind {
         match s {
             "quic" => Ok(Self::Quic),
             "udp" => Ok(Self::Udp),
-            other => Err(format!("unknown transport {other:?}: use quic or udp")),
+            "memory" => Ok(Self::Memory),
+            other => Err(format!("unknown transport {other:?}: use quic, udp or memory")),
         }
     }
 }
 
-/// How to reach a shard: the QUIC endpoint to share between connections, or
-/// raw UDP (one socket per connection).
+/// How to reach a shard: the QUIC endpoint to share between connections, raw
+/// UDP (one socket per connection), or an in-process shard's dialer.
 #[derive(Clone, Debug)]
 pub enum Transport {
     /// QUIC through this client endpoint.
     Quic(quinn::Endpoint),
     /// Raw UDP; [`ConnectConfig::addr`] is then the shard's `--udp-addr`.
     Udp,
+    /// The in-memory link to a shard in this process; [`ConnectConfig::addr`] is ignored.
+    Memory(MemoryTransport),
 }
 
 impl Transport {
@@ -69,6 +77,7 @@ impl Transport {
         match self {
             Self::Quic(_) => TransportKind::Quic,
             Self::Udp => TransportKind::Udp,
+            Self::Memory(_) => TransportKind::Memory,
         }
     }
 }
@@ -80,6 +89,8 @@ pub enum Connection {
     Quic(GameConnection),
     /// Over raw UDP.
     Udp(UdpConnection),
+    /// Over the in-memory link.
+    Memory(MemoryConnection),
 }
 
 impl Connection {
@@ -93,6 +104,7 @@ impl Connection {
         Ok(match transport {
             Transport::Quic(endpoint) => Self::Quic(GameConnection::connect(endpoint, config, credential).await?),
             Transport::Udp => Self::Udp(UdpConnection::connect(config, credential).await?),
+            Transport::Memory(memory) => Self::Memory(MemoryConnection::connect(memory, config, credential).await?),
         })
     }
 
@@ -101,6 +113,7 @@ impl Connection {
         match self {
             Self::Quic(_) => TransportKind::Quic,
             Self::Udp(_) => TransportKind::Udp,
+            Self::Memory(_) => TransportKind::Memory,
         }
     }
 
@@ -109,6 +122,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.welcome(),
             Self::Udp(connection) => connection.welcome(),
+            Self::Memory(connection) => connection.welcome(),
         }
     }
 
@@ -117,6 +131,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.resume_credential(),
             Self::Udp(connection) => connection.resume_credential(),
+            Self::Memory(connection) => connection.resume_credential(),
         }
     }
 
@@ -125,6 +140,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.set_input(input),
             Self::Udp(connection) => connection.set_input(input),
+            Self::Memory(connection) => connection.set_input(input),
         }
     }
 
@@ -133,6 +149,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.next_event().await,
             Self::Udp(connection) => connection.next_event().await,
+            Self::Memory(connection) => connection.next_event().await,
         }
     }
 
@@ -141,6 +158,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.leave(),
             Self::Udp(connection) => connection.leave(),
+            Self::Memory(connection) => connection.leave(),
         }
     }
 
@@ -149,7 +167,7 @@ impl Connection {
     pub fn transport_rtt(&self) -> Option<Duration> {
         match self {
             Self::Quic(connection) => Some(connection.rtt()),
-            Self::Udp(_) => None,
+            Self::Udp(_) | Self::Memory(_) => None,
         }
     }
 
@@ -158,7 +176,7 @@ impl Connection {
     pub fn close_reason(&self) -> Option<String> {
         match self {
             Self::Quic(connection) => connection.connection().close_reason().map(|reason| reason.to_string()),
-            Self::Udp(_) => None,
+            Self::Udp(_) | Self::Memory(_) => None,
         }
     }
 
@@ -167,6 +185,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.abort(),
             Self::Udp(connection) => connection.abort(),
+            Self::Memory(connection) => connection.abort(),
         }
     }
 
@@ -175,6 +194,7 @@ impl Connection {
         match self {
             Self::Quic(connection) => connection.finish().await,
             Self::Udp(connection) => connection.finish().await,
+            Self::Memory(connection) => connection.finish().await,
         }
     }
 }
@@ -191,16 +211,22 @@ impl From<UdpConnection> for Connection {
     }
 }
 
+impl From<MemoryConnection> for Connection {
+    fn from(connection: MemoryConnection) -> Self {
+        Self::Memory(connection)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn transport_names_round_trip_and_unknown_ones_say_what_to_use() {
-        for kind in [TransportKind::Quic, TransportKind::Udp] {
+        for kind in [TransportKind::Quic, TransportKind::Udp, TransportKind::Memory] {
             assert_eq!(kind.name().parse::<TransportKind>(), Ok(kind));
         }
         let error = "tcp".parse::<TransportKind>().unwrap_err();
-        assert!(error.contains("\"tcp\"") && error.contains("quic or udp"), "{error}");
+        assert!(error.contains("\"tcp\"") && error.contains("quic, udp or memory"), "{error}");
     }
 }

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod conditioner;
 pub mod connection;
 pub mod interpolation;
+pub mod memory;
 pub mod prediction;
 pub mod proxy;
 pub mod quic;

@@ -24,6 +24,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use governor::{Quota, RateLimiter};
+use rally_client::memory::{MemoryDial, MemoryTransport};
 use rally_protocol::MAX_DATAGRAM;
 use rally_protocol::codec::{FrameReader, encode_frame};
 use rally_protocol::control::{DisconnectReason, ServerMessage};
@@ -33,6 +34,7 @@ use rally_sim::game::Game;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::memory::{MemoryDialer, MemoryLink};
 use crate::ops::Readiness;
 use crate::shard::{ConnId, Shard, ShardConfig, ShardEvent, ShardStats, Transmit};
 use crate::tls::{TlsIdentity, TlsSource};
@@ -214,12 +216,24 @@ pub struct ShardHandle {
     pub udp_addr: Option<SocketAddr>,
     /// Counters of the raw UDP endpoint (zero when it is off).
     pub udp_stats: Arc<UdpStats>,
+    memory: Arc<MemoryDialer>,
     drain: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<ShardReport>>,
     endpoint: quinn::Endpoint,
 }
 
 impl ShardHandle {
+    /// Opens in-memory connections to this shard (no sockets), for clients in
+    /// the same process: `rally_client::Transport::Memory` over it.
+    pub fn memory_dialer(&self) -> Arc<dyn MemoryDial> {
+        self.memory.clone()
+    }
+
+    /// A perfect in-memory transport to this shard.
+    pub fn memory_transport(&self) -> MemoryTransport {
+        MemoryTransport::new(self.memory_dialer())
+    }
+
     /// Stops accepting new matches and lets running ones finish (up to the drain timeout).
     pub fn drain(&self) {
         self.readiness.set_draining();
@@ -245,6 +259,7 @@ impl ShardHandle {
 pub(crate) enum Inbound {
     Hello { conn: ConnId, payload: Vec<u8>, connection: quinn::Connection, control: mpsc::UnboundedSender<Outbound> },
     UdpHello { conn: ConnId, payload: Vec<u8>, link: UdpLink },
+    MemoryHello { conn: ConnId, payload: Vec<u8>, link: MemoryLink },
     Message { conn: ConnId, payload: Vec<u8> },
     Datagram { conn: ConnId, bytes: Bytes },
     Disconnect { conn: ConnId },
@@ -259,6 +274,7 @@ pub(crate) enum Outbound {
 enum ConnHandle {
     Quic { connection: quinn::Connection, control: mpsc::UnboundedSender<Outbound> },
     Udp(UdpLink),
+    Memory(MemoryLink),
 }
 
 impl ConnHandle {
@@ -266,6 +282,7 @@ impl ConnHandle {
         match self {
             Self::Quic { connection, .. } => connection.send_datagram(Bytes::from(bytes)).is_ok(),
             Self::Udp(link) => link.send_datagram(&bytes),
+            Self::Memory(link) => link.send_datagram(bytes),
         }
     }
 
@@ -277,6 +294,7 @@ impl ConnHandle {
             Self::Udp(link) => {
                 let _ = link.control.send((conn, outbound));
             }
+            Self::Memory(link) => link.send_control(outbound),
         }
     }
 }
@@ -325,6 +343,7 @@ pub async fn start<G: Game>(
         }
         None => None,
     };
+    let memory = crate::memory::shared(inbound_tx.clone(), config.limits.clone());
     tokio::spawn(accept_loop(endpoint.clone(), inbound_tx, config.limits.clone()));
     let name = config.shard.name.clone();
     tracing::info!(%local_addr, shard = %name, fingerprint = %identity.fingerprint(), "shard listening");
@@ -337,6 +356,7 @@ pub async fn start<G: Game>(
         live,
         udp_addr,
         udp_stats,
+        memory,
         drain: drain_tx,
         task,
         endpoint,
@@ -635,6 +655,10 @@ fn handle_inbound<G: Game>(shard: &mut Shard<G>, conns: &mut HashMap<ConnId, Con
         }
         Inbound::UdpHello { conn, payload, link } => {
             conns.insert(conn, ConnHandle::Udp(link));
+            shard.handle_hello(conn, &payload, unix_ms());
+        }
+        Inbound::MemoryHello { conn, payload, link } => {
+            conns.insert(conn, ConnHandle::Memory(link));
             shard.handle_hello(conn, &payload, unix_ms());
         }
         Inbound::Message { conn, payload } => shard.handle_message(conn, &payload),

@@ -5,10 +5,12 @@
 //!
 //! Each behaviour is one async fn taking the transport(s) and the network;
 //! [`conformance!`] instantiates it per transport (`quic::full_match`,
-//! `udp::full_match`, …), and `mixed::*` seats a QUIC and a raw UDP player in
-//! one match. The `lossy_*` tests put the conditioning proxy (10% loss,
-//! 50 ± 20 ms, duplication, reordering, both directions) between every client
-//! and the shard; it works on datagrams, so it serves both transports.
+//! `udp::full_match`, `memory::full_match`, …), and `mixed::*` seats players
+//! of two transports in one match. The `lossy_*` tests apply
+//! [`LinkConditions::lossy`] (10% loss, 50 ± 20 ms, duplication, reordering,
+//! both directions) to every client: the conditioning proxy in front of the
+//! QUIC and raw UDP ports (it works on datagrams, so it serves both), and the
+//! in-memory link's own conditioner for the in-memory transport.
 //! Transport-specific checks (the raw UDP handshake, its reliable channel, an
 //! old QUIC client) stay in `quic.rs` and `udp.rs`.
 
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use rally_client::conditioner::LinkConditions;
+use rally_client::memory::{ClientToShard, MemoryTransport, ShardToClient};
 use rally_client::proxy::{ProxyStats, UdpProxy};
 use rally_client::quic::{ConnectConfig, Refused, endpoint};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
@@ -40,7 +43,7 @@ use rally_sim::pong::PongWorld;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use TransportKind::{Quic, Udp};
+use TransportKind::{Memory, Quic, Udp};
 
 const SHARD: &str = "shard-conformance";
 
@@ -118,6 +121,7 @@ struct Dialer {
     quic_client: quinn::Endpoint,
     quic_addr: SocketAddr,
     udp_addr: SocketAddr,
+    memory: MemoryTransport,
 }
 
 impl Dialer {
@@ -125,6 +129,8 @@ impl Dialer {
         match kind {
             Quic => (Transport::Quic(self.quic_client.clone()), self.quic_addr),
             Udp => (Transport::Udp, self.udp_addr),
+            // The in-memory link has no address; the config's is ignored.
+            Memory => (Transport::Memory(self.memory.clone()), self.quic_addr),
         }
     }
 
@@ -196,9 +202,10 @@ impl TestShard {
         let quic_client =
             endpoint(client_config(&ServerTrust::Fingerprint(handle.fingerprint.clone())).unwrap()).unwrap();
         let (quic_addr, udp_addr) = (handle.local_addr, handle.udp_addr.expect("raw UDP enabled"));
-        let mut dialer = Dialer { quic_client, quic_addr, udp_addr };
+        let mut dialer = Dialer { quic_client, quic_addr, udp_addr, memory: handle.memory_transport() };
         let mut proxies = Vec::new();
         if network == Network::Lossy {
+            dialer.memory = dialer.memory.conditioned(LinkConditions::lossy(), 11);
             let quic_proxy = UdpProxy::start(quic_addr, LinkConditions::lossy(), 9).await.unwrap();
             let udp_proxy = UdpProxy::start(udp_addr, LinkConditions::lossy(), 10).await.unwrap();
             dialer.quic_addr = quic_proxy.local_addr();
@@ -274,7 +281,10 @@ async fn full_match(seats: [TransportKind; 2], network: Network) {
     let report = shard.stop(&what).await;
     assert_eq!(report.results_delivered, 1, "{what}");
     if network == Network::Lossy {
-        assert!(stats.upstream.dropped > 0 && stats.downstream.dropped > 0, "{what}: nothing was lost: {stats:?}");
+        // The in-memory link conditions itself; only the other transports go through the proxies.
+        if seats.iter().any(|kind| *kind != Memory) {
+            assert!(stats.upstream.dropped > 0 && stats.downstream.dropped > 0, "{what}: nothing was lost: {stats:?}");
+        }
         // Inputs are sent redundantly, so a lost datagram rarely costs one.
         let inputs = report.stats.inputs_on_time + report.stats.inputs_missing;
         let on_time = report.stats.inputs_on_time as f64 / inputs as f64;
@@ -435,7 +445,66 @@ async fn flood(dialer: &Dialer, player: Player) -> anyhow::Result<(Option<Discon
         // `UdpConnection` sends one input per tick and no more, so the flooder
         // speaks the raw UDP wire itself.
         Udp => flood_raw_udp(dialer.udp_addr, &player.hello(1)).await.with_context(|| format!("{player}")),
+        // Likewise on the in-memory link, through the dialer's channels.
+        Memory => flood_memory(&dialer.memory, &player.hello(1)).await.with_context(|| format!("{player}")),
     }
+}
+
+async fn flood_memory(
+    transport: &MemoryTransport,
+    hello: &ClientHello,
+) -> anyhow::Result<(Option<DisconnectReason>, u64)> {
+    let mut ends = transport.dialer.dial()?;
+    let mut session = ClientSession::new(SessionConfig::default());
+    ends.to_shard.send(ClientToShard::Control(session.hello(Instant::now(), hello)))?;
+    let mut welcomed = false;
+    let mut reason = None;
+    let mut closed = false;
+    // The shard hung up its end of the link: stop sending, read what it said.
+    let mut hung_up = false;
+    let mut sent = 0u64;
+    while !closed {
+        let flooding = welcomed && reason.is_none() && !hung_up;
+        if flooding {
+            for _ in 0..64 {
+                if ends.to_shard.send(ClientToShard::Datagram(datagram_bytes())).is_err() {
+                    hung_up = true;
+                    break;
+                }
+                sent += 1;
+            }
+            if sent >= 1_000_000 {
+                bail!("never disconnected");
+            }
+            tokio::task::yield_now().await;
+        }
+        // Before the welcome and after the disconnect, wait for the shard; while flooding, only look.
+        let message = if flooding {
+            match ends.from_shard.try_recv() {
+                Ok(message) => Some(message),
+                Err(mpsc::error::TryRecvError::Empty) => continue,
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        } else {
+            tokio::time::timeout(CONNECT_TIMEOUT, ends.from_shard.recv()).await.context("the shard went quiet")?
+        };
+        match message {
+            Some(ShardToClient::Frame(bytes)) => {
+                session.handle_control(Instant::now(), &bytes).context("an undecodable control frame")?;
+                while let Some(event) = session.poll_event() {
+                    match event {
+                        ClientEvent::Welcomed(_) => welcomed = true,
+                        ClientEvent::Refused(refusal) => bail!("refused: {refusal:?}"),
+                        ClientEvent::Disconnected { reason: why, .. } => reason = reason.or(Some(why)),
+                        _ => {}
+                    }
+                }
+            }
+            Some(ShardToClient::Datagram(_)) => {}
+            Some(ShardToClient::Closed) | None => closed = true,
+        }
+    }
+    Ok((reason, sent))
 }
 
 /// A raw UDP client speaking the wire by hand, so it can send more than one
@@ -668,9 +737,10 @@ macro_rules! conformance {
 conformance! {
     quic => TransportKind::Quic,
     udp => TransportKind::Udp,
+    memory => TransportKind::Memory,
 }
 
-/// One match holding a QUIC and a raw UDP player.
+/// Matches holding players of two transports.
 mod mixed {
     use super::*;
 
@@ -692,5 +762,15 @@ mod mixed {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lossy_resume() {
         super::resume([Udp, Quic], Network::Lossy).await;
+    }
+
+    #[tokio::test]
+    async fn memory_and_quic_full_match() {
+        super::full_match([Memory, Quic], Network::Direct).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lossy_memory_and_udp_full_match() {
+        super::full_match([Memory, Udp], Network::Lossy).await;
     }
 }
