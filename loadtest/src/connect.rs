@@ -341,10 +341,10 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
         let shard = output.shard.as_ref();
         let mut datagrams_in_per_s = shard.map_or(0.0, |shard| shard.datagrams_in_per_s);
         if config.transport == TransportKind::Udp && datagrams_in_per_s == 0.0 && counters.client_seconds > 0.0 {
-            // The shard's rally_shard_datagrams_in_total counts QUIC datagrams
-            // only; over raw UDP, what the shard received is estimated from what
-            // the clients sent: their input datagrams per connected second times
-            // the clients.
+            // A shard from before raw UDP datagrams were counted in
+            // rally_shard_datagrams_in_total reports none: estimate what it
+            // received from what the clients sent, their input datagrams per
+            // connected second times the clients.
             datagrams_in_per_s = counters.input_datagrams as f64 / counters.client_seconds * clients as f64;
             settings.insert("shard_datagrams_in".into(), "estimated from the clients' input datagrams".into());
         }

@@ -133,6 +133,10 @@ struct Endpoint {
     by_conn: HashMap<ConnId, SocketAddr>,
     next_id: u64,
     stats: Arc<UdpStats>,
+    /// The shard's datagram counters, shared with QUIC's connection tasks;
+    /// registered once, as `counter!` looks the key up on every call.
+    datagrams_in: metrics::Counter,
+    datagram_bytes_in: metrics::Counter,
 }
 
 /// Starts the raw UDP endpoint on `socket`, feeding `inbound`.
@@ -153,6 +157,8 @@ pub(crate) fn spawn(
         by_conn: HashMap::new(),
         next_id: 1,
         stats,
+        datagrams_in: metrics::counter!("rally_shard_datagrams_in_total"),
+        datagram_bytes_in: metrics::counter!("rally_shard_bytes_in_total"),
     };
     tokio::spawn(endpoint.run(control_rx))
 }
@@ -274,6 +280,9 @@ impl Endpoint {
                 let conn = peer.conn;
                 match packet[0] {
                     wire::DATAGRAM => {
+                        // Counted as QUIC counts its datagrams: every one, by its payload.
+                        self.datagrams_in.increment(1);
+                        self.datagram_bytes_in.increment(packet.len() as u64 - 1);
                         if packet.len() - 1 > MAX_DATAGRAM {
                             metrics::counter!("rally_shard_oversized_datagrams_total").increment(1);
                             return;
