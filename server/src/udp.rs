@@ -97,15 +97,31 @@ impl UdpStats {
 /// The shard loop's way to reach one raw UDP connection.
 #[derive(Debug, Clone)]
 pub(crate) struct UdpLink {
-    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) datagrams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
     pub(crate) addr: SocketAddr,
     pub(crate) control: mpsc::UnboundedSender<(ConnId, Outbound)>,
 }
 
 impl UdpLink {
-    /// Sends a game datagram straight from the shard loop.
+    /// Queues a game datagram for the sender task; false once the endpoint is gone.
     pub(crate) fn send_datagram(&self, bytes: &[u8]) -> bool {
-        self.socket.try_send_to(&wire::datagram(bytes), self.addr).is_ok()
+        self.datagrams.send((self.addr, wire::datagram(bytes))).is_ok()
+    }
+}
+
+/// Sends the shard loop's game datagrams. The loop only queues them, as it
+/// does over QUIC, where quinn's endpoint driver sends: a system call per
+/// datagram inside the tick made the raw UDP tick twice as long as the QUIC
+/// one at the same load (BENCHMARKS.md, "Raw UDP vs QUIC"). A full socket
+/// buffer is waited out rather than dropping what the shard sent.
+async fn send_datagrams(socket: Arc<UdpSocket>, mut queue: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>) {
+    let mut batch = Vec::with_capacity(256);
+    while queue.recv_many(&mut batch, 256).await > 0 {
+        for (addr, packet) in batch.drain(..) {
+            if socket.try_send_to(&packet, addr).is_err() {
+                let _ = socket.send_to(&packet, addr).await;
+            }
+        }
     }
 }
 
@@ -125,6 +141,8 @@ struct Peer {
 
 struct Endpoint {
     socket: Arc<UdpSocket>,
+    /// The sender task's queue, handed to every link.
+    datagrams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
     inbound: mpsc::Sender<Inbound>,
     control: mpsc::UnboundedSender<(ConnId, Outbound)>,
     limits: ConnectionLimits,
@@ -147,8 +165,12 @@ pub(crate) fn spawn(
     stats: Arc<UdpStats>,
 ) -> tokio::task::JoinHandle<()> {
     let (control, control_rx) = mpsc::unbounded_channel();
+    let (datagrams, datagrams_rx) = mpsc::unbounded_channel();
+    let socket = Arc::new(socket);
+    tokio::spawn(send_datagrams(socket.clone(), datagrams_rx));
     let endpoint = Endpoint {
-        socket: Arc::new(socket),
+        socket,
+        datagrams,
         inbound,
         control,
         limits,
@@ -265,7 +287,7 @@ impl Endpoint {
                 );
                 self.by_conn.insert(conn, from);
                 self.stats.peers.store(self.peers.len() as u64, Ordering::Relaxed);
-                let link = UdpLink { socket: self.socket.clone(), addr: from, control: self.control.clone() };
+                let link = UdpLink { datagrams: self.datagrams.clone(), addr: from, control: self.control.clone() };
                 let _ = self.inbound.send(Inbound::UdpHello { conn, payload, link }).await;
             }
             Some(_) => {
