@@ -21,7 +21,7 @@ use rally_client::quic::{ConnectConfig, Refused};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
 use rally_client::{Connection, Transport, TransportKind};
 use rally_protocol::Tick;
-use rally_protocol::control::{ClientHello, MatchPhase, ServerMessage};
+use rally_protocol::control::{ClientHello, EndReason, MatchEnd, MatchPhase, ServerMessage};
 use rally_protocol::datagram::Datagram;
 use rally_sim::pong::{INPUT_DOWN, INPUT_STOP, INPUT_UP};
 
@@ -271,9 +271,8 @@ impl SeatPlayer {
     async fn after_leave(&mut self, connection: &mut Connection) -> MatchOutcome {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, connection.next_event()).await {
-            if let ClientEvent::Ended(_) = event {
-                self.recorder.latency("match_duration", self.tally.welcomed_at.elapsed());
-                return MatchOutcome::Finished;
+            if let ClientEvent::Ended(end) = event {
+                return self.tally.ended(Instant::now(), &end);
             }
         }
         MatchOutcome::Cut
@@ -400,9 +399,8 @@ impl<'a> Player<'a> {
                         return MatchOutcome::Cut;
                     }
                     while let Some(event) = self.session.poll_event() {
-                        if let ClientEvent::Ended(_) = event {
-                            self.recorder.latency("match_duration", self.tally.welcomed_at.elapsed());
-                            return MatchOutcome::Finished;
+                        if let ClientEvent::Ended(end) = event {
+                            return self.tally.ended(Instant::now(), &end);
                         }
                     }
                 }
@@ -537,6 +535,18 @@ impl SnapshotTally {
         self.pending_inputs.push_back((tick, now));
     }
 
+    /// What an end means for the counts: a match won on points finished on its
+    /// own; one ended by a forfeit or abandonment was cut short (at the stop,
+    /// the opponent's leave forfeits its seat at once).
+    fn ended(&self, now: Instant, end: &MatchEnd) -> MatchOutcome {
+        if end.reason == EndReason::Score {
+            self.recorder.latency("match_duration", now.duration_since(self.welcomed_at));
+            MatchOutcome::Finished
+        } else {
+            MatchOutcome::Cut
+        }
+    }
+
     /// Counts one session event; `Some` once the match ended on its own.
     fn on_event(&mut self, now: Instant, event: ClientEvent) -> Result<Option<MatchOutcome>, String> {
         match event {
@@ -547,10 +557,7 @@ impl SnapshotTally {
                 self.matched = true;
                 self.recorder.latency("match_wait", now.duration_since(self.welcomed_at));
             }
-            ClientEvent::Ended(_) => {
-                self.recorder.latency("match_duration", now.duration_since(self.welcomed_at));
-                return Ok(Some(MatchOutcome::Finished));
-            }
+            ClientEvent::Ended(end) => return Ok(Some(self.ended(now, &end))),
             ClientEvent::Disconnected { reason, .. } => {
                 return Err(format!("disconnected:{}", format!("{reason:?}").to_lowercase()));
             }
