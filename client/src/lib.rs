@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod conditioner;
 pub mod connection;
+mod driver;
 pub mod interpolation;
 pub mod memory;
 pub mod prediction;

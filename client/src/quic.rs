@@ -6,16 +6,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use rally_protocol::Input;
 use rally_protocol::control::{ClientHello, Refusal, Welcome};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::driver::{DriverHandle, DriverPorts};
 use crate::session::{ClientEvent, ClientSession, ClientStats, SessionConfig};
 
 /// Where and how to connect.
@@ -65,12 +65,8 @@ pub fn endpoint(client_config: quinn::ClientConfig) -> anyhow::Result<quinn::End
 /// A live connection to a shard seat.
 #[derive(Debug)]
 pub struct GameConnection {
-    welcome: Welcome,
-    input: Arc<AtomicU8>,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
+    driver: DriverHandle,
     connection: quinn::Connection,
-    task: tokio::task::JoinHandle<ClientStats>,
-    leave: mpsc::UnboundedSender<()>,
 }
 
 impl GameConnection {
@@ -103,40 +99,33 @@ impl GameConnection {
                 _ => {}
             }
         };
-        let input = Arc::new(AtomicU8::new(0));
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (leave, leave_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(session, connection.clone(), send, recv, input.clone(), events_tx, leave_rx));
-        Ok(Self { welcome, input, events, connection, task, leave })
+        let driver = DriverHandle::spawn(welcome, |ports| drive(session, connection.clone(), send, recv, ports));
+        Ok(Self { driver, connection })
     }
 
     /// The shard's welcome (seat, tick rate, schema, resume secret).
     pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+        self.driver.welcome()
     }
 
     /// The credential that takes this seat back after a dropped connection.
     pub fn resume_credential(&self) -> ClientHello {
-        ClientHello::Resume {
-            match_id: self.welcome.match_id,
-            seat: self.welcome.seat,
-            secret: self.welcome.resume_secret,
-        }
+        self.driver.resume_credential()
     }
 
     /// Sets the intent sent from the next tick on.
     pub fn set_input(&self, input: Input) {
-        self.input.store(input, Ordering::Relaxed);
+        self.driver.set_input(input);
     }
 
     /// The next event; `None` once the connection is closed and all events are read.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        self.events.recv().await
+        self.driver.next_event().await
     }
 
     /// Leaves the match for good.
     pub fn leave(&self) {
-        let _ = self.leave.send(());
+        self.driver.leave();
     }
 
     /// QUIC's current RTT estimate.
@@ -151,13 +140,13 @@ impl GameConnection {
 
     /// Drops the connection abruptly, as a lost network would (no goodbye).
     pub fn abort(self) {
-        self.task.abort();
+        self.driver.abort();
         self.connection.close(0u32.into(), b"aborted");
     }
 
     /// Waits for the driver to stop and returns its counters.
     pub async fn finish(self) -> ClientStats {
-        self.task.await.unwrap_or_default()
+        self.driver.finish().await
     }
 }
 
@@ -166,10 +155,9 @@ async fn drive(
     connection: quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    input: Arc<AtomicU8>,
-    events: mpsc::UnboundedSender<ClientEvent>,
-    mut leave: mpsc::UnboundedReceiver<()>,
+    ports: DriverPorts,
 ) -> ClientStats {
+    let DriverPorts { input, events, mut leave } = ports;
     let mut buf = vec![0u8; 4096];
     let mut stream_open = true;
     let mut last_input_tick = None;

@@ -47,16 +47,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rally_protocol::Input;
 use rally_protocol::control::{ClientHello, Welcome};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
+use crate::driver::{DriverHandle, DriverPorts};
 use crate::quic::{ConnectConfig, Refused};
 use crate::session::{ClientEvent, ClientSession, ClientStats};
 
@@ -336,11 +335,7 @@ const HANDSHAKE_RESEND: Duration = Duration::from_millis(200);
 /// [`crate::quic::GameConnection`], so callers switch by transport.
 #[derive(Debug)]
 pub struct UdpConnection {
-    welcome: Welcome,
-    input: Arc<AtomicU8>,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
-    task: tokio::task::JoinHandle<ClientStats>,
-    leave: mpsc::UnboundedSender<()>,
+    driver: DriverHandle,
 }
 
 impl UdpConnection {
@@ -414,50 +409,43 @@ impl UdpConnection {
         for datagram in early_datagrams {
             session.handle_datagram(now, &datagram);
         }
-        let input = Arc::new(AtomicU8::new(0));
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (leave, leave_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(session, channel, socket, input.clone(), events_tx, leave_rx));
-        Ok(Self { welcome, input, events, task, leave })
+        let driver = DriverHandle::spawn(welcome, |ports| drive(session, channel, socket, ports));
+        Ok(Self { driver })
     }
 
     /// The shard's welcome (seat, tick rate, schema, resume secret).
     pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+        self.driver.welcome()
     }
 
     /// The credential that takes this seat back after a dropped connection.
     pub fn resume_credential(&self) -> ClientHello {
-        ClientHello::Resume {
-            match_id: self.welcome.match_id,
-            seat: self.welcome.seat,
-            secret: self.welcome.resume_secret,
-        }
+        self.driver.resume_credential()
     }
 
     /// Sets the intent sent from the next tick on.
     pub fn set_input(&self, input: Input) {
-        self.input.store(input, Ordering::Relaxed);
+        self.driver.set_input(input);
     }
 
     /// The next event; `None` once the connection is closed and all events are read.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        self.events.recv().await
+        self.driver.next_event().await
     }
 
     /// Leaves the match for good.
     pub fn leave(&self) {
-        let _ = self.leave.send(());
+        self.driver.leave();
     }
 
     /// Drops the connection abruptly, as a lost network would (no goodbye).
     pub fn abort(self) {
-        self.task.abort();
+        self.driver.abort();
     }
 
     /// Waits for the driver to stop and returns its counters.
     pub async fn finish(self) -> ClientStats {
-        self.task.await.unwrap_or_default()
+        self.driver.finish().await
     }
 }
 
@@ -465,10 +453,9 @@ async fn drive(
     mut session: ClientSession,
     mut channel: ReliableChannel,
     socket: UdpSocket,
-    input: Arc<AtomicU8>,
-    events: mpsc::UnboundedSender<ClientEvent>,
-    mut leave: mpsc::UnboundedReceiver<()>,
+    ports: DriverPorts,
 ) -> ClientStats {
+    let DriverPorts { input, events, mut leave } = ports;
     let mut buf = vec![0u8; 2048];
     let mut last_input_tick = None;
     let mut last_heard = Instant::now();
