@@ -157,23 +157,23 @@ impl MemoryConnection {
         let now = Instant::now();
         links.control_up.push(now, session.hello(now, credential));
         let mut early_datagrams = Vec::new();
+        // The shard closed its end; its last frames (a refusal) may still be in the conditioner.
+        let mut closed = false;
         let welcome = 'welcome: loop {
             let wake = links.next_delivery().map_or(deadline, |due| tokio::time::Instant::from_std(due).min(deadline));
             tokio::select! {
-                message = from_shard.recv() => {
+                message = from_shard.recv(), if !closed => {
                     let now = Instant::now();
                     match message {
                         Some(ShardToClient::Frame(bytes)) => links.control_down.push(now, bytes),
                         Some(ShardToClient::Datagram(bytes)) => links.down.push(now, bytes),
-                        Some(ShardToClient::Closed) | None => bail!("the shard closed the connection without answering"),
+                        Some(ShardToClient::Closed) | None => closed = true,
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
             let now = Instant::now();
-            if !links.deliver_up(now, &to_shard) {
-                bail!("the shard is gone");
-            }
+            closed |= !links.deliver_up(now, &to_shard);
             while let Some(bytes) = links.down.poll(now) {
                 early_datagrams.push(bytes);
             }
@@ -184,6 +184,9 @@ impl MemoryConnection {
                     Some(ClientEvent::Refused(refusal)) => return Err(Refused(refusal).into()),
                     _ => {}
                 }
+            }
+            if closed && links.control_down.next_delivery().is_none() {
+                bail!("the shard closed the connection without answering");
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!("no answer to hello within {:?}", config.connect_timeout);
