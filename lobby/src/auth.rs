@@ -9,12 +9,12 @@ use sqlx::Row as _;
 use tonic::{Request, Response, Status};
 
 use crate::db::{Db, now_ms, with_pool, with_tx};
-use crate::error::{AuthError, LobbyError};
+use crate::error::LobbyError;
 use crate::limits::{IpLimiter, Limiter};
 use crate::password::{MAX_PASSWORD_LEN, PasswordHasherPool, check_password_policy};
 use crate::profile::ProfileStore;
 use crate::proto::auth::{self as pb, auth_server};
-use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, Claims, now_unix_s};
+use crate::tokens::{AccessTokenIssuer, now_unix_s, require_caller};
 
 /// How long a refresh token lives.
 pub const REFRESH_TOKEN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -32,52 +32,6 @@ pub fn check_username(username: &str) -> Result<(), LobbyError> {
         ));
     }
     Ok(())
-}
-
-/// The caller as the token interceptor found it, stored in request extensions.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Result<Claims, AuthError>);
-
-/// Reads the authenticated caller that [`TokenInterceptor`] stored.
-pub fn require_caller<T>(request: &Request<T>) -> Result<(u64, Claims), LobbyError> {
-    let caller = request.extensions().get::<Caller>().ok_or(AuthError::Missing)?;
-    let claims = caller.0.clone()?;
-    Ok((claims.player_id()?, claims))
-}
-
-/// The one interceptor that validates access tokens. `required` services
-/// (Profile, Chat) refuse a request without a valid token; on Auth, only `Me`
-/// needs one, so there it records the outcome and `Me` checks it.
-#[derive(Debug, Clone)]
-pub struct TokenInterceptor {
-    verifier: AccessTokenVerifier,
-    required: bool,
-}
-
-impl TokenInterceptor {
-    /// An interceptor verifying with `verifier`.
-    pub fn new(verifier: AccessTokenVerifier, required: bool) -> Self {
-        Self { verifier, required }
-    }
-}
-
-impl tonic::service::Interceptor for TokenInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let outcome = match request.metadata().get("authorization") {
-            None => Err(AuthError::Missing),
-            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
-                Some(token) => self.verifier.verify(token.trim()),
-                None => Err(AuthError::Invalid("authorization metadata is not `Bearer <token>`".into())),
-            },
-        };
-        if self.required
-            && let Err(err) = &outcome
-        {
-            return Err(LobbyError::Token(err.clone()).into());
-        }
-        request.extensions_mut().insert(Caller(outcome));
-        Ok(request)
-    }
 }
 
 /// The Auth service.

@@ -7,10 +7,10 @@ use skillratings::glicko2::{Glicko2Config, Glicko2Rating, glicko2_rating_period}
 use sqlx::Row as _;
 use tonic::{Request, Response, Status};
 
-use crate::auth::require_caller;
 use crate::db::{Db, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
 use crate::proto::profile::{self as pb, profile_server};
+use crate::tokens::require_caller;
 
 /// Profile storage and the `MatchResult` consumer.
 #[derive(Debug, Clone)]

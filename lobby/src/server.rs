@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
-use crate::auth::{AuthService, TokenInterceptor};
+use crate::auth::AuthService;
 use crate::chat::{ChatConfig, ChatService, ChatStore};
 use crate::db::Db;
 use crate::error::LobbyError;
@@ -19,7 +19,7 @@ use crate::profile::{ProfileService, ProfileStore};
 use crate::proto::{
     self, auth::auth_server::AuthServer, chat::chat_server::ChatServer, profile::profile_server::ProfileServer,
 };
-use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
+use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret, TokenInterceptor};
 
 /// Largest request message accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;

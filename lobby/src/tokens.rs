@@ -1,5 +1,7 @@
 //! Access tokens: HS256 JWTs, 15 minutes. [`AccessTokenVerifier`] checks one
 //! offline (no database, no network), so other services call it directly.
+//! [`TokenInterceptor`] checks the token of every gRPC request the lobby serves
+//! and stores the outcome as a [`Caller`]; handlers read it with [`require_caller`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +9,9 @@ use std::time::Duration;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use tonic::{Request, Status};
 
-use crate::error::AuthError;
+use crate::error::{AuthError, LobbyError};
 
 /// How long an access token lives.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -137,6 +140,52 @@ impl AccessTokenVerifier {
             })?;
         data.claims.player_id()?;
         Ok(data.claims)
+    }
+}
+
+/// The caller as the token interceptor found it, stored in request extensions.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Result<Claims, AuthError>);
+
+/// Reads the authenticated caller that [`TokenInterceptor`] stored.
+pub fn require_caller<T>(request: &Request<T>) -> Result<(u64, Claims), LobbyError> {
+    let caller = request.extensions().get::<Caller>().ok_or(AuthError::Missing)?;
+    let claims = caller.0.clone()?;
+    Ok((claims.player_id()?, claims))
+}
+
+/// The one interceptor that validates access tokens. `required` services
+/// (Profile, Chat) refuse a request without a valid token; on Auth, only `Me`
+/// needs one, so there it records the outcome and `Me` checks it.
+#[derive(Debug, Clone)]
+pub struct TokenInterceptor {
+    verifier: AccessTokenVerifier,
+    required: bool,
+}
+
+impl TokenInterceptor {
+    /// An interceptor verifying with `verifier`.
+    pub fn new(verifier: AccessTokenVerifier, required: bool) -> Self {
+        Self { verifier, required }
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let outcome = match request.metadata().get("authorization") {
+            None => Err(AuthError::Missing),
+            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+                Some(token) => self.verifier.verify(token.trim()),
+                None => Err(AuthError::Invalid("authorization metadata is not `Bearer <token>`".into())),
+            },
+        };
+        if self.required
+            && let Err(err) = &outcome
+        {
+            return Err(LobbyError::Token(err.clone()).into());
+        }
+        request.extensions_mut().insert(Caller(outcome));
+        Ok(request)
     }
 }
 

@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::store::{ChatStore, ChatUser};
 use super::subscription::SubscribeItem;
-use crate::auth::require_caller;
 use crate::error::LobbyError;
 use crate::proto::chat::{self as pb, chat_server};
+use crate::tokens::require_caller;
 
 /// The Chat service.
 #[derive(Debug, Clone)]
