@@ -2,8 +2,6 @@
 //!
 //! `cargo bench -p rally-bot --bench inference` (needs `make .venv` for ONNX Runtime).
 
-#![allow(missing_docs, reason = "criterion's macros generate undocumented items")]
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rally_bot::bench::sample_observations;
 use rally_bot::{OnnxPolicy, Policy, PredictorPolicy, TrackerPolicy};

@@ -23,8 +23,6 @@
 //! `--b-difficulty` (presets) or `--a-reaction`/`--a-aim`, `--b-reaction`/`--b-aim`
 //! set the handicaps.
 
-#![allow(clippy::print_stdout, reason = "an example reports on stdout")]
-
 use std::io::Write;
 use std::path::PathBuf;
 
