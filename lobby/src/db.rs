@@ -113,3 +113,9 @@ pub(crate) fn now_ms() -> i64 {
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// A player or message id as the `BIGINT` the tables store (ids beyond
+/// `i64::MAX` saturate, so they match nothing rather than wrap).
+pub(crate) fn db_id(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}

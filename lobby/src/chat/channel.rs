@@ -2,7 +2,6 @@
 //! Parsing accepts only the canonical spelling, so one channel has one id.
 
 use crate::error::LobbyError;
-use crate::proto::chat as pb;
 
 /// Longest public channel name.
 pub const MAX_PUBLIC_NAME_LEN: usize = 32;
@@ -96,15 +95,6 @@ impl ChannelRef {
         }
     }
 
-    /// The wire enum for this kind.
-    pub fn kind(&self) -> pb::ChannelKind {
-        match self {
-            Self::Public(_) => pb::ChannelKind::Public,
-            Self::Match(_) => pb::ChannelKind::Match,
-            Self::Direct { .. } => pb::ChannelKind::Direct,
-        }
-    }
-
     /// The kind as stored in `chat_channels.kind`.
     pub(crate) fn kind_str(&self) -> &'static str {
         match self {
@@ -131,6 +121,15 @@ impl ChannelRef {
             _ => None,
         }
     }
+}
+
+/// A channel as a Join left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JoinedChannel {
+    /// The channel.
+    pub(crate) channel: ChannelRef,
+    /// Its newest message's id (0 when there is none yet).
+    pub(crate) last_message_id: u64,
 }
 
 /// At most `max_chars` characters of `text`, for error messages.

@@ -16,9 +16,17 @@
 //!   seen by everyone else; only the blocker's History and Subscribe skip them.
 //! - Moderators are the usernames in [`ChatConfig::moderators`] plus the
 //!   players granted with [`ChatStore::set_moderator`].
+//!
+//! Modules: `channel` (channel ids), `message` (the domain values the store
+//! speaks), `store` (channels, members, messages, live fan-out), `moderation`
+//! (text and rate limits, blocks, mutes, moderators, reports), `filter` (the
+//! word filter moderation applies), `subscription` (one Subscribe stream) and
+//! `service` (the gRPC boundary, the only one that sees protobuf types).
 
 mod channel;
 mod filter;
+mod message;
+mod moderation;
 mod service;
 mod store;
 mod subscription;
@@ -27,8 +35,9 @@ use std::time::Duration;
 
 pub use channel::{ChannelRef, MAX_PUBLIC_NAME_LEN};
 pub use filter::WordFilter;
+pub use moderation::{ChatReport, MAX_REASON_CHARS};
 pub use service::ChatService;
-pub use store::{ChatReport, ChatStats, ChatStore, MAX_REASON_CHARS};
+pub use store::{ChatStats, ChatStore};
 
 /// Chat settings. The send rate limit is
 /// [`LobbyLimitsConfig::chat_send_per_account`](crate::limits::LobbyLimitsConfig::chat_send_per_account).

@@ -1,10 +1,18 @@
 //! The gRPC face of [`ChatStore`]: every method needs an access token (the
-//! interceptor checks it), and the caller is the token's player.
+//! interceptor checks it), and the caller is the token's player. This is the
+//! boundary: requests are parsed into domain values (a [`ChannelRef`], a
+//! [`Duration`]) here, and the store's answers become protobuf messages here.
+
+use std::pin::Pin;
+use std::time::Duration;
 
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::store::{ChatStore, ChatUser};
+use super::channel::{ChannelRef, JoinedChannel};
+use super::message::{ChatMessage, ChatUser, HistoryPage};
+use super::store::ChatStore;
 use super::subscription::SubscribeItem;
 use crate::error::LobbyError;
 use crate::proto::chat::{self as pb, chat_server};
@@ -27,30 +35,93 @@ fn user<T>(request: &Request<T>) -> Result<ChatUser, LobbyError> {
     Ok(ChatUser { id, name: claims.name })
 }
 
+/// The channel a Join names, as `user` sees it.
+fn join_target(user: &ChatUser, target: Option<pb::join_request::Target>) -> Result<ChannelRef, LobbyError> {
+    use pb::join_request::Target;
+    match target {
+        None => Err(LobbyError::invalid("target", "set one of public_name, direct_with or channel_id")),
+        Some(Target::PublicName(name)) => ChannelRef::public(&name),
+        Some(Target::DirectWith(other)) => ChannelRef::direct(user.id, other),
+        Some(Target::ChannelId(id)) => ChannelRef::parse(&id),
+    }
+}
+
+fn wire_kind(channel: &ChannelRef) -> pb::ChannelKind {
+    match channel {
+        ChannelRef::Public(_) => pb::ChannelKind::Public,
+        ChannelRef::Match(_) => pb::ChannelKind::Match,
+        ChannelRef::Direct { .. } => pb::ChannelKind::Direct,
+    }
+}
+
+fn wire_channel(viewer: &ChatUser, joined: JoinedChannel) -> pb::Channel {
+    pb::Channel {
+        channel_id: joined.channel.id(),
+        kind: wire_kind(&joined.channel) as i32,
+        name: joined.channel.display_name(viewer.id),
+        last_message_id: joined.last_message_id,
+    }
+}
+
+impl From<ChatMessage> for pb::ChatMessage {
+    fn from(message: ChatMessage) -> Self {
+        Self {
+            channel_id: message.channel_id,
+            message_id: message.message_id,
+            sender_id: message.sender_id,
+            sender_name: message.sender_name,
+            body: message.body,
+            sent_at_ms: message.sent_at_ms,
+        }
+    }
+}
+
+impl From<HistoryPage> for pb::HistoryResponse {
+    fn from(page: HistoryPage) -> Self {
+        Self {
+            messages: page.messages.into_iter().map(pb::ChatMessage::from).collect(),
+            next_before_id: page.next_before_id,
+        }
+    }
+}
+
+/// One Subscribe stream item on the wire.
+fn wire_item(item: SubscribeItem) -> Result<pb::ChatMessage, Status> {
+    item.map(pb::ChatMessage::from).map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl chat_server::Chat for ChatService {
-    type SubscribeStream = ReceiverStream<SubscribeItem>;
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::ChatMessage, Status>> + Send>>;
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::Channel>, Status> {
         let user = user(&request)?;
-        Ok(Response::new(self.store.join(&user, request.into_inner().target).await?))
+        let channel = join_target(&user, request.into_inner().target)?;
+        let joined = self.store.join(&user, channel).await?;
+        Ok(Response::new(wire_channel(&user, joined)))
     }
 
     async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
         let user = user(&request)?;
-        self.store.leave(&user, &request.get_ref().channel_id).await?;
+        let channel = ChannelRef::parse(&request.get_ref().channel_id)?;
+        self.store.leave(&user, &channel).await?;
         Ok(Response::new(pb::LeaveResponse {}))
     }
 
     async fn send(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::ChatMessage>, Status> {
         let user = user(&request)?;
         let request = request.get_ref();
-        Ok(Response::new(self.store.send(&user, &request.channel_id, &request.body).await?))
+        let channel = ChannelRef::parse(&request.channel_id)?;
+        let message = self.store.send(&user, &channel, &request.body).await?;
+        Ok(Response::new(message.into()))
     }
 
     async fn history(&self, request: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
         let user = user(&request)?;
-        Ok(Response::new(self.store.history(&user, request.get_ref()).await?))
+        let request = request.get_ref();
+        let channel = ChannelRef::parse(&request.channel_id)?;
+        let page = self.store.history(&user, &channel, request.before_id, request.page_size).await?;
+        Ok(Response::new(page.into()))
     }
 
     async fn subscribe(
@@ -59,8 +130,9 @@ impl chat_server::Chat for ChatService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let user = user(&request)?;
         let request = request.get_ref();
-        let rx = self.store.subscribe(&user, &request.channel_id, request.after_id).await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let channel = ChannelRef::parse(&request.channel_id)?;
+        let rx = self.store.subscribe(&user, &channel, request.after_id).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(wire_item))))
     }
 
     async fn block(&self, request: Request<pb::BlockRequest>) -> Result<Response<pb::BlockResponse>, Status> {
@@ -77,7 +149,9 @@ impl chat_server::Chat for ChatService {
 
     async fn mute(&self, request: Request<pb::MuteRequest>) -> Result<Response<pb::MuteResponse>, Status> {
         let user = user(&request)?;
-        let muted_until_ms = self.store.mute(&user, request.get_ref()).await?;
+        let request = request.get_ref();
+        let duration = Duration::from_millis(request.duration_ms);
+        let muted_until_ms = self.store.mute(&user, request.player_id, duration, &request.reason).await?;
         Ok(Response::new(pb::MuteResponse { muted_until_ms }))
     }
 
@@ -89,7 +163,9 @@ impl chat_server::Chat for ChatService {
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let user = user(&request)?;
-        let created = self.store.report(&user, request.get_ref()).await?;
+        let request = request.get_ref();
+        let channel = ChannelRef::parse(&request.channel_id)?;
+        let created = self.store.report(&user, &channel, request.message_id, &request.reason).await?;
         Ok(Response::new(pb::ReportResponse { created }))
     }
 }

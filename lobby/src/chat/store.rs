@@ -1,53 +1,28 @@
-//! [`ChatStore`]: chat's tables, access checks, moderation and the live
-//! fan-out. The gRPC service and in-process callers (the matchmaker) share it.
+//! [`ChatStore`]: channels, membership, messages and the live fan-out, in
+//! domain types ([`ChannelRef`], [`ChatMessage`]); moderation's rules live in
+//! [`Moderation`], which the store asks before it stores a message. The gRPC
+//! service and in-process callers (the matchmaker) share it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use sqlx::Row as _;
 use tokio::sync::{broadcast, watch};
 
 use super::ChatConfig;
-use super::channel::{ChannelRef, truncate};
-use crate::db::{Db, now_ms, with_pool, with_tx};
+use super::channel::{ChannelRef, JoinedChannel};
+use super::message::{ChatMessage, ChatUser, HistoryPage};
+use super::moderation::{ChatReport, Moderation};
+use crate::db::{Db, db_id, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
-use crate::limits::{Limiter, LobbyLimitsConfig};
-use crate::proto::chat as pb;
+use crate::limits::LobbyLimitsConfig;
 
 /// Sends to channels hashing to the same stripe are serialized in-process, so
 /// each channel's messages are published in id order.
 const N_SEND_LOCKS: usize = 64;
-
-/// Longest report or mute reason, in characters.
-pub const MAX_REASON_CHARS: usize = 500;
-
-/// The caller of a chat operation, as their access token names them.
-#[derive(Debug, Clone)]
-pub(crate) struct ChatUser {
-    /// Player id (the token's subject).
-    pub(crate) id: u64,
-    /// Username at token issue time; shown as the sender's name.
-    pub(crate) name: String,
-}
-
-/// A stored report of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatReport {
-    /// The report's id.
-    pub id: i64,
-    /// Who reported.
-    pub reporter_id: u64,
-    /// The reported message's channel.
-    pub channel_id: String,
-    /// The reported message.
-    pub message_id: u64,
-    /// The reporter's words.
-    pub reason: String,
-    /// Unix milliseconds.
-    pub created_at_ms: i64,
-}
 
 /// Counters about the live fan-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,14 +43,9 @@ pub struct ChatStore {
 pub(super) struct ChatInner {
     pub(super) db: Db,
     pub(super) config: ChatConfig,
-    moderator_names: HashSet<String>,
-    send_limiter: Limiter<u64>,
+    pub(super) moderation: Moderation,
     send_locks: Box<[tokio::sync::Mutex<()>]>,
-    live: Mutex<HashMap<String, broadcast::Sender<Arc<pb::ChatMessage>>>>,
-    /// Who each player blocks, loaded on first use; every load and change
-    /// happens under `blocks_write`, so the cache never goes stale.
-    blocks: RwLock<HashMap<u64, Arc<HashSet<u64>>>>,
-    blocks_write: tokio::sync::Mutex<()>,
+    live: Mutex<HashMap<String, broadcast::Sender<Arc<ChatMessage>>>>,
     pub(super) closing: watch::Sender<bool>,
     lag_refills: AtomicU64,
     gap_refills: AtomicU64,
@@ -89,7 +59,7 @@ impl ChatInner {
     }
 
     /// A receiver of `channel_id`'s live messages from now on.
-    pub(super) fn live_receiver(&self, channel_id: &str) -> broadcast::Receiver<Arc<pb::ChatMessage>> {
+    pub(super) fn live_receiver(&self, channel_id: &str) -> broadcast::Receiver<Arc<ChatMessage>> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         match live.get(channel_id) {
             Some(sender) => sender.subscribe(),
@@ -101,7 +71,7 @@ impl ChatInner {
         }
     }
 
-    fn publish(&self, message: pb::ChatMessage) {
+    fn publish(&self, message: ChatMessage) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = live.get(&message.channel_id) {
             if sender.receiver_count() == 0 {
@@ -111,47 +81,34 @@ impl ChatInner {
             }
         }
     }
-
-    fn cached_blocks(&self, blocker: u64) -> Option<Arc<HashSet<u64>>> {
-        self.blocks.read().unwrap_or_else(PoisonError::into_inner).get(&blocker).cloned()
-    }
 }
 
-fn db_id(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
-}
-
-/// Checks free text: at most `max_chars`, not blank when `required`, and no
-/// control characters but newline and tab (PostgreSQL refuses NUL in text).
-fn check_text(field: &'static str, text: &str, max_chars: usize, required: bool) -> Result<(), LobbyError> {
-    if required && text.trim().is_empty() {
-        return Err(LobbyError::invalid(field, "is empty; write at least one visible character"));
-    }
-    let n_chars = text.chars().count();
-    if n_chars > max_chars {
-        return Err(LobbyError::invalid(field, format!("is {n_chars} characters; the limit is {max_chars}")));
-    }
-    if let Some(bad) = text.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
-        return Err(LobbyError::invalid(
-            field,
-            format!("contains the control character {bad:?}; only newline and tab are allowed"),
-        ));
-    }
-    Ok(())
+/// Reads a `chat_messages` row of `channel_id`.
+fn message_from_row<R>(channel_id: &str, row: &R) -> Result<ChatMessage, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ChatMessage {
+        channel_id: channel_id.to_owned(),
+        message_id: row.try_get::<i64, _>("message_id")? as u64,
+        sender_id: row.try_get::<i64, _>("sender_id")? as u64,
+        sender_name: row.try_get("sender_name")?,
+        body: row.try_get("body")?,
+        sent_at_ms: row.try_get("sent_at_ms")?,
+    })
 }
 
 impl ChatStore {
     pub(crate) fn new(db: Db, config: ChatConfig, limits: &LobbyLimitsConfig) -> Self {
-        let moderator_names = config.moderators.iter().map(|name| name.trim().to_ascii_lowercase()).collect();
         Self {
             inner: Arc::new(ChatInner {
+                moderation: Moderation::new(db.clone(), &config, limits),
                 db,
-                moderator_names,
-                send_limiter: Limiter::new("this account's chat messages", limits.chat_send_per_account),
                 send_locks: (0..N_SEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live: Mutex::new(HashMap::new()),
-                blocks: RwLock::new(HashMap::new()),
-                blocks_write: tokio::sync::Mutex::new(()),
                 closing: watch::Sender::new(false),
                 lag_refills: AtomicU64::new(0),
                 gap_refills: AtomicU64::new(0),
@@ -179,48 +136,12 @@ impl ChatStore {
 
     /// Grants or revokes the moderator role (Mute, Unmute) for `player_id`.
     pub async fn set_moderator(&self, player_id: u64, moderator: bool) -> Result<(), LobbyError> {
-        with_pool!(&self.inner.db, |pool| {
-            if moderator {
-                sqlx::query(
-                    "INSERT INTO chat_moderators (player_id, granted_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(db_id(player_id))
-                .bind(now_ms())
-                .execute(pool)
-                .await?;
-            } else {
-                sqlx::query("DELETE FROM chat_moderators WHERE player_id = $1")
-                    .bind(db_id(player_id))
-                    .execute(pool)
-                    .await?;
-            }
-            Ok(())
-        })
+        self.inner.moderation.set_moderator(player_id, moderator).await
     }
 
     /// The newest `limit` reports, newest first.
     pub async fn reports(&self, limit: u32) -> Result<Vec<ChatReport>, LobbyError> {
-        with_pool!(&self.inner.db, |pool| {
-            let rows = sqlx::query(
-                "SELECT id, reporter_id, channel_id, message_id, reason, created_at_ms FROM chat_reports \
-                 ORDER BY id DESC LIMIT $1",
-            )
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-            let mut reports = Vec::with_capacity(rows.len());
-            for row in rows {
-                reports.push(ChatReport {
-                    id: row.try_get("id")?,
-                    reporter_id: row.try_get::<i64, _>("reporter_id")? as u64,
-                    channel_id: row.try_get("channel_id")?,
-                    message_id: row.try_get::<i64, _>("message_id")? as u64,
-                    reason: row.try_get("reason")?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                });
-            }
-            Ok(reports)
-        })
+        self.inner.moderation.reports(limit).await
     }
 
     /// The live fan-out's counters.
@@ -331,20 +252,9 @@ impl ChatStore {
         Ok(last_message_id as u64)
     }
 
-    pub(crate) async fn join(
-        &self,
-        user: &ChatUser,
-        target: Option<pb::join_request::Target>,
-    ) -> Result<pb::Channel, LobbyError> {
-        use pb::join_request::Target;
-        let channel = match target {
-            None => {
-                return Err(LobbyError::invalid("target", "set one of public_name, direct_with or channel_id"));
-            }
-            Some(Target::PublicName(name)) => ChannelRef::public(&name)?,
-            Some(Target::DirectWith(other)) => ChannelRef::direct(user.id, other)?,
-            Some(Target::ChannelId(id)) => ChannelRef::parse(&id)?,
-        };
+    /// Joins a public channel (creating it), opens a direct channel with the
+    /// other player, or checks access to a match channel.
+    pub(crate) async fn join(&self, user: &ChatUser, channel: ChannelRef) -> Result<JoinedChannel, LobbyError> {
         let last_message_id = match &channel {
             ChannelRef::Public(_) => self.ensure_channel(&channel, &[user.id]).await?,
             ChannelRef::Direct { low, high } => {
@@ -358,27 +268,23 @@ impl ChatStore {
             }
             ChannelRef::Match(_) => self.access(&channel, user.id).await?,
         };
-        Ok(pb::Channel {
-            channel_id: channel.id(),
-            kind: channel.kind() as i32,
-            name: channel.display_name(user.id),
-            last_message_id,
-        })
+        Ok(JoinedChannel { channel, last_message_id })
     }
 
-    pub(crate) async fn leave(&self, user: &ChatUser, channel_id: &str) -> Result<(), LobbyError> {
-        let channel = ChannelRef::parse(channel_id)?;
+    /// Leaves a public channel.
+    pub(crate) async fn leave(&self, user: &ChatUser, channel: &ChannelRef) -> Result<(), LobbyError> {
+        let channel_id = channel.id();
         if !matches!(channel, ChannelRef::Public(_)) {
             return Err(LobbyError::FailedPrecondition(format!(
                 "{channel_id} is a match or direct channel, which cannot be left; Chat.Block a player to stop their messages"
             )));
         }
-        if self.last_message_id(channel_id).await?.is_none() {
+        if self.last_message_id(&channel_id).await?.is_none() {
             return Err(LobbyError::NotFound(format!("no channel {channel_id}")));
         }
         with_pool!(&self.inner.db, |pool| {
             sqlx::query("DELETE FROM chat_members WHERE channel_id = $1 AND player_id = $2")
-                .bind(channel_id)
+                .bind(&channel_id)
                 .bind(db_id(user.id))
                 .execute(pool)
                 .await?;
@@ -386,49 +292,18 @@ impl ChatStore {
         })
     }
 
-    /// Refuses a send from a muted player, saying until when.
-    async fn check_not_muted(&self, player: u64) -> Result<(), LobbyError> {
-        let until: Option<i64> = with_pool!(&self.inner.db, |pool| {
-            let row = sqlx::query("SELECT until_ms FROM chat_mutes WHERE player_id = $1")
-                .bind(db_id(player))
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|row| row.try_get::<i64, _>("until_ms")).transpose()?)
-        })?;
-        let now = now_ms();
-        match until {
-            Some(until) if until > now => Err(LobbyError::PermissionDenied(format!(
-                "you are muted by a moderator until {until} (Unix ms, {} s from now)",
-                (until - now + 999) / 1000
-            ))),
-            _ => Ok(()),
-        }
-    }
-
+    /// Stores `body` (after moderation) as `user`'s next message in `channel`
+    /// and publishes it to live subscribers.
     pub(crate) async fn send(
         &self,
         user: &ChatUser,
-        channel_id: &str,
+        channel: &ChannelRef,
         body: &str,
-    ) -> Result<pb::ChatMessage, LobbyError> {
-        let channel = ChannelRef::parse(channel_id)?;
-        check_text("body", body, self.inner.config.max_message_chars, true)?;
-        let body = self.inner.config.word_filter.mask(body).into_owned();
-        self.access(&channel, user.id).await?;
-        self.check_not_muted(user.id).await?;
-        if let Some(other) = channel.other_player(user.id) {
-            if self.block_set(user.id).await?.contains(&other) {
-                return Err(LobbyError::PermissionDenied(format!(
-                    "you blocked player {other}; Chat.Unblock them to message them"
-                )));
-            }
-            if self.block_set(other).await?.contains(&user.id) {
-                return Err(LobbyError::PermissionDenied(format!(
-                    "player {other} does not accept direct messages from you; the message was not sent"
-                )));
-            }
-        }
-        self.inner.send_limiter.check(&user.id)?;
+    ) -> Result<ChatMessage, LobbyError> {
+        let moderation = &self.inner.moderation;
+        let body = moderation.screen_body(body)?;
+        self.access(channel, user.id).await?;
+        moderation.check_send(user.id, channel).await?;
 
         let id = channel.id();
         // Held until the message is published, so subscribers see ids in order.
@@ -463,7 +338,7 @@ impl ChatStore {
             .await?;
             Ok(message_id)
         })?;
-        let message = pb::ChatMessage {
+        let message = ChatMessage {
             channel_id: id,
             message_id: message_id as u64,
             sender_id: user.id,
@@ -482,7 +357,7 @@ impl ChatStore {
         after: u64,
         before: u64,
         limit: u32,
-    ) -> Result<Vec<pb::ChatMessage>, LobbyError> {
+    ) -> Result<Vec<ChatMessage>, LobbyError> {
         with_pool!(&self.inner.db, |pool| {
             let rows = sqlx::query(
                 "SELECT message_id, sender_id, sender_name, body, sent_at_ms FROM chat_messages \
@@ -495,44 +370,42 @@ impl ChatStore {
             .fetch_all(pool)
             .await?;
             let mut messages = Vec::with_capacity(rows.len());
-            for row in rows {
-                messages.push(pb::ChatMessage {
-                    channel_id: channel_id.to_owned(),
-                    message_id: row.try_get::<i64, _>("message_id")? as u64,
-                    sender_id: row.try_get::<i64, _>("sender_id")? as u64,
-                    sender_name: row.try_get("sender_name")?,
-                    body: row.try_get("body")?,
-                    sent_at_ms: row.try_get("sent_at_ms")?,
-                });
+            for row in &rows {
+                messages.push(message_from_row(channel_id, row)?);
             }
             Ok(messages)
         })
     }
 
+    /// A page of `channel`'s messages older than `before_id` (0: from the
+    /// newest), newest first, without those of players `user` blocks.
+    /// `page_size` 0 means 50; at most 100.
     pub(crate) async fn history(
         &self,
         user: &ChatUser,
-        request: &pb::HistoryRequest,
-    ) -> Result<pb::HistoryResponse, LobbyError> {
-        let channel = ChannelRef::parse(&request.channel_id)?;
-        let page_size = match request.page_size {
+        channel: &ChannelRef,
+        before_id: u64,
+        page_size: u32,
+    ) -> Result<HistoryPage, LobbyError> {
+        let page_size = match page_size {
             0 => 50,
-            1..=100 => i64::from(request.page_size),
+            1..=100 => i64::from(page_size),
             n => return Err(LobbyError::invalid("page_size", format!("must be at most 100 (got {n})"))),
         };
-        let last_message_id = self.access(&channel, user.id).await?;
-        if request.before_id > last_message_id + 1 {
+        let id = channel.id();
+        let last_message_id = self.access(channel, user.id).await?;
+        if before_id > last_message_id + 1 {
             return Err(LobbyError::invalid(
                 "before_id",
                 format!(
-                    "{} is past {}'s newest message ({last_message_id}); pass 0 or a next_before_id from a previous page",
-                    request.before_id, request.channel_id
+                    "{before_id} is past {id}'s newest message ({last_message_id}); pass 0 or a next_before_id from a previous page"
                 ),
             ));
         }
-        let before = if request.before_id == 0 { i64::MAX } else { db_id(request.before_id) };
-        let id = channel.id();
-        let mut messages: Vec<pb::ChatMessage> = with_pool!(&self.inner.db, |pool| {
+        let before = if before_id == 0 { i64::MAX } else { db_id(before_id) };
+        let mut messages: Vec<ChatMessage> = with_pool!(&self.inner.db, |pool| {
+            // Blocks are moderation's table, but they are filtered here, in
+            // the query, so that a page is full even when many are skipped.
             let rows = sqlx::query(
                 "SELECT message_id, sender_id, sender_name, body, sent_at_ms FROM chat_messages \
                  WHERE channel_id = $1 AND message_id < $2 \
@@ -546,15 +419,8 @@ impl ChatStore {
             .fetch_all(pool)
             .await?;
             let mut messages = Vec::with_capacity(rows.len());
-            for row in rows {
-                messages.push(pb::ChatMessage {
-                    channel_id: id.clone(),
-                    message_id: row.try_get::<i64, _>("message_id")? as u64,
-                    sender_id: row.try_get::<i64, _>("sender_id")? as u64,
-                    sender_name: row.try_get("sender_name")?,
-                    body: row.try_get("body")?,
-                    sent_at_ms: row.try_get("sent_at_ms")?,
-                });
+            for row in &rows {
+                messages.push(message_from_row(&id, row)?);
             }
             Ok(messages)
         })?;
@@ -564,161 +430,42 @@ impl ChatStore {
             Some(oldest) if has_more => oldest.message_id,
             _ => 0,
         };
-        Ok(pb::HistoryResponse { messages, next_before_id })
+        Ok(HistoryPage { messages, next_before_id })
     }
 
-    /// Who `blocker` blocks (cached).
-    pub(super) async fn block_set(&self, blocker: u64) -> Result<Arc<HashSet<u64>>, LobbyError> {
-        if let Some(set) = self.inner.cached_blocks(blocker) {
-            return Ok(set);
-        }
-        let _writer = self.inner.blocks_write.lock().await;
-        if let Some(set) = self.inner.cached_blocks(blocker) {
-            return Ok(set);
-        }
-        self.load_blocks(blocker).await
-    }
-
-    /// Reads `blocker`'s blocks from the database into the cache. Callers hold `blocks_write`.
-    async fn load_blocks(&self, blocker: u64) -> Result<Arc<HashSet<u64>>, LobbyError> {
-        let blocked: HashSet<u64> = with_pool!(&self.inner.db, |pool| {
-            let rows = sqlx::query("SELECT blocked_id FROM chat_blocks WHERE blocker_id = $1")
-                .bind(db_id(blocker))
-                .fetch_all(pool)
-                .await?;
-            let mut blocked = HashSet::with_capacity(rows.len());
-            for row in rows {
-                blocked.insert(row.try_get::<i64, _>("blocked_id")? as u64);
-            }
-            Ok(blocked)
-        })?;
-        let blocked = Arc::new(blocked);
-        self.inner.blocks.write().unwrap_or_else(PoisonError::into_inner).insert(blocker, blocked.clone());
-        Ok(blocked)
-    }
-
+    /// Blocks (or unblocks) `player_id` for `user`.
     pub(crate) async fn set_blocked(&self, user: &ChatUser, player_id: u64, blocked: bool) -> Result<(), LobbyError> {
-        if player_id == 0 {
-            return Err(LobbyError::invalid("player_id", "is required"));
-        }
-        if player_id == user.id {
-            return Err(LobbyError::invalid("player_id", "is your own id; you cannot block yourself"));
-        }
-        let _writer = self.inner.blocks_write.lock().await;
-        with_pool!(&self.inner.db, |pool| {
-            if blocked {
-                sqlx::query(
-                    "INSERT INTO chat_blocks (blocker_id, blocked_id, created_at_ms) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(db_id(user.id))
-                .bind(db_id(player_id))
-                .bind(now_ms())
-                .execute(pool)
-                .await?;
-            } else {
-                sqlx::query("DELETE FROM chat_blocks WHERE blocker_id = $1 AND blocked_id = $2")
-                    .bind(db_id(user.id))
-                    .bind(db_id(player_id))
-                    .execute(pool)
-                    .await?;
-            }
-            Ok(())
-        })?;
-        self.load_blocks(user.id).await?;
-        Ok(())
+        self.inner.moderation.set_blocked(user, player_id, blocked).await
     }
 
-    async fn is_moderator(&self, user: &ChatUser) -> Result<bool, LobbyError> {
-        if self.inner.moderator_names.contains(&user.name.to_ascii_lowercase()) {
-            return Ok(true);
-        }
-        with_pool!(&self.inner.db, |pool| {
-            let row = sqlx::query("SELECT player_id FROM chat_moderators WHERE player_id = $1")
-                .bind(db_id(user.id))
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.is_some())
-        })
+    /// A moderator mutes `player_id` for `duration`; returns when it ends (Unix ms).
+    pub(crate) async fn mute(
+        &self,
+        moderator: &ChatUser,
+        player_id: u64,
+        duration: Duration,
+        reason: &str,
+    ) -> Result<i64, LobbyError> {
+        self.inner.moderation.mute(moderator, player_id, duration, reason).await
     }
 
-    async fn require_moderator(&self, user: &ChatUser, what: &str) -> Result<(), LobbyError> {
-        if self.is_moderator(user).await? {
-            Ok(())
-        } else {
-            Err(LobbyError::PermissionDenied(format!("only moderators may {what}")))
-        }
+    /// A moderator lifts `player_id`'s mute.
+    pub(crate) async fn unmute(&self, moderator: &ChatUser, player_id: u64) -> Result<(), LobbyError> {
+        self.inner.moderation.unmute(moderator, player_id).await
     }
 
-    pub(crate) async fn mute(&self, user: &ChatUser, request: &pb::MuteRequest) -> Result<i64, LobbyError> {
-        self.require_moderator(user, "mute players").await?;
-        if request.player_id == 0 {
-            return Err(LobbyError::invalid("player_id", "is required"));
-        }
-        let max_ms = u64::try_from(self.inner.config.max_mute.as_millis()).unwrap_or(u64::MAX);
-        if request.duration_ms == 0 || request.duration_ms > max_ms {
-            return Err(LobbyError::invalid(
-                "duration_ms",
-                format!("must be 1 to {max_ms} ms (got {})", request.duration_ms),
-            ));
-        }
-        check_text("reason", &request.reason, MAX_REASON_CHARS, false)?;
-        let until = now_ms().saturating_add(db_id(request.duration_ms));
-        with_pool!(&self.inner.db, |pool| {
-            sqlx::query(
-                "INSERT INTO chat_mutes (player_id, until_ms, muted_by, reason) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (player_id) DO UPDATE SET until_ms = excluded.until_ms, \
-                 muted_by = excluded.muted_by, reason = excluded.reason",
-            )
-            .bind(db_id(request.player_id))
-            .bind(until)
-            .bind(db_id(user.id))
-            .bind(&request.reason)
-            .execute(pool)
-            .await?;
-            Ok(())
-        })?;
-        tracing::info!(moderator = user.id, player = request.player_id, until_ms = until, "chat mute");
-        Ok(until)
-    }
-
-    pub(crate) async fn unmute(&self, user: &ChatUser, player_id: u64) -> Result<(), LobbyError> {
-        self.require_moderator(user, "unmute players").await?;
-        if player_id == 0 {
-            return Err(LobbyError::invalid("player_id", "is required"));
-        }
-        with_pool!(&self.inner.db, |pool| {
-            sqlx::query("DELETE FROM chat_mutes WHERE player_id = $1").bind(db_id(player_id)).execute(pool).await?;
-            Ok(())
-        })
-    }
-
-    pub(crate) async fn report(&self, user: &ChatUser, request: &pb::ReportRequest) -> Result<bool, LobbyError> {
-        let channel = ChannelRef::parse(&request.channel_id)?;
-        check_text("reason", &request.reason, MAX_REASON_CHARS, true)?;
-        let last_message_id = self.access(&channel, user.id).await?;
-        if request.message_id == 0 || request.message_id > last_message_id {
-            return Err(LobbyError::NotFound(format!(
-                "no message {} in {} (its ids run from 1 to {last_message_id})",
-                request.message_id,
-                truncate(&request.channel_id, 64)
-            )));
-        }
-        let id = channel.id();
-        with_pool!(&self.inner.db, |pool| {
-            let inserted = sqlx::query(
-                "INSERT INTO chat_reports (reporter_id, channel_id, message_id, reason, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(db_id(user.id))
-            .bind(&id)
-            .bind(db_id(request.message_id))
-            .bind(&request.reason)
-            .bind(now_ms())
-            .execute(pool)
-            .await?
-            .rows_affected();
-            Ok(inserted == 1)
-        })
+    /// Reports message `message_id` of `channel`, which `user` must be able to
+    /// read; false when they had reported it before.
+    pub(crate) async fn report(
+        &self,
+        user: &ChatUser,
+        channel: &ChannelRef,
+        message_id: u64,
+        reason: &str,
+    ) -> Result<bool, LobbyError> {
+        let moderation = &self.inner.moderation;
+        moderation.check_report_reason(reason)?;
+        let last_message_id = self.access(channel, user.id).await?;
+        moderation.report(user, channel, last_message_id, message_id, reason).await
     }
 }

@@ -11,22 +11,22 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
-use tonic::Status;
+use tracing::Instrument as _;
 
 use super::channel::ChannelRef;
-use super::store::{ChatStore, ChatUser};
+use super::message::{ChatMessage, ChatUser};
+use super::store::ChatStore;
 use crate::error::LobbyError;
-use crate::proto::chat as pb;
 
 /// Messages read from the database per query while catching up.
 const REFILL_PAGE: u32 = 256;
 
 /// What a Subscribe stream yields.
-pub(crate) type SubscribeItem = Result<pb::ChatMessage, Status>;
+pub(crate) type SubscribeItem = Result<ChatMessage, LobbyError>;
 
-fn shutting_down() -> Status {
-    Status::unavailable(
-        "the lobby is shutting down; subscribe again with after_id set to the last message id you received",
+fn shutting_down() -> LobbyError {
+    LobbyError::Unavailable(
+        "the lobby is shutting down; subscribe again with after_id set to the last message id you received".into(),
     )
 }
 
@@ -34,8 +34,8 @@ fn shutting_down() -> Status {
 enum Stop {
     /// The client went away; nothing to tell it.
     ClientGone,
-    /// End the stream with this status.
-    Failed(Status),
+    /// End the stream with this error.
+    Failed(LobbyError),
 }
 
 struct Subscription {
@@ -44,27 +44,27 @@ struct Subscription {
     channel_id: String,
     /// The newest id delivered or skipped (blocked sender) so far.
     last_seen: u64,
-    live: broadcast::Receiver<Arc<pb::ChatMessage>>,
+    live: broadcast::Receiver<Arc<ChatMessage>>,
     tx: mpsc::Sender<SubscribeItem>,
     closing: watch::Receiver<bool>,
 }
 
 impl ChatStore {
-    /// Starts a subscription task and returns the receiving end of its stream.
+    /// Starts a subscription task, in the caller's span, and returns the
+    /// receiving end of its stream.
     pub(crate) async fn subscribe(
         &self,
         user: &ChatUser,
-        channel_id: &str,
+        channel: &ChannelRef,
         after_id: Option<u64>,
     ) -> Result<mpsc::Receiver<SubscribeItem>, LobbyError> {
         let closing = self.inner.closing.subscribe();
         if *closing.borrow() {
             return Err(LobbyError::Unavailable("the lobby is shutting down; subscribe again shortly".into()));
         }
-        let channel = ChannelRef::parse(channel_id)?;
-        self.access(&channel, user.id).await?;
+        self.access(channel, user.id).await?;
         // Load the viewer's blocks now, not on the stream's first message.
-        self.block_set(user.id).await?;
+        self.inner.moderation.block_set(user.id).await?;
         let id = channel.id();
         // Order matters: live first, then where the stored messages end.
         let live = self.inner.live_receiver(&id);
@@ -86,7 +86,7 @@ impl ChatStore {
         let (tx, rx) = mpsc::channel(self.inner.config.subscriber_buffer.max(1));
         let subscription =
             Subscription { store: self.clone(), viewer: user.id, channel_id: id, last_seen: start, live, tx, closing };
-        tokio::spawn(subscription.run());
+        tokio::spawn(subscription.run().instrument(tracing::Span::current()));
         Ok(rx)
     }
 }
@@ -128,9 +128,9 @@ impl Subscription {
     }
 
     /// Sends `message` unless its sender is blocked by the viewer.
-    async fn deliver(&mut self, message: &pb::ChatMessage) -> Result<(), Stop> {
+    async fn deliver(&mut self, message: &ChatMessage) -> Result<(), Stop> {
         self.last_seen = message.message_id;
-        let blocked = self.store.block_set(self.viewer).await.map_err(|err| Stop::Failed(Status::from(err)))?;
+        let blocked = self.store.inner.moderation.block_set(self.viewer).await.map_err(Stop::Failed)?;
         if blocked.contains(&message.sender_id) {
             return Ok(());
         }
@@ -147,7 +147,7 @@ impl Subscription {
                 .store
                 .messages_between(&self.channel_id, self.last_seen, before, REFILL_PAGE)
                 .await
-                .map_err(|err| Stop::Failed(Status::from(err)))?;
+                .map_err(Stop::Failed)?;
             let complete = page.len() < REFILL_PAGE as usize;
             for message in &page {
                 self.deliver(message).await?;
