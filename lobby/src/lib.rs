@@ -17,6 +17,7 @@ pub mod limits;
 pub mod password;
 pub mod profile;
 pub mod proto;
+pub mod request_span;
 pub mod server;
 pub mod tokens;
 

@@ -19,6 +19,7 @@ use crate::profile::{ProfileService, ProfileStore};
 use crate::proto::{
     self, auth::auth_server::AuthServer, chat::chat_server::ChatServer, profile::profile_server::ProfileServer,
 };
+use crate::request_span::request_span;
 use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret, TokenInterceptor};
 
 /// Largest request message accepted, in bytes.
@@ -155,6 +156,7 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
+        .trace_fn(request_span)
         .timeout(config.request_timeout)
         .add_service(health)
         .add_service(reflection)

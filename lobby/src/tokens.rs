@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
 
 use crate::error::{AuthError, LobbyError};
+use crate::request_span::record_player;
 
 /// How long an access token lives.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -179,10 +180,14 @@ impl tonic::service::Interceptor for TokenInterceptor {
                 None => Err(AuthError::Invalid("authorization metadata is not `Bearer <token>`".into())),
             },
         };
-        if self.required
-            && let Err(err) = &outcome
-        {
-            return Err(LobbyError::Token(err.clone()).into());
+        match &outcome {
+            Ok(claims) => {
+                if let Ok(player_id) = claims.player_id() {
+                    record_player(player_id);
+                }
+            }
+            Err(err) if self.required => return Err(LobbyError::Token(err.clone()).into()),
+            Err(_) => {}
         }
         request.extensions_mut().insert(Caller(outcome));
         Ok(request)

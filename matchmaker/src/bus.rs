@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rally_protocol::results::MatchResult;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::error::BackendError;
 
@@ -322,7 +323,8 @@ pub fn run_consumer(
 ) -> ConsumerHandle {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stats_tx, stats_rx) = watch::channel(ConsumerStats::default());
-    let task = tokio::spawn(consume(bus, config, handler, stop_rx, stats_tx));
+    let span = tracing::info_span!("results_consumer", group = %config.group, consumer = %config.consumer);
+    let task = tokio::spawn(consume(bus, config, handler, stop_rx, stats_tx).instrument(span));
     ConsumerHandle { stop: stop_tx, stats: stats_rx, task }
 }
 

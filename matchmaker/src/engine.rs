@@ -24,6 +24,7 @@ use rally_protocol::results::{MatchResult, SeatResult};
 use rally_protocol::{MatchId, PlayerId};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument as _;
 
 use crate::bots::{BotFill, BotSeat};
 use crate::bus::{MemoryBus, ResultsBus};
@@ -441,7 +442,8 @@ impl Matchmaker {
                 let this = self.clone();
                 let mode = mode.clone();
                 let bots = bots.clone();
-                in_flight.spawn(async move { this.commit(&mode, tickets, seats, shard, bots, now_ms).await });
+                let commit = async move { this.commit(&mode, tickets, seats, shard, bots, now_ms).await };
+                in_flight.spawn(commit.instrument(tracing::Span::current()));
                 while in_flight.len() >= MAX_COMMITS_IN_FLIGHT {
                     if let Some(done) = in_flight.join_next().await {
                         tally(&mut stats, done);
@@ -644,47 +646,53 @@ impl Matchmaker {
         let rounds = {
             let this = self.clone();
             let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(this.inner.config.round_interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut failing = false;
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        _ = stop.changed() => return,
-                    }
-                    match this.run_round(unix_ms()).await {
-                        Ok(_) if failing => {
-                            failing = false;
-                            tracing::info!("matching rounds recovered");
+            tokio::spawn(
+                async move {
+                    let mut ticker = tokio::time::interval(this.inner.config.round_interval);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut failing = false;
+                    loop {
+                        tokio::select! {
+                            _ = ticker.tick() => {}
+                            _ = stop.changed() => return,
                         }
-                        Ok(_) => {}
-                        Err(err) => {
-                            if !failing {
-                                tracing::warn!(%err, "matching round failed; retrying every round");
+                        match this.run_round(unix_ms()).await {
+                            Ok(_) if failing => {
+                                failing = false;
+                                tracing::info!("matching rounds recovered");
                             }
-                            failing = true;
+                            Ok(_) => {}
+                            Err(err) => {
+                                if !failing {
+                                    tracing::warn!(%err, "matching round failed; retrying every round");
+                                }
+                                failing = true;
+                            }
                         }
                     }
                 }
-            })
+                .instrument(tracing::info_span!("matching_rounds")),
+            )
         };
         let poller = {
             let this = self.clone();
             let mut stop = stop_rx;
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(this.inner.config.watch_poll_interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        _ = stop.changed() => return,
-                    }
-                    if let Err(err) = this.poll_watched().await {
-                        tracing::debug!(%err, "polling watched tickets failed");
+            tokio::spawn(
+                async move {
+                    let mut ticker = tokio::time::interval(this.inner.config.watch_poll_interval);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = ticker.tick() => {}
+                            _ = stop.changed() => return,
+                        }
+                        if let Err(err) = this.poll_watched().await {
+                            tracing::debug!(%err, "polling watched tickets failed");
+                        }
                     }
                 }
-            })
+                .instrument(tracing::info_span!("watch_poller")),
+            )
         };
         EngineHandle { stop: stop_tx, tasks: vec![rounds, poller] }
     }

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use rally_lobby::AccessTokenVerifier;
+use rally_lobby::request_span::{record_player, request_span};
 use rally_protocol::PlayerId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::engine::{EnqueueRequest, Matchmaker, unix_ms};
 use crate::error::MatchmakerError;
@@ -41,10 +43,13 @@ impl MatchmakerService {
         Ok(PlayerId(claims.player_id()?))
     }
 
+    /// The authenticated caller, recorded on the request's span.
     fn caller<T>(&self, request: &Request<T>) -> Result<PlayerId, MatchmakerError> {
         let header = request.metadata().get("authorization").and_then(|value| value.to_str().ok()).unwrap_or("");
         let token = header.strip_prefix("Bearer ").unwrap_or("");
-        self.player(token.trim())
+        let player = self.player(token.trim())?;
+        record_player(player.0);
+        Ok(player)
     }
 }
 
@@ -112,7 +117,7 @@ impl pb::matchmaker_server::Matchmaker for MatchmakerService {
         let id = parse_ticket_id(&request.get_ref().ticket_id)?;
         let (ticket, mut states) = self.matchmaker.watch(player, id).await?;
         let (updates, stream) = mpsc::channel(4);
-        tokio::spawn(async move {
+        let watch = async move {
             let mut last: Option<TicketState> = None;
             loop {
                 let state = states.borrow_and_update().clone();
@@ -134,7 +139,8 @@ impl pb::matchmaker_server::Matchmaker for MatchmakerService {
                     () = updates.closed() => return,
                 }
             }
-        });
+        };
+        tokio::spawn(watch.instrument(tracing::Span::current()));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 }
@@ -188,7 +194,11 @@ pub async fn serve(
     let local_addr = listener.local_addr().context("local address")?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder().add_service(health).add_service(reflection).add_service(service);
+    let router = tonic::transport::Server::builder()
+        .trace_fn(request_span)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(service);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_rx.await;
     }));
