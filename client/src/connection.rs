@@ -2,21 +2,22 @@
 //! pick QUIC, raw UDP or the in-memory link with a value, not with a second
 //! code path.
 //!
-//! Every driver wraps the same [`ClientSession`](crate::session::ClientSession):
-//! everything above the transport (clock sync, inputs, snapshots, events) is
-//! identical, and a match can hold players of all of them.
+//! Every transport's driver wraps the same [`ClientSession`](crate::session::ClientSession)
+//! in a task behind one [`DriverHandle`]: everything above the transport
+//! (clock sync, inputs, snapshots, events) is identical, and a match can hold
+//! players of all of them.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rally_protocol::Input;
-use rally_protocol::control::{ClientHello, Welcome};
+use rally_protocol::control::{ClientHello, Refusal, Welcome};
+use rally_protocol::{DecodeError, Input};
+use rally_transport::memory::MemoryTransport;
 
-use crate::memory::{MemoryConnection, MemoryTransport};
-use crate::quic::{ConnectConfig, GameConnection};
-use crate::session::{ClientEvent, ClientStats};
-use crate::udp::UdpConnection;
+use crate::driver::DriverHandle;
+use crate::session::{ClientEvent, ClientStats, SessionConfig};
 
 /// The transports a shard speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,138 +83,159 @@ impl Transport {
     }
 }
 
-/// A live connection to a shard seat over either transport.
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    /// The shard's address (QUIC, or raw UDP for [`Transport::Udp`]).
+    pub addr: SocketAddr,
+    /// The name the certificate must be valid for (QUIC; ignored when pinning by fingerprint).
+    pub server_name: String,
+    /// Session settings.
+    pub session: SessionConfig,
+    /// Give up if the handshake takes longer.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectConfig {
+    /// Defaults for a shard at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            server_name: "localhost".into(),
+            session: SessionConfig::default(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a connection to a shard seat was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The shard refused the hello; the refusal says why and what to do.
+    #[error("the shard refused the connection ({}): {}", .0.reason.label(), .0.message)]
+    Refused(Refusal),
+    /// No answer in time.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The shard's certificate was not the one trusted (QUIC).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The network or the transport failed.
+    #[error("{what}: {detail}")]
+    Transport {
+        /// The step that failed.
+        what: &'static str,
+        /// What the transport said.
+        detail: String,
+    },
+    /// The shard closed the connection without answering the hello.
+    #[error("the shard closed the connection without answering the hello")]
+    Closed,
+    /// The shard's answer did not decode.
+    #[error("undecodable answer to hello: {0}")]
+    Protocol(#[from] DecodeError),
+}
+
+impl ConnectError {
+    pub(crate) fn transport(what: &'static str, detail: impl fmt::Display) -> Self {
+        Self::Transport { what, detail: detail.to_string() }
+    }
+
+    /// The refusal, when the shard refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Refused(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+}
+
+/// A live connection to a shard seat over any transport.
 #[derive(Debug)]
-pub enum Connection {
-    /// Over QUIC.
-    Quic(GameConnection),
-    /// Over raw UDP.
-    Udp(UdpConnection),
-    /// Over the in-memory link.
-    Memory(MemoryConnection),
+pub struct Connection {
+    kind: TransportKind,
+    driver: DriverHandle,
+    /// The QUIC connection, for its RTT and close reason.
+    quic: Option<quinn::Connection>,
 }
 
 impl Connection {
-    /// Connects, says hello with `credential`, and waits for the welcome. A
-    /// refusal is a [`crate::quic::Refused`] error on both transports.
+    /// Connects, says hello with `credential`, and waits for the welcome.
     pub async fn connect(
         transport: &Transport,
         config: &ConnectConfig,
         credential: &ClientHello,
-    ) -> anyhow::Result<Self> {
-        Ok(match transport {
-            Transport::Quic(endpoint) => Self::Quic(GameConnection::connect(endpoint, config, credential).await?),
-            Transport::Udp => Self::Udp(UdpConnection::connect(config, credential).await?),
-            Transport::Memory(memory) => Self::Memory(MemoryConnection::connect(memory, config, credential).await?),
-        })
+    ) -> Result<Self, ConnectError> {
+        match transport {
+            Transport::Quic(endpoint) => crate::quic::connect(endpoint, config, credential).await,
+            Transport::Udp => crate::udp::connect(config, credential).await,
+            Transport::Memory(memory) => crate::memory::connect(memory, config, credential).await,
+        }
+    }
+
+    pub(crate) fn new(kind: TransportKind, driver: DriverHandle, quic: Option<quinn::Connection>) -> Self {
+        Self { kind, driver, quic }
     }
 
     /// Which transport carries it.
     pub fn kind(&self) -> TransportKind {
-        match self {
-            Self::Quic(_) => TransportKind::Quic,
-            Self::Udp(_) => TransportKind::Udp,
-            Self::Memory(_) => TransportKind::Memory,
-        }
+        self.kind
     }
 
     /// The shard's welcome (seat, tick rate, schema, resume secret).
     pub fn welcome(&self) -> &Welcome {
-        match self {
-            Self::Quic(connection) => connection.welcome(),
-            Self::Udp(connection) => connection.welcome(),
-            Self::Memory(connection) => connection.welcome(),
-        }
+        self.driver.welcome()
     }
 
     /// The credential that takes this seat back after a dropped connection.
     pub fn resume_credential(&self) -> ClientHello {
-        match self {
-            Self::Quic(connection) => connection.resume_credential(),
-            Self::Udp(connection) => connection.resume_credential(),
-            Self::Memory(connection) => connection.resume_credential(),
-        }
+        self.driver.resume_credential()
     }
 
     /// Sets the intent sent from the next tick on.
     pub fn set_input(&self, input: Input) {
-        match self {
-            Self::Quic(connection) => connection.set_input(input),
-            Self::Udp(connection) => connection.set_input(input),
-            Self::Memory(connection) => connection.set_input(input),
-        }
+        self.driver.set_input(input);
     }
 
     /// The next event; `None` once the connection is closed and all events are read.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        match self {
-            Self::Quic(connection) => connection.next_event().await,
-            Self::Udp(connection) => connection.next_event().await,
-            Self::Memory(connection) => connection.next_event().await,
-        }
+        self.driver.next_event().await
     }
 
     /// Leaves the match for good.
     pub fn leave(&self) {
-        match self {
-            Self::Quic(connection) => connection.leave(),
-            Self::Udp(connection) => connection.leave(),
-            Self::Memory(connection) => connection.leave(),
-        }
+        self.driver.leave();
     }
 
     /// The transport's RTT estimate, where it keeps one (QUIC does; raw UDP
-    /// leaves RTT to the session's pings).
+    /// and the in-memory link leave RTT to the session's pings).
     pub fn transport_rtt(&self) -> Option<Duration> {
-        match self {
-            Self::Quic(connection) => Some(connection.rtt()),
-            Self::Udp(_) | Self::Memory(_) => None,
-        }
+        self.quic.as_ref().map(quinn::Connection::rtt)
+    }
+
+    /// The QUIC connection underneath (its path counters, datagram limits), over QUIC only.
+    pub fn quic_connection(&self) -> Option<&quinn::Connection> {
+        self.quic.as_ref()
     }
 
     /// Why the transport closed, for error messages (QUIC's close reason;
-    /// raw UDP has none beyond its events).
+    /// the other transports say it in their events).
     pub fn close_reason(&self) -> Option<String> {
-        match self {
-            Self::Quic(connection) => connection.connection().close_reason().map(|reason| reason.to_string()),
-            Self::Udp(_) | Self::Memory(_) => None,
-        }
+        self.quic.as_ref().and_then(quinn::Connection::close_reason).map(|reason| reason.to_string())
     }
 
     /// Drops the connection abruptly, as a lost network would (no goodbye).
     pub fn abort(self) {
-        match self {
-            Self::Quic(connection) => connection.abort(),
-            Self::Udp(connection) => connection.abort(),
-            Self::Memory(connection) => connection.abort(),
+        self.driver.abort();
+        if let Some(quic) = &self.quic {
+            quic.close(0u32.into(), b"aborted");
         }
     }
 
     /// Waits for the driver to stop and returns its counters.
     pub async fn finish(self) -> ClientStats {
-        match self {
-            Self::Quic(connection) => connection.finish().await,
-            Self::Udp(connection) => connection.finish().await,
-            Self::Memory(connection) => connection.finish().await,
-        }
-    }
-}
-
-impl From<GameConnection> for Connection {
-    fn from(connection: GameConnection) -> Self {
-        Self::Quic(connection)
-    }
-}
-
-impl From<UdpConnection> for Connection {
-    fn from(connection: UdpConnection) -> Self {
-        Self::Udp(connection)
-    }
-}
-
-impl From<MemoryConnection> for Connection {
-    fn from(connection: MemoryConnection) -> Self {
-        Self::Memory(connection)
+        self.driver.finish().await
     }
 }
 

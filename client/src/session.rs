@@ -5,9 +5,12 @@
 //! 1. write [`ClientSession::hello`] to the control stream;
 //! 2. feed stream bytes to [`ClientSession::handle_control`] and datagrams to
 //!    [`ClientSession::handle_datagram`] as they arrive;
-//! 3. once per frame, [`ClientSession::set_input`] with the player's intent;
+//! 3. at least once per tick (every wake-up is fine), [`ClientSession::set_input`]
+//!    with the player's intent; the session emits [`ClientEvent::InputRecorded`]
+//!    for each new tick it stamps;
 //! 4. after any call, drain [`ClientSession::poll_datagram`] (send each) and
-//!    [`ClientSession::poll_event`]; sleep until [`ClientSession::poll_timeout`].
+//!    [`ClientSession::poll_event`]; sleep until [`ClientSession::poll_timeout`],
+//!    which covers every deadline the session has (the next input tick too).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -55,7 +58,7 @@ pub enum ClientEvent {
     Message(ServerMessage),
     /// The match is over.
     Ended(MatchEnd),
-    /// The driver stamped the local input for a new tick (for prediction).
+    /// The session stamped the local input for a new tick (for prediction).
     InputRecorded {
         /// The tick the input is for.
         tick: Tick,
@@ -346,6 +349,7 @@ impl ClientSession {
             self.inputs.pop_front();
         }
         self.inputs.push_back((tick, input));
+        self.events.push_back(ClientEvent::InputRecorded { tick, input });
         Some(tick)
     }
 
@@ -377,9 +381,21 @@ impl ClientSession {
         Some(bytes)
     }
 
-    /// When [`ClientSession::poll_datagram`] next has something to send.
+    /// The session's next deadline: the next input datagram, or the start of
+    /// the next input tick (when [`ClientSession::set_input`] stamps a new
+    /// input), whichever is first. `None` before the welcome and after the end.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Playing { self.next_send } else { None }
+        if self.state != State::Playing {
+            return None;
+        }
+        let next_tick = match (&self.clock, self.inputs.back()) {
+            (Some(clock), Some(&(newest, _))) => Some(clock.instant_of(newest + 1)),
+            _ => self.next_send,
+        };
+        match (self.next_send, next_tick) {
+            (Some(send), Some(tick)) => Some(send.min(tick)),
+            (send, tick) => send.or(tick),
+        }
     }
 
     /// The next event, if any.

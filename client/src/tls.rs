@@ -55,14 +55,11 @@ pub fn client_config(trust: &ServerTrust) -> anyhow::Result<quinn::ClientConfig>
 
 fn parse_fingerprint(hex: &str) -> anyhow::Result<[u8; 32]> {
     let digits: String = hex.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 64 {
-        bail!("a certificate fingerprint is 64 hex digits (SHA-256), got {} characters", digits.len());
+    if digits.chars().count() != 64 {
+        bail!("a certificate fingerprint is 64 hex digits (SHA-256), got {} characters", digits.chars().count());
     }
     let mut out = [0u8; 32];
-    for (idx, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&digits[idx * 2..idx * 2 + 2], 16)
-            .with_context(|| format!("fingerprint {hex:?} is not hex"))?;
-    }
+    ::hex::decode_to_slice(&digits, &mut out).with_context(|| format!("fingerprint {hex:?} is not hex"))?;
     Ok(out)
 }
 
@@ -126,5 +123,10 @@ mod tests {
         assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
         assert!(parse_fingerprint("abc").is_err());
         assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+        // 62 ASCII digits and one two-byte character: 64 bytes, which byte
+        // offsets once sliced through the middle of (a panic on bad input).
+        let non_ascii = format!("{}é", "a".repeat(62));
+        assert_eq!(non_ascii.len(), 64);
+        assert!(parse_fingerprint(&non_ascii).is_err());
     }
 }

@@ -28,11 +28,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use rally_client::quic::ConnectConfig;
-use rally_client::udp::{UdpConnection, wire};
+use rally_client::ConnectConfig;
+use rally_client::{Connection, Transport};
 use rally_protocol::control::ClientHello;
-use rally_server::quic::{ServeConfig, start};
+use rally_server::ServeConfig;
+use rally_server::start;
 use rally_sim::pong::PongWorld;
+use rally_transport::udp::wire;
 
 struct Args {
     seconds: u64,
@@ -181,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         let mut connect = ConnectConfig::new(udp_addr);
         connect.connect_timeout = Duration::from_secs(5);
         let attempt = Instant::now();
-        match UdpConnection::connect(&connect, &hello).await {
+        match Connection::connect(&Transport::Udp, &connect, &hello).await {
             Ok(connection) => {
                 connect_ms.push(attempt.elapsed().as_secs_f64() * 1e3);
                 held.push(connection);

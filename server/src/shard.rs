@@ -29,6 +29,7 @@ use rand::{RngCore, SeedableRng};
 
 use crate::input::{Accepted, InputBuffer};
 use crate::nonce::NonceCache;
+pub use crate::stats::ShardStats;
 
 /// Identifies one transport connection, assigned by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -139,27 +140,6 @@ pub enum ShardEvent {
     },
 }
 
-/// Counters a driver turns into metrics and the load harness reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    /// Datagrams that failed to decode or came from unknown connections.
-    pub bad_datagrams: u64,
-    /// Inputs present in the buffer when their tick was simulated.
-    pub inputs_on_time: u64,
-    /// Ticks of connected seats whose input had not arrived (the last input repeated).
-    pub inputs_missing: u64,
-    /// Inputs that arrived after their tick was simulated.
-    pub inputs_late: u64,
-    /// Snapshots sent.
-    pub snapshots_sent: u64,
-    /// Of which full (no baseline).
-    pub snapshots_full: u64,
-    /// Snapshot payload bytes sent.
-    pub snapshot_bytes: u64,
-    /// Matches ended.
-    pub matches_ended: u64,
-}
-
 #[derive(Debug)]
 struct SeatSlot {
     player: Option<PlayerId>,
@@ -237,13 +217,8 @@ pub struct Shard<G: Game> {
     draining: bool,
     stats: ShardStats,
     view: Snapshot,
-    last_now_ms: u64,
     by_phase: [usize; 4],
     next_snapshot_phase: u32,
-    /// Registered once: the metrics macros look their key up on every call, and
-    /// these are recorded per snapshot.
-    snapshot_payload_bytes: metrics::Histogram,
-    input_reflect_ticks: metrics::Histogram,
 }
 
 impl<G: Game> Shard<G> {
@@ -265,11 +240,8 @@ impl<G: Game> Shard<G> {
             draining: false,
             stats: ShardStats::default(),
             view: Snapshot::default(),
-            last_now_ms: 0,
             by_phase: [0; 4],
             next_snapshot_phase: 0,
-            snapshot_payload_bytes: metrics::histogram!("rally_shard_snapshot_payload_bytes"),
-            input_reflect_ticks: metrics::histogram!("rally_shard_input_reflect_ticks"),
         }
     }
 
@@ -342,7 +314,6 @@ impl<G: Game> Shard<G> {
 
     /// Handles the first control frame of a connection (its payload, unframed).
     pub fn handle_hello(&mut self, conn: ConnId, payload: &[u8], now_ms: u64) {
-        self.last_now_ms = now_ms;
         let result = Hello::parse(payload)
             .map_err(|err| refusal(RefuseReason::MalformedHello, format!("not a rally hello: {err}")))
             .and_then(|hello| {
@@ -370,7 +341,7 @@ impl<G: Game> Shard<G> {
                 self.transmits.push_back(Transmit::Control { conn, bytes });
             }
             Err(refusal) => {
-                metrics::counter!("rally_shard_refused_total", "reason" => refusal.reason.label()).increment(1);
+                *self.stats.refused.entry(refusal.reason.label()).or_default() += 1;
                 tracing::debug!(?conn, reason = refusal.reason.label(), message = %refusal.message, "hello refused");
                 let mut bytes = Vec::new();
                 encode_hello_frame(&ServerHello::Refused(refusal), &mut bytes);
@@ -466,7 +437,7 @@ impl<G: Game> Shard<G> {
         self.next_snapshot_phase = (self.next_snapshot_phase + 1) % interval;
         self.matches.insert(match_id, slot);
         self.events.push_back(ShardEvent::MatchCreated(match_id));
-        metrics::counter!("rally_shard_matches_created_total").increment(1);
+        self.stats.matches_created += 1;
         Ok(())
     }
 
@@ -554,8 +525,7 @@ impl<G: Game> Shard<G> {
         let datagram = match Datagram::decode(bytes) {
             Ok(Datagram::Input(datagram)) => datagram,
             Ok(Datagram::Snapshot(..)) | Err(_) => {
-                self.stats.bad_datagrams += 1;
-                metrics::counter!("rally_shard_decode_errors_total").increment(1);
+                self.stats.undecodable_datagrams += 1;
                 return;
             }
         };
@@ -568,7 +538,7 @@ impl<G: Game> Shard<G> {
                 // Redundant copies of inputs already applied are expected; only the
                 // newest entry being late means this input missed its tick.
                 if tick == datagram.newest_tick {
-                    self.stats.inputs_late += 1;
+                    self.stats.input_late(usize::from(seat));
                 }
             }
         }
@@ -640,7 +610,6 @@ impl<G: Game> Shard<G> {
 
     /// Steps every match one tick, then queues events and due snapshots.
     pub fn tick(&mut self, now_ms: u64) {
-        self.last_now_ms = now_ms;
         self.nonces.purge(now_ms);
         while let Some(entry) = self.finished.first_entry() {
             if now_ms.saturating_sub(*entry.get()) < self.config.finished_memory_ms {
@@ -653,13 +622,13 @@ impl<G: Game> Shard<G> {
             for (seat_idx, seat) in slot.seats.iter_mut().enumerate() {
                 match seat.inputs.take(next) {
                     Some(input) => {
-                        self.stats.inputs_on_time += 1;
+                        self.stats.input_on_time(seat_idx);
                         seat.applied_unshown.get_or_insert(next);
                         // Seat indices come from the match's own spec.
                         let _ = self.game.set_input(match_id, seat_idx as Seat, input);
                     }
                     None if seat.conn.is_some() && seat.first_input.is_some_and(|first| first <= next) => {
-                        self.stats.inputs_missing += 1;
+                        self.stats.input_missing(seat_idx);
                     }
                     None => {}
                 }
@@ -730,7 +699,7 @@ impl<G: Game> Shard<G> {
         let log = self.game.take_log(match_id);
         self.game.remove_match(match_id);
         self.finished.insert(match_id, now_ms);
-        let digest = log.as_ref().map(|log| hex(&log.digest())).unwrap_or_default();
+        let digest = log.as_ref().map(|log| hex::encode(log.digest())).unwrap_or_default();
         let seats = slot
             .seats
             .iter()
@@ -757,7 +726,7 @@ impl<G: Game> Shard<G> {
             input_log_digest: digest,
         };
         self.stats.matches_ended += 1;
-        metrics::counter!("rally_shard_matches_ended_total", "reason" => end_reason_label(result.reason)).increment(1);
+        *self.stats.matches_ended_by_reason.entry(end_reason_label(result.reason)).or_default() += 1;
         self.events.push_back(ShardEvent::MatchEnded { result: Box::new(result), log: log.map(Box::new) });
     }
 
@@ -805,10 +774,10 @@ impl<G: Game> Shard<G> {
                 if let Some(applied) = seat.applied_unshown.take() {
                     // Server-added latency: ticks from applying an input to the
                     // first snapshot that shows it (0 = the same tick).
-                    self.input_reflect_ticks.record(f64::from(tick - applied));
+                    self.stats.input_reflect_ticks.record((tick - applied) as usize);
                 }
                 self.stats.snapshot_bytes += bytes.len() as u64;
-                self.snapshot_payload_bytes.record((bytes.len() - header_len) as f64);
+                self.stats.snapshot_payload_bytes.record(bytes.len() - header_len);
                 if seat.sent.len() >= history {
                     // Reuse the oldest snapshot's allocation for the newest.
                     let mut recycled = seat.sent.pop_front().unwrap_or_default();
@@ -851,10 +820,6 @@ fn constant_time_eq(a: &[u8; RESUME_SECRET_LEN], b: &[u8; RESUME_SECRET_LEN]) ->
 }
 
 /// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// A metrics label for an end reason.
 pub fn end_reason_label(reason: WireEndReason) -> &'static str {
     match reason {

@@ -99,7 +99,7 @@ impl TlsIdentity {
 
 /// SHA-256 of a DER certificate, lower-case hex.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    Sha256::digest(cert.as_ref()).iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(Sha256::digest(cert.as_ref()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

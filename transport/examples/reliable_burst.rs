@@ -3,7 +3,7 @@
 //! stalled for good in 2 of 23 runs of a 200-message burst).
 //!
 //! ```text
-//! cargo run --release -p rally-client --example reliable_burst [-- --runs 500 --messages 1000 --loss 0.05]
+//! cargo run --release -p rally-transport --example reliable_burst [-- --runs 500 --messages 1000 --loss 0.05]
 //! ```
 //!
 //! Each run sends `--messages` control-sized messages at once through two
@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rally_client::conditioner::{Link, LinkConditions};
-use rally_client::udp::ReliableChannel;
+use rally_transport::conditioner::{Link, LinkConditions};
+use rally_transport::udp::ReliableChannel;
 
 /// Virtual time step.
 const STEP: Duration = Duration::from_millis(1);

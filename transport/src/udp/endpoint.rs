@@ -1,0 +1,438 @@
+//! The shard's raw UDP endpoint as a sans-IO state machine, in the manner of
+//! quinn-proto's `Endpoint`: the stateless cookie handshake, the table of
+//! proven peers and each peer's [`ReliableChannel`]. A driver feeds it
+//! received packets and the time, and sends what it queues; it opens no
+//! socket and reads no clock, so the shard's stepper runs it in virtual time.
+//!
+//! # Call order
+//!
+//! 1. As packets arrive: [`ServerEndpoint::handle`]; as the shard answers:
+//!    [`ServerEndpoint::send_frame`] and [`ServerEndpoint::close`].
+//! 2. Whenever [`ServerEndpoint::poll_timeout`] has passed (calling early is
+//!    harmless): [`ServerEndpoint::handle_timeout`].
+//! 3. After any call: [`ServerEndpoint::poll_transmit`] (send each) and
+//!    [`ServerEndpoint::poll_event`] until `None`.
+//!
+//! Game datagrams to a peer need no state: a driver frames them with
+//! [`wire::datagram`] and sends them itself, off the endpoint's path.
+//!
+//! # Handshake (netcode.io style)
+//!
+//! A request must be padded to [`wire::REQUEST_LEN`] bytes; the answer (a
+//! challenge) is smaller, so a spoofed source cannot amplify traffic. The
+//! cookie is SHA-256 over the endpoint's secret, the source address and a
+//! 10-second time bucket, truncated to 16 bytes; the endpoint keeps nothing
+//! per request. A connect packet must echo a cookie valid for its source
+//! address (this bucket or the previous one) and carry a complete hello
+//! frame; only then is a peer allocated (at most
+//! [`EndpointConfig::max_peers`]). A cookie replayed from another address
+//! fails; replayed from the same address it can only re-offer a connect
+//! token, which the shard's token checks refuse when used twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rally_protocol::codec::FrameReader;
+use rally_protocol::control::DisconnectReason;
+use sha2::{Digest, Sha256};
+
+use super::ReliableChannel;
+use super::wire::{self, Cookie, Packet};
+
+/// Seconds per cookie time bucket.
+pub const BUCKET_SECS: u64 = 10;
+
+/// Settings of a [`ServerEndpoint`].
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Peers held at most; connect packets beyond are dropped.
+    pub max_peers: usize,
+    /// A peer silent this long is dropped.
+    pub idle_timeout: Duration,
+    /// A keepalive goes out when nothing else was sent to a peer for this long.
+    pub keepalive_after: Duration,
+    /// How long a closing peer may take to flush its control stream.
+    pub close_flush: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 65_536,
+            idle_timeout: Duration::from_secs(10),
+            keepalive_after: Duration::from_millis(500),
+            close_flush: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the endpoint tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointEvent {
+    /// A client proved its address and said hello: a connection exists from now on.
+    Connected {
+        /// The client's address, which names the connection from now on.
+        remote: SocketAddr,
+        /// The hello frame's payload.
+        hello: Vec<u8>,
+    },
+    /// A control frame's payload from a connected peer.
+    Frame {
+        /// From whom.
+        remote: SocketAddr,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A game datagram from a connected peer (not rate-limited here: the driver's policy).
+    Datagram {
+        /// From whom.
+        remote: SocketAddr,
+        /// The datagram, without the kind byte.
+        payload: Vec<u8>,
+    },
+    /// The connection is gone: the client said goodbye, fell silent, broke
+    /// its control stream, or a [`ServerEndpoint::close`] finished. Emitted
+    /// once per connection.
+    Closed {
+        /// Whose.
+        remote: SocketAddr,
+        /// The code sent to the client (a `DisconnectReason` code, 0 for a normal end).
+        reason: u16,
+    },
+}
+
+/// A packet for the driver to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub remote: SocketAddr,
+    /// The whole packet.
+    pub packet: Vec<u8>,
+}
+
+/// Counters of the endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Challenges answered.
+    pub challenges_sent: u64,
+    /// Packets dropped: malformed, unpadded, from unknown sources, bad cookies, over capacity.
+    pub packets_dropped: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent in answer to packets from unproven addresses.
+    pub bytes_out_handshake: u64,
+    /// Control-stream segments sent again after a timeout.
+    pub segments_resent: u64,
+}
+
+/// Codes a peer closed by the endpoint itself is sent.
+const PROTOCOL_VIOLATION: u16 = DisconnectReason::ProtocolViolation as u16;
+const IDLE: u16 = DisconnectReason::Idle as u16;
+
+#[derive(Debug)]
+struct Peer {
+    channel: ReliableChannel,
+    reader: FrameReader,
+    last_heard: Instant,
+    last_sent: Instant,
+    /// Set once [`ServerEndpoint::close`] was called: flush until the deadline, then say goodbye.
+    closing: Option<(Instant, u16)>,
+}
+
+/// The shard side of the raw UDP transport, sans IO.
+#[derive(Debug)]
+pub struct ServerEndpoint {
+    config: EndpointConfig,
+    secret: [u8; 32],
+    epoch: Instant,
+    peers: HashMap<SocketAddr, Peer>,
+    events: VecDeque<EndpointEvent>,
+    transmits: VecDeque<Transmit>,
+    stats: EndpointStats,
+}
+
+impl ServerEndpoint {
+    /// An endpoint whose cookies are keyed by `secret` (the driver passes
+    /// OS entropy; tests a constant). Cookie time buckets count from `now`.
+    pub fn new(config: EndpointConfig, secret: [u8; 32], now: Instant) -> Self {
+        Self {
+            config,
+            secret,
+            epoch: now,
+            peers: HashMap::new(),
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Connections held now.
+    pub fn n_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether `remote` has a connection (open or closing).
+    pub fn is_connected(&self, remote: SocketAddr) -> bool {
+        self.peers.contains_key(&remote)
+    }
+
+    /// Counters since the start.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// The cookie time bucket at `now`.
+    pub fn bucket(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS
+    }
+
+    fn cookie(&self, remote: SocketAddr, bucket: u64) -> Cookie {
+        let mut hasher = Sha256::new();
+        hasher.update(self.secret);
+        let ip = match remote.ip() {
+            IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+            IpAddr::V6(ip) => ip,
+        };
+        hasher.update(ip.octets());
+        hasher.update(remote.port().to_le_bytes());
+        hasher.update(bucket.to_le_bytes());
+        let digest = hasher.finalize();
+        let mut cookie = [0u8; wire::COOKIE_LEN];
+        cookie.copy_from_slice(&digest[..wire::COOKIE_LEN]);
+        cookie
+    }
+
+    fn cookie_valid(&self, now: Instant, remote: SocketAddr, bucket: u64, cookie: &Cookie) -> bool {
+        let current = self.bucket(now);
+        if bucket != current && bucket.checked_add(1) != Some(current) {
+            return false;
+        }
+        // Compared in constant time: the cookie is a secret of the address's owner.
+        let expected = self.cookie(remote, bucket);
+        expected.iter().zip(cookie).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+
+    fn drop_packet(&mut self) {
+        self.stats.packets_dropped += 1;
+    }
+
+    /// Handles one received packet.
+    pub fn handle(&mut self, now: Instant, remote: SocketAddr, packet: &[u8]) {
+        self.stats.bytes_in += packet.len() as u64;
+        let Ok(parsed) = Packet::parse(packet) else { return self.drop_packet() };
+        if let Some(peer) = self.peers.get_mut(&remote) {
+            peer.last_heard = now;
+            match parsed {
+                // A resent connect: the hello was taken already.
+                Packet::Connect { .. } | Packet::Keepalive => {}
+                Packet::Datagram(payload) => {
+                    if peer.closing.is_none() {
+                        self.events.push_back(EndpointEvent::Datagram { remote, payload: payload.to_vec() });
+                    }
+                }
+                Packet::Segment { .. } | Packet::Ack { .. } => {
+                    let bytes = peer.channel.handle(now, packet);
+                    if peer.closing.is_some() {
+                        // Only the flush matters now: acks of what the shard sent last.
+                        self.flush_peer(now, remote);
+                        return;
+                    }
+                    peer.reader.push(&bytes);
+                    let mut broken = false;
+                    loop {
+                        match peer.reader.poll_frame() {
+                            Ok(Some(payload)) => self.events.push_back(EndpointEvent::Frame { remote, payload }),
+                            Ok(None) => break,
+                            Err(_) => {
+                                broken = true;
+                                break;
+                            }
+                        }
+                    }
+                    self.flush_peer(now, remote);
+                    if broken {
+                        self.remove(remote, PROTOCOL_VIOLATION);
+                    }
+                }
+                Packet::Disconnect { .. } => self.remove(remote, 0),
+                Packet::Request | Packet::Challenge { .. } => self.drop_packet(),
+            }
+            return;
+        }
+        match parsed {
+            Packet::Request => {
+                let bucket = self.bucket(now);
+                let challenge = wire::challenge(bucket, &self.cookie(remote, bucket));
+                self.stats.challenges_sent += 1;
+                self.stats.bytes_out_handshake += challenge.len() as u64;
+                self.transmits.push_back(Transmit { remote, packet: challenge });
+            }
+            Packet::Connect { bucket, cookie, hello } => {
+                if self.peers.len() >= self.config.max_peers || !self.cookie_valid(now, remote, bucket, &cookie) {
+                    return self.drop_packet();
+                }
+                let mut reader = FrameReader::new();
+                reader.push(hello);
+                let Ok(Some(hello)) = reader.poll_frame() else { return self.drop_packet() };
+                let peer =
+                    Peer { channel: ReliableChannel::new(), reader, last_heard: now, last_sent: now, closing: None };
+                self.peers.insert(remote, peer);
+                self.events.push_back(EndpointEvent::Connected { remote, hello });
+            }
+            _ => self.drop_packet(),
+        }
+    }
+
+    /// Queues framed bytes on `remote`'s control stream (ignored for an unknown peer).
+    pub fn send_frame(&mut self, now: Instant, remote: SocketAddr, frame: &[u8]) {
+        let Some(peer) = self.peers.get_mut(&remote) else { return };
+        peer.channel.send(frame);
+        self.flush_peer(now, remote);
+    }
+
+    /// Closes `remote`'s connection once its control stream is flushed (or
+    /// [`EndpointConfig::close_flush`] has passed), sending `reason`. Game
+    /// datagrams from it are ignored from now on.
+    pub fn close(&mut self, now: Instant, remote: SocketAddr, reason: u16) {
+        let Some(peer) = self.peers.get_mut(&remote) else { return };
+        if peer.closing.is_none() {
+            peer.closing = Some((now + self.config.close_flush, reason));
+        }
+        self.flush_peer(now, remote);
+        self.finish_if_flushed(now, remote);
+    }
+
+    /// Resends, keepalives, finished closes and idle timeouts due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let remotes: Vec<SocketAddr> = self.peers.keys().copied().collect();
+        for remote in remotes {
+            self.flush_peer(now, remote);
+            if !self.finish_if_flushed(now, remote)
+                && let Some(peer) = self.peers.get(&remote)
+                && peer.closing.is_none()
+                && now >= peer.last_heard + self.config.idle_timeout
+            {
+                self.remove(remote, IDLE);
+            }
+        }
+    }
+
+    /// The earliest time [`Self::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .map(|peer| {
+                let mut due =
+                    (peer.last_sent + self.config.keepalive_after).min(peer.last_heard + self.config.idle_timeout);
+                if let Some(resend) = peer.channel.poll_timeout() {
+                    due = due.min(resend);
+                }
+                if let Some((deadline, _)) = peer.closing {
+                    due = due.min(deadline);
+                }
+                due
+            })
+            .min()
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
+    fn flush_peer(&mut self, now: Instant, remote: SocketAddr) {
+        let Some(peer) = self.peers.get_mut(&remote) else { return };
+        let resent_before = peer.channel.resends();
+        while let Some(packet) = peer.channel.poll_transmit(now) {
+            self.transmits.push_back(Transmit { remote, packet });
+            peer.last_sent = now;
+        }
+        self.stats.segments_resent += peer.channel.resends() - resent_before;
+        if now >= peer.last_sent + self.config.keepalive_after {
+            self.transmits.push_back(Transmit { remote, packet: wire::keepalive() });
+            peer.last_sent = now;
+        }
+    }
+
+    /// Ends a closing peer whose stream is flushed or whose deadline passed; true if it did.
+    fn finish_if_flushed(&mut self, now: Instant, remote: SocketAddr) -> bool {
+        let Some(peer) = self.peers.get(&remote) else { return false };
+        let Some((deadline, reason)) = peer.closing else { return false };
+        if !peer.channel.is_idle() && now < deadline {
+            return false;
+        }
+        // Sent twice (here and in `remove`): a lost goodbye only costs the client its idle timeout.
+        self.transmits.push_back(Transmit { remote, packet: wire::disconnect(reason) });
+        self.remove(remote, reason);
+        true
+    }
+
+    /// Forgets a peer, says goodbye with `reason`, and reports it closed.
+    fn remove(&mut self, remote: SocketAddr, reason: u16) {
+        if self.peers.remove(&remote).is_none() {
+            return;
+        }
+        self.transmits.push_back(Transmit { remote, packet: wire::disconnect(reason) });
+        self.events.push_back(EndpointEvent::Closed { remote, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: [u8; 32] = [3; 32];
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    fn hello_frame(payload: &[u8]) -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    fn challenge_for(endpoint: &mut ServerEndpoint, now: Instant, remote: SocketAddr) -> (u64, Cookie) {
+        endpoint.handle(now, remote, &wire::request());
+        let transmit = endpoint.poll_transmit().expect("a challenge");
+        assert_eq!(transmit.remote, remote);
+        match Packet::parse(&transmit.packet) {
+            Ok(Packet::Challenge { bucket, cookie }) => (bucket, cookie),
+            other => panic!("not a challenge: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_proven_address_connects_and_nothing_is_kept_before() {
+        let now = Instant::now();
+        let mut endpoint = ServerEndpoint::new(EndpointConfig::default(), SECRET, now);
+        let (bucket, cookie) = challenge_for(&mut endpoint, now, addr(1));
+        assert_eq!(endpoint.n_peers(), 0, "a request allocates nothing");
+        endpoint.handle(now, addr(1), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
+        assert_eq!(endpoint.poll_event(), Some(EndpointEvent::Connected { remote: addr(1), hello: b"hi".to_vec() }));
+        assert_eq!(endpoint.n_peers(), 1);
+    }
+
+    #[test]
+    fn a_cookie_from_another_address_or_an_old_bucket_is_refused() {
+        let now = Instant::now();
+        let mut endpoint = ServerEndpoint::new(EndpointConfig::default(), SECRET, now);
+        let (bucket, cookie) = challenge_for(&mut endpoint, now, addr(1));
+        endpoint.handle(now, addr(2), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
+        let later = now + Duration::from_secs(2 * BUCKET_SECS);
+        endpoint.handle(later, addr(1), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
+        assert_eq!(endpoint.poll_event(), None);
+        assert_eq!(endpoint.stats().packets_dropped, 2);
+        // The previous bucket is still good.
+        let next = now + Duration::from_secs(BUCKET_SECS);
+        endpoint.handle(next, addr(1), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
+        assert!(matches!(endpoint.poll_event(), Some(EndpointEvent::Connected { .. })));
+    }
+}
