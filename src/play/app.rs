@@ -1,6 +1,6 @@
 //! The state of `rally play`, without a terminal or a network: keys and network
-//! events go in, [`Command`]s for the network come out, and [`App::draw`]
-//! renders the current screen. Tests drive it exactly as a person would.
+//! events go in, [`Command`]s for the network come out. Drawing it is
+//! [`super::ui`]'s job ([`App::draw`]). Tests drive it exactly as a person would.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -10,14 +10,9 @@ use rally_client::view::{DEFAULT_DELAY_SNAPSHOTS, GameView};
 use rally_protocol::control::{MatchEnd, ServerMessage, Welcome};
 use rally_protocol::{Input, Seat};
 use rally_sim::pong::{INPUT_DOWN, INPUT_STOP, INPUT_UP};
-use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style, Stylize};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Wrap};
 
-use super::court::{Cell, CourtLayout, PongPaddle, side_name};
+use super::court::{CourtLayout, PongPaddle, side_name};
 
 /// Lines of chat kept on screen.
 const CHAT_LINES: usize = 50;
@@ -72,14 +67,14 @@ pub enum NetEvent {
 
 /// Which field of the login form has the cursor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LoginField {
+pub(super) enum LoginField {
     Username,
     Password,
 }
 
 /// The screen being shown.
 #[derive(Debug)]
-enum Screen {
+pub(super) enum Screen {
     Login { username: String, password: String, field: LoginField, busy: bool },
     Home { chat_input: String, typing: bool },
     Queued { against_bot: bool },
@@ -89,27 +84,28 @@ enum Screen {
 
 /// A match in progress.
 #[derive(Debug)]
-struct GameState {
-    welcome: Option<Welcome>,
-    view: Option<GameView>,
-    layout: Option<CourtLayout>,
+pub(super) struct GameState {
+    pub(super) welcome: Option<Welcome>,
+    pub(super) view: Option<GameView>,
+    pub(super) layout: Option<CourtLayout>,
     /// Where the player wants the paddle, in wire units; keys move it.
     target_y: Option<f64>,
     input: Input,
-    end: Option<MatchEnd>,
-    shard: String,
+    pub(super) end: Option<MatchEnd>,
+    pub(super) shard: String,
     rating_before: Option<f64>,
 }
 
 /// The whole client state.
 #[derive(Debug)]
 pub struct App {
-    screen: Screen,
+    pub(super) screen: Screen,
     commands: VecDeque<Command>,
-    account: Option<(u64, String)>,
-    profile: Option<(f64, f64, u32, u32)>,
-    leaderboard: (Vec<(u64, String, f64)>, u64),
-    chat: VecDeque<(String, String)>,
+    pub(super) account: Option<(u64, String)>,
+    pub(super) profile: Option<(f64, f64, u32, u32)>,
+    /// The top of the leaderboard, and the player's own rank (0 when unranked).
+    pub(super) leaderboard: (Vec<(u64, String, f64)>, u64),
+    pub(super) chat: VecDeque<(String, String)>,
     status: String,
     quit: bool,
 }
@@ -431,167 +427,5 @@ impl App {
         game.input = input;
         self.commands.push_back(Command::Input(input));
         Some(input)
-    }
-
-    /// Draws the current screen.
-    pub fn draw(&self, frame: &mut Frame<'_>, now: Instant) {
-        let [main, status] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
-        match &self.screen {
-            Screen::Login { username, password, field, busy } => {
-                self.draw_login(frame, main, username, password, *field, *busy)
-            }
-            Screen::Home { chat_input, typing } => self.draw_home(frame, main, chat_input, *typing),
-            Screen::Queued { against_bot } => {
-                let what = if *against_bot { "a bot" } else { "an opponent" };
-                let text = vec![
-                    Line::from(format!("Looking for {what}…")).bold(),
-                    Line::from(""),
-                    Line::from("Esc leaves the queue."),
-                ];
-                frame.render_widget(Paragraph::new(text).block(Block::bordered().title(" rally · queue ")), main);
-            }
-            Screen::Game(game) => draw_game(frame, main, game, now),
-            Screen::Result { end, seat, rating_before } => {
-                self.draw_result(frame, main, end.as_ref(), *seat, *rating_before);
-            }
-        }
-        frame.render_widget(Paragraph::new(self.status.as_str()).style(Style::new().fg(Color::Yellow)), status);
-    }
-
-    fn draw_login(
-        &self,
-        frame: &mut Frame<'_>,
-        area: Rect,
-        username: &str,
-        password: &str,
-        field: LoginField,
-        busy: bool,
-    ) {
-        let marker = |f: LoginField| if f == field && !busy { "▶ " } else { "  " };
-        let text = vec![
-            Line::from("Welcome to rally.").bold(),
-            Line::from(""),
-            Line::from(format!("{}username: {username}", marker(LoginField::Username))),
-            Line::from(format!("{}password: {}", marker(LoginField::Password), "•".repeat(password.chars().count()))),
-            Line::from(""),
-            Line::from("Tab switches field · Enter logs in · Ctrl-R registers a new account · Esc quits"),
-            Line::from("Passwords need at least 10 characters and must not be a common one."),
-        ];
-        frame.render_widget(Paragraph::new(text).block(Block::bordered().title(" rally · log in ")), area);
-    }
-
-    fn draw_home(&self, frame: &mut Frame<'_>, area: Rect, chat_input: &str, typing: bool) {
-        let [left, right] = Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
-        let mut lines = Vec::new();
-        if let Some((_, name)) = &self.account {
-            lines.push(Line::from(vec![Span::raw("Player: "), Span::raw(name.clone()).bold()]));
-        }
-        match self.profile {
-            Some((rating, deviation, wins, losses)) => {
-                lines.push(Line::from(format!("Rating: {rating:.0} ± {:.0}", 2.0 * deviation)));
-                lines.push(Line::from(format!("Record: {wins} won, {losses} lost")));
-            }
-            None => lines.push(Line::from("Rating: loading…")),
-        }
-        if self.leaderboard.1 > 0 {
-            lines.push(Line::from(format!("Rank: #{}", self.leaderboard.1)));
-        }
-        lines.push(Line::from(""));
-        lines.push(Line::from("Leaderboard").bold());
-        for (rank, name, rating) in &self.leaderboard.0 {
-            let own = self.account.as_ref().is_some_and(|(_, n)| n == name);
-            let line = Line::from(format!("{rank:>3}. {name:<20} {rating:>6.0}"));
-            lines.push(if own { line.add_modifier(Modifier::BOLD) } else { line });
-        }
-        lines.push(Line::from(""));
-        lines.push(Line::from("b: play a bot · h: play a human · c: chat · r: refresh · q: quit"));
-        frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" rally · home ")), left);
-
-        let [messages, input] = Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(right);
-        let visible = usize::from(messages.height.saturating_sub(2));
-        let chat: Vec<Line<'_>> = self
-            .chat
-            .iter()
-            .skip(self.chat.len().saturating_sub(visible))
-            .map(|(from, text)| {
-                Line::from(vec![Span::raw(from.clone()).bold(), Span::raw(": "), Span::raw(text.clone())])
-            })
-            .collect();
-        frame.render_widget(
-            Paragraph::new(chat).wrap(Wrap { trim: false }).block(Block::bordered().title(" chat · lobby ")),
-            messages,
-        );
-        let prompt = if typing { format!("{chat_input}▏") } else { "press c to type".to_owned() };
-        frame.render_widget(Paragraph::new(prompt).block(Block::bordered()), input);
-    }
-
-    fn draw_result(
-        &self,
-        frame: &mut Frame<'_>,
-        area: Rect,
-        end: Option<&MatchEnd>,
-        seat: Option<Seat>,
-        rating_before: Option<f64>,
-    ) {
-        let mut lines = Vec::new();
-        match (end, seat) {
-            (Some(end), Some(seat)) => {
-                let won = end.winner == Some(rally_sim::pong::geometry::side_of(seat));
-                lines.push(Line::from(if won { "You won!" } else { "You lost." }).bold());
-                let scores: Vec<String> = end.scores.iter().map(u32::to_string).collect();
-                lines.push(Line::from(format!("Score {} ({:?})", scores.join(" : "), end.reason)));
-            }
-            _ => lines.push(Line::from("The match ended.").bold()),
-        }
-        if let (Some(before), Some(after)) = (rating_before, self.rating()) {
-            lines.push(Line::from(format!("Rating {before:.0} → {after:.0} ({:+.0})", after - before)));
-        }
-        lines.push(Line::from(""));
-        lines.push(Line::from("Any key returns to the lobby · q quits"));
-        frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" rally · result ")), area);
-    }
-}
-
-fn draw_game(frame: &mut Frame<'_>, area: Rect, game: &GameState, now: Instant) {
-    let title = format!(" rally · {} ", game.shard);
-    let block = Block::bordered().title(title);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let (Some(view), Some(layout), Some(welcome)) = (&game.view, &game.layout, &game.welcome) else {
-        frame.render_widget(Paragraph::new("Connecting…"), inner);
-        return;
-    };
-    let mut values = Vec::new();
-    if !view.interpolated(now, &mut values) {
-        frame.render_widget(Paragraph::new("Waiting for the first snapshot…"), inner);
-        return;
-    }
-    let own = layout
-        .paddle_index(welcome.seat)
-        .and_then(|idx| view.predicted().and_then(|s| s.values.get(idx)).map(|&y| (welcome.seat, f64::from(y))));
-    let court = layout.court(&values, own);
-    let [score_area, field] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(inner);
-    let mut header = format!("{:>3}   {:<3}", court.score[0], court.score[1]);
-    match court.phase {
-        0 => header.push_str("   waiting for the other players"),
-        1 => header
-            .push_str(&format!("   serve in {:.1} s", f64::from(court.countdown) / f64::from(welcome.tick_rate_hz))),
-        _ => {}
-    }
-    frame.render_widget(Paragraph::new(header).centered().bold(), score_area);
-    let cells = court.rasterize(field.width, field.height, Some(welcome.seat));
-    let buf = frame.buffer_mut();
-    for (i, cell) in cells.iter().enumerate() {
-        let (col, row) = ((i % usize::from(field.width)) as u16, (i / usize::from(field.width)) as u16);
-        let (symbol, style) = match cell {
-            Cell::Empty => continue,
-            Cell::Net => ("┆", Style::new().fg(Color::DarkGray)),
-            Cell::OwnPaddle => ("█", Style::new().fg(Color::Cyan)),
-            Cell::Paddle => ("█", Style::new().fg(Color::White)),
-            Cell::Ball => ("●", Style::new().fg(Color::Yellow)),
-        };
-        if let Some(target) = buf.cell_mut((field.x + col, field.y + row)) {
-            target.set_symbol(symbol).set_style(style);
-        }
     }
 }

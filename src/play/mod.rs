@@ -2,13 +2,15 @@
 //! leaderboard, chat in the lobby, queue against a human or a bot, and play
 //! Pong with the keyboard, predicted locally at the shard's tick rate.
 //!
-//! [`app::App`] holds the state and draws it; [`net`] talks to the lobby, the
-//! matchmaker and the shard; [`drive`] joins them to a terminal and a source
-//! of keys, so a test can run the very same loop headless.
+//! [`app::App`] holds the state and [`ui`] draws it; [`court`] turns a
+//! snapshot into cells; [`net`] talks to the lobby, the matchmaker and the
+//! shard; [`drive`] joins them to a terminal and a source of keys, so a test
+//! can run the very same loop headless.
 
 pub mod app;
 pub mod court;
 pub mod net;
+pub mod ui;
 
 use std::time::{Duration, Instant};
 
