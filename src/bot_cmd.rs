@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use ed25519_dalek::SigningKey;
 use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
 use rally_bot::queue::{QueueConfig, QueueStats, run_queue_bot};
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
 use rally_client::TransportKind;
 use rally_client::tls::ServerTrust;
+
+use crate::common::parse_minter;
 
 /// `rally bot` subcommands.
 #[derive(Debug, Args)]
@@ -123,17 +124,14 @@ pub struct BotBenchArgs {
     #[arg(long, default_value = "quic")]
     pub transport: TransportKind,
     /// Play on a running shard at this address instead of an embedded one.
-    #[arg(long, requires_all = ["fingerprint", "issuer_key_hex"])]
+    #[arg(long, requires_all = ["fingerprint", "token_key"])]
     pub shard_addr: Option<SocketAddr>,
     /// SHA-256 of the running shard's certificate.
     #[arg(long)]
     pub fingerprint: Option<String>,
-    /// Seed (32 bytes, hex) of an issuer key the running shard trusts.
-    #[arg(long)]
-    pub issuer_key_hex: Option<String>,
-    /// The key id the running shard knows that key by.
-    #[arg(long, default_value_t = 1)]
-    pub issuer_key_id: u8,
+    /// The issuer key the running shard trusts, as KEY_ID:SEED_HEX (the 32-byte Ed25519 seed, hex).
+    #[arg(long, env = "RALLY_BOT_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: Option<String>,
     /// The running shard's name, as tokens must carry it.
     #[arg(long, default_value = "shard-local")]
     pub shard_name: String,
@@ -232,16 +230,12 @@ fn bench(args: BotBenchArgs) -> anyhow::Result<()> {
     }
     let target = match args.shard_addr {
         Some(addr) => {
-            let seed = crate::shard_cmd::decode_hex(args.issuer_key_hex.as_deref().unwrap_or_default())
-                .context("--issuer-key-hex is not hex")?;
-            let seed: [u8; 32] =
-                seed.try_into().map_err(|_| anyhow::anyhow!("--issuer-key-hex must be 32 bytes (64 hex digits)"))?;
+            let spec = args.token_key.as_deref().context("--shard-addr needs --token-key KEY_ID:SEED_HEX")?;
             ShardTarget::Remote {
                 addr,
                 name: args.shard_name.clone(),
                 trust: ServerTrust::Fingerprint(args.fingerprint.clone().unwrap_or_default()),
-                key: Box::new(SigningKey::from_bytes(&seed)),
-                key_id: args.issuer_key_id,
+                minter: Box::new(parse_minter(spec).context("--token-key")?),
             }
         }
         None => ShardTarget::Embedded {

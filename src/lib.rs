@@ -2,10 +2,15 @@
 //!
 //! `src/main.rs` only parses arguments and calls [`run`]; everything else lives
 //! here so it can be tested.
+//!
+//! One module per role (`*_cmd`, [`sim_demo`], [`play`]), each owning its
+//! flags; [`cli`] gathers them into the command line; [`common`] holds what
+//! several roles share. A role module depends on [`common`] and on no other
+//! role module.
 
-pub mod bench_cmd;
 pub mod bot_cmd;
 pub mod cli;
+pub mod common;
 pub mod loadtest_cmd;
 pub mod lobby_cmd;
 pub mod logging;
@@ -20,7 +25,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Sim(args) => sim_demo::run(args),
         cli::Command::Shard(args) => shard_cmd::run(args),
-        cli::Command::BenchShard(args) => bench_cmd::run(args),
         cli::Command::Loadtest(args) => loadtest_cmd::run(args),
         cli::Command::Lobby(args) => lobby_cmd::run(args),
         cli::Command::Matchmaker(args) => matchmaker_cmd::run(args),

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use ed25519_dalek::SigningKey;
 use rally_client::TransportKind;
 use rally_client::conditioner::LinkConditions;
 use rally_loadtest::config::{LoadConfig, parse_duration, parse_probability};
@@ -19,6 +18,9 @@ use rally_loadtest::platform::{self, PlatformConfig, PlatformScenario, PlatformT
 use rally_loadtest::report::{self, Report, parse_thresholds};
 use rally_loadtest::services::ServicesConfig;
 use rally_loadtest::stack::EmbeddedShardConfig;
+use rally_loadtest::sweep;
+
+use crate::common::parse_minter;
 
 /// `rally loadtest` subcommands.
 #[derive(Debug, Args)]
@@ -31,7 +33,8 @@ pub struct LoadtestArgs {
 /// The scenarios and tools of the harness.
 #[derive(Debug, Subcommand)]
 pub enum LoadtestCommand {
-    /// Shard capacity: token → connect → play two-player matches, bypassing lobby and matchmaker.
+    /// Shard capacity: token → connect → play two-player matches, bypassing lobby and matchmaker;
+    /// `--sweep` runs it at several loads and prints one capacity table.
     Connect(ConnectArgs),
     /// Chat: subscribers on one public channel and senders posting to it, through the lobby's Chat gRPC.
     Chat(ChatArgs),
@@ -150,7 +153,7 @@ pub struct ConnectArgs {
     #[arg(long, requires = "shard")]
     pub shard_udp: Option<SocketAddr>,
     /// The issuer key the running shard trusts, as KEY_ID:SEED_HEX (the 32-byte Ed25519 seed, hex).
-    #[arg(long, env = "RALLY_LOADTEST_TOKEN_KEY")]
+    #[arg(long, env = "RALLY_LOADTEST_TOKEN_KEY", hide_env_values = true)]
     pub token_key: Option<String>,
     /// SHA-256 of the running shard's certificate (it prints it at start).
     #[arg(long)]
@@ -167,6 +170,13 @@ pub struct ConnectArgs {
     /// Embedded shard: snapshots per second per client.
     #[arg(long, default_value_t = 30)]
     pub snapshot_rate: u16,
+    /// Capacity sweep: run once per client count (comma-separated, two clients a match, e.g.
+    /// 500,1000,1500,2000) instead of --clients, each on a fresh embedded shard, and print one table.
+    /// Each point is judged by the --threshold flags, or without any by the capacity criteria
+    /// (errors==0, snapshot_loss==0, late_ticks==0, shard_dropped==0, ticks_within_budget>=99%);
+    /// --json writes every point's report. The exit code is 0 whichever points fail.
+    #[arg(long, value_delimiter = ',', value_name = "CLIENTS", conflicts_with_all = ["clients", "html"])]
+    pub sweep: Vec<u64>,
 }
 
 /// A bare echo to compare the shard with.
@@ -247,6 +257,18 @@ pub struct MergeArgs {
 /// Runs a `rally loadtest` subcommand; violated thresholds are an error (exit code 1).
 pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     match args.command {
+        LoadtestCommand::Connect(args) if !args.sweep.is_empty() => {
+            let config = connect_config(&args)?;
+            println!("{}", sweep::render_header());
+            let report = sweep::run(&config, &args.sweep, |point| println!("{}", sweep::render_row(point)))?;
+            print!("\n{}", sweep::render_table(&report));
+            if let Some(path) = &args.common.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("JSON report: {}", path.display());
+            }
+            Ok(())
+        }
         LoadtestCommand::Connect(args) => {
             let config = connect_config(&args)?;
             let report = connect::run(&config)?;
@@ -306,19 +328,14 @@ fn connect_config(args: &ConnectArgs) -> anyhow::Result<ConnectConfig> {
     let shard = match args.shard {
         Some(addr) => {
             let spec = args.token_key.as_deref().context("--shard needs --token-key KEY_ID:SEED_HEX")?;
-            let (id, seed) = spec.split_once(':').context("--token-key must be KEY_ID:SEED_HEX")?;
-            let key_id: u8 = id.parse().with_context(|| format!("key id {id:?} is not 0-255"))?;
-            let seed = crate::shard_cmd::decode_hex(seed).context("the --token-key seed is not hex")?;
-            let seed: [u8; 32] = seed
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("the --token-key seed must be 32 bytes (64 hex digits)"))?;
+            let minter = parse_minter(spec).context("--token-key")?;
             ShardTarget::Remote(Box::new(RemoteShard {
                 addr,
                 udp_addr: args.shard_udp,
                 fingerprint: args.fingerprint.clone().unwrap_or_default(),
                 metrics: args.shard_metrics,
                 name: args.shard_name.clone(),
-                issuer: (key_id, SigningKey::from_bytes(&seed)),
+                minter,
             }))
         }
         None => ShardTarget::Embedded(EmbeddedShardConfig {

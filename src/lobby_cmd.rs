@@ -1,11 +1,13 @@
 //! `rally lobby`: the Auth, Profile and Chat gRPC services on SQLite or PostgreSQL.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use rally_lobby::{JwtSecret, LobbyConfig, WordFilter};
+use rally_lobby::{LobbyConfig, WordFilter};
+
+use crate::common::{READY_JSON_HELP, ReadyLine, resolve_jwt_secret, shutdown_signal};
 
 /// `rally lobby` flags.
 #[derive(Debug, Clone, Args)]
@@ -45,34 +47,9 @@ pub struct LobbyArgs {
     /// Longest chat message, in characters.
     #[arg(long, default_value_t = 500, env = "RALLY_CHAT_MAX_MESSAGE_CHARS")]
     pub chat_max_message_chars: usize,
-}
-
-/// The access-token key of every role that issues or checks them (lobby,
-/// matchmaker): `--jwt-secret-file`, else `--jwt-secret`/`RALLY_JWT_SECRET`,
-/// else the development key kept in the data dir (generated on first use; a
-/// warning unless `dev`, since every role of a deployment must share one key).
-pub(crate) fn resolve_jwt_secret(
-    file: Option<&Path>,
-    secret: Option<&str>,
-    dev: bool,
-    data_dir: &Path,
-) -> anyhow::Result<JwtSecret> {
-    if let Some(path) = file {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let trimmed = String::from_utf8(bytes.clone()).map(|text| text.trim().as_bytes().to_vec()).unwrap_or(bytes);
-        return JwtSecret::new(trimmed).map_err(anyhow::Error::msg).context("--jwt-secret-file");
-    }
-    if let Some(secret) = secret {
-        return JwtSecret::new(secret.as_bytes().to_vec()).map_err(anyhow::Error::msg).context("RALLY_JWT_SECRET");
-    }
-    if !dev {
-        tracing::warn!(
-            "no JWT key given; using the development key in {} (pass --dev to silence; every role must share it)",
-            data_dir.display()
-        );
-    }
-    rally_lobby::load_or_create_dev_secret(data_dir)
-        .with_context(|| format!("development JWT key in {}", data_dir.display()))
+    /// Print the machine-readable ready line instead of the banner.
+    #[arg(long, help = READY_JSON_HELP)]
+    pub ready_json: bool,
 }
 
 /// Runs the lobby until Ctrl-C / SIGTERM.
@@ -98,9 +75,11 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async move {
-        let shutdown = crate::shard_cmd::shutdown_signal()?;
+        let shutdown = shutdown_signal()?;
         let mut handle = rally_lobby::serve(config).await.context("starting the lobby")?;
-        println!("lobby listening on {}", handle.local_addr());
+        if !args.ready_json {
+            println!("lobby listening on {}", handle.local_addr());
+        }
         let consumer = match &args.redis_url {
             Some(url) => {
                 let redis =
@@ -109,11 +88,16 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
                 let name = format!("lobby-{}", std::process::id());
                 let (consumer, _) =
                     rally_matchmaker::lobby_results::consume_into_profiles(bus, handle.profiles().clone(), &name);
-                println!("applying match results from {url} to ratings (consumer {name})");
+                if !args.ready_json {
+                    println!("applying match results from {url} to ratings (consumer {name})");
+                }
                 Some(consumer)
             }
             None => None,
         };
+        if args.ready_json {
+            ReadyLine { lobby: Some(handle.local_addr()), ..ReadyLine::new("lobby") }.print()?;
+        }
         tokio::select! {
             served = handle.wait() => return served.context("lobby stopped"),
             () = shutdown => {}

@@ -1,6 +1,5 @@
 //! `rally matchmaker`: the Matchmaker gRPC service, with its registry, ticket
-//! store and results bus on Redis (`--redis-url`) or in memory, and the shard
-//! agent `rally shard --redis-url` runs to register and publish results.
+//! store and results bus on Redis (`--redis-url`) or in memory.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,16 +10,11 @@ use anyhow::Context;
 use clap::Args;
 use ed25519_dalek::SigningKey;
 use rally_matchmaker::engine::Backends;
-use rally_matchmaker::redis::{RedisBus, RedisRegistry};
-use rally_matchmaker::registry::{ShardInfo, ShardLoad};
-use rally_matchmaker::shard_agent::{self, AgentReport, ShardAgentConfig};
 use rally_matchmaker::{
     LobbyDbRatings, Matchmaker, MatchmakerConfig, ModeConfig, RedisConnection, TokenMinter, WindowCurve,
 };
-use rally_protocol::results::MatchResult;
-use rally_server::quic::ShardHandle;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+
+use crate::common::{READY_JSON_HELP, ReadyLine, key_from_hex, resolve_jwt_secret, shutdown_signal};
 
 /// `rally matchmaker` flags.
 #[derive(Debug, Clone, Args)]
@@ -78,13 +72,13 @@ pub struct MatchmakerArgs {
     /// Development mode: generate missing keys in the data dir without warning.
     #[arg(long)]
     pub dev: bool,
+    /// Print the machine-readable ready line instead of the banner.
+    #[arg(long, help = READY_JSON_HELP)]
+    pub ready_json: bool,
 }
 
 fn parse_signing_key(text: &str) -> anyhow::Result<SigningKey> {
-    let bytes = crate::shard_cmd::decode_hex(text.trim()).context("the token signing key is not hex")?;
-    let bytes: [u8; 32] =
-        bytes.try_into().map_err(|_| anyhow::anyhow!("the token signing key must be 32 bytes (64 hex digits)"))?;
-    Ok(SigningKey::from_bytes(&bytes))
+    Ok(SigningKey::from_bytes(&key_from_hex("the token signing key", text.trim())?))
 }
 
 /// The connect-token signing key: from `--token-signing-key-file`, or a
@@ -107,7 +101,7 @@ fn load_or_create_dev_signing_key(data_dir: &Path) -> anyhow::Result<SigningKey>
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let hex: String = key.to_bytes().iter().map(|byte| format!("{byte:02x}")).collect();
+            let hex = hex::encode(key.to_bytes());
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
@@ -145,12 +139,8 @@ impl MatchmakerArgs {
 /// Runs the matchmaker until SIGTERM/SIGINT.
 pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let secret = crate::lobby_cmd::resolve_jwt_secret(
-        args.jwt_secret_file.as_deref(),
-        args.jwt_secret.as_deref(),
-        args.dev,
-        &args.data_dir,
-    )?;
+    let secret =
+        resolve_jwt_secret(args.jwt_secret_file.as_deref(), args.jwt_secret.as_deref(), args.dev, &args.data_dir)?;
     let minter = TokenMinter::new(resolve_signing_key(&args)?, args.token_key_id)
         .with_ttl_ms((args.token_ttl.max(1.0) * 1000.0) as u64);
     let lobby_url = match &args.lobby_database_url {
@@ -163,7 +153,7 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     rally_server::ops::prometheus();
     runtime.block_on(async move {
-        let shutdown = crate::shard_cmd::shutdown_signal()?;
+        let shutdown = shutdown_signal()?;
         let ratings = LobbyDbRatings::connect(&lobby_url).await.context("opening the lobby database for ratings")?;
         let retention = Duration::from_millis(config.ticket_retention_ms);
         let backends = match &args.redis_url {
@@ -179,11 +169,21 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
         let mut server = rally_matchmaker::serve(args.listen, matchmaker, verifier).await?;
         let readiness = rally_server::ops::Readiness::default();
         let metrics = rally_server::ops::serve(args.metrics_addr, readiness).await?;
-        println!(
-            "matchmaker listening on {} (gRPC), metrics on http://{metrics}/metrics; shards need --token-key {}",
-            server.local_addr(),
-            minter.public_key_spec()
-        );
+        if args.ready_json {
+            ReadyLine {
+                matchmaker: Some(server.local_addr()),
+                metrics: Some(metrics),
+                token_key: Some(minter.public_key_spec()),
+                ..ReadyLine::new("matchmaker")
+            }
+            .print()?;
+        } else {
+            println!(
+                "matchmaker listening on {} (gRPC), metrics on http://{metrics}/metrics; shards need --token-key {}",
+                server.local_addr(),
+                minter.public_key_spec()
+            );
+        }
         tokio::select! {
             served = server.wait() => return served.context("matchmaker stopped"),
             () = shutdown => {}
@@ -192,69 +192,6 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
         engine.stop().await;
         server.shutdown().await
     })
-}
-
-/// A shard's agent running next to `rally shard --redis-url`.
-#[derive(Debug)]
-pub struct ShardAgentRun {
-    draining: watch::Sender<bool>,
-    task: JoinHandle<AgentReport>,
-}
-
-impl ShardAgentRun {
-    /// Marks the shard draining in the registry.
-    pub fn drain(&self) {
-        let _ = self.draining.send(true);
-    }
-
-    /// Waits until every result was published (the shard's channel closed) and the shard deregistered.
-    pub async fn wait(self) -> anyhow::Result<AgentReport> {
-        self.task.await.context("shard agent panicked")
-    }
-}
-
-/// Registers `shard` in the Redis registry at `redis_url` and publishes its
-/// results to the Redis bus. Returns a receiver that still gets every result
-/// (for the results file) and the agent.
-pub fn start_shard_agent(
-    redis_url: &str,
-    redis_prefix: &str,
-    region: &str,
-    public_addr: Option<&str>,
-    capacity: usize,
-    shard: &ShardHandle,
-    mut results: mpsc::UnboundedReceiver<MatchResult>,
-) -> anyhow::Result<(mpsc::UnboundedReceiver<MatchResult>, ShardAgentRun)> {
-    let redis = RedisConnection::connect_lazy(redis_url, redis_prefix)?;
-    let info = ShardInfo {
-        name: shard.name.clone(),
-        address: public_addr.map_or_else(|| shard.local_addr.to_string(), str::to_owned),
-        region: region.to_owned(),
-        capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        certificate_sha256: shard.fingerprint.clone(),
-    };
-    let (file_tx, file_rx) = mpsc::unbounded_channel();
-    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(result) = results.recv().await {
-            let _ = file_tx.send(result.clone());
-            let _ = agent_tx.send(result);
-        }
-    });
-    let live = shard.live.clone();
-    let load: shard_agent::LoadProbe =
-        Arc::new(move || ShardLoad { matches: live.matches(), players: live.connections() });
-    let (draining, draining_rx) = watch::channel(false);
-    let task = tokio::spawn(shard_agent::run(
-        Arc::new(RedisRegistry::new(redis.clone())),
-        Arc::new(RedisBus::new(redis)),
-        ShardAgentConfig::new(info),
-        agent_rx,
-        load,
-        draining_rx,
-    ));
-    Ok((file_rx, ShardAgentRun { draining, task }))
 }
 
 #[cfg(test)]

@@ -1,20 +1,31 @@
-//! `rally shard`: one match shard serving QUIC, with metrics, results and drain.
+//! `rally shard`: one match shard serving QUIC, with metrics, results and
+//! drain, and the agent `--redis-url` runs to register it in the shard
+//! registry and publish its results.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ed25519_dalek::VerifyingKey;
+use rally_matchmaker::RedisConnection;
+use rally_matchmaker::redis::{RedisBus, RedisRegistry};
+use rally_matchmaker::registry::{ShardInfo, ShardLoad};
+use rally_matchmaker::shard_agent::{self, AgentReport, ShardAgentConfig};
 use rally_protocol::results::MatchResult;
+use rally_server::ConnectionLimits;
+use rally_server::ServeConfig;
 use rally_server::ShardConfig;
-use rally_server::quic::{ConnectionLimits, ServeConfig};
+use rally_server::ShardHandle;
 use rally_server::tls::TlsSource;
 use rally_sim::game::LifecycleConfig;
 use rally_sim::pong::PongWorld;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::common::{READY_JSON_HELP, ReadyLine, parse_token_keys, shutdown_signal};
 
 /// `rally shard` flags.
 #[derive(Debug, Clone, Args)]
@@ -84,31 +95,9 @@ pub struct ShardArgs {
     /// `host:port` players reach this shard at [default: the bound --listen address].
     #[arg(long, env = "RALLY_SHARD_PUBLIC_ADDR")]
     pub public_addr: Option<String>,
-}
-
-/// Parses `KEY_ID:HEX` issuer keys.
-pub fn parse_token_keys(specs: &[String]) -> anyhow::Result<Vec<(u8, VerifyingKey)>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (id, hex) = spec.split_once(':').with_context(|| format!("token key {spec:?} is not KEY_ID:HEX"))?;
-            let id: u8 = id.parse().with_context(|| format!("key id {id:?} is not 0-255"))?;
-            let bytes = decode_hex(hex).with_context(|| format!("token key {id} is not hex"))?;
-            let bytes: [u8; 32] =
-                bytes.try_into().map_err(|_| anyhow::anyhow!("token key {id} must be 32 bytes (64 hex digits)"))?;
-            let key =
-                VerifyingKey::from_bytes(&bytes).with_context(|| format!("token key {id} is not an Ed25519 key"))?;
-            Ok((id, key))
-        })
-        .collect()
-}
-
-/// Lower-case hex decoding.
-pub fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        bail!("odd number of hex digits");
-    }
-    (0..hex.len()).step_by(2).map(|at| Ok(u8::from_str_radix(&hex[at..at + 2], 16)?)).collect()
+    /// Print the machine-readable ready line instead of the banner.
+    #[arg(long, help = READY_JSON_HELP)]
+    pub ready_json: bool,
 }
 
 fn secs_to_ticks(seconds: f64, tick_rate: u16) -> u32 {
@@ -176,18 +165,11 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();
-        let shard = rally_server::quic::start::<PongWorld>(config, results_tx).await?;
+        let shard = rally_server::start::<PongWorld>(config, results_tx).await?;
         let metrics = rally_server::ops::serve(args.metrics_addr, shard.readiness.clone()).await?;
-        println!(
-            "shard {} listening on {} (QUIC), metrics on http://{metrics}/metrics, certificate sha256 {}",
-            shard.name, shard.local_addr, shard.fingerprint
-        );
-        if let Some(udp_addr) = shard.udp_addr {
-            println!("shard {} also serving raw UDP (unencrypted) on {udp_addr}", shard.name);
-        }
         let (results_rx, agent) = match &args.redis_url {
             Some(url) => {
-                let (rx, agent) = crate::matchmaker_cmd::start_shard_agent(
+                let (rx, agent) = start_shard_agent(
                     url,
                     &args.redis_prefix,
                     &args.region,
@@ -201,6 +183,25 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
             None => (results_rx, None),
         };
         let writer = tokio::spawn(write_results(results_rx, results_path));
+        if args.ready_json {
+            ReadyLine {
+                name: Some(shard.name.clone()),
+                quic: Some(shard.local_addr),
+                udp: shard.udp_addr,
+                fingerprint: Some(shard.fingerprint.clone()),
+                metrics: Some(metrics),
+                ..ReadyLine::new("shard")
+            }
+            .print()?;
+        } else {
+            println!(
+                "shard {} listening on {} (QUIC), metrics on http://{metrics}/metrics, certificate sha256 {}",
+                shard.name, shard.local_addr, shard.fingerprint
+            );
+            if let Some(udp_addr) = shard.udp_addr {
+                println!("shard {} also serving raw UDP (unencrypted) on {udp_addr}", shard.name);
+            }
+        }
         shutdown.await;
         tracing::info!("shutdown requested; draining");
         if let Some(agent) = &agent {
@@ -211,12 +212,25 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
         let written = writer.await.context("results writer panicked")??;
         if let Some(agent) = agent {
             let agent = agent.wait().await?;
-            println!("registry: {} results published, {} unpublished", agent.published, agent.unpublished);
+            tracing::info!(published = agent.published, unpublished = agent.unpublished, "registry agent stopped");
+            if !args.ready_json {
+                println!("registry: {} results published, {} unpublished", agent.published, agent.unpublished);
+            }
         }
-        println!(
-            "shard stopped: {} ticks, {} late, {} matches ended ({} cut short), {written} results written",
-            report.ticks, report.late_ticks, report.stats.matches_ended, report.aborted_matches
+        tracing::info!(
+            ticks = report.ticks,
+            late_ticks = report.late_ticks,
+            matches_ended = report.stats.matches_ended,
+            cut_short = report.aborted_matches,
+            results_written = written,
+            "shard stopped"
         );
+        if !args.ready_json {
+            println!(
+                "shard stopped: {} ticks, {} late, {} matches ended ({} cut short), {written} results written",
+                report.ticks, report.late_ticks, report.stats.matches_ended, report.aborted_matches
+            );
+        }
         Ok(())
     })
 }
@@ -240,26 +254,65 @@ pub async fn write_results(mut results: mpsc::UnboundedReceiver<MatchResult>, pa
     Ok(written)
 }
 
-/// Registers SIGTERM and SIGINT handlers now and returns a future that
-/// resolves on either. Register before announcing readiness: a signal that
-/// arrives before its handler exists would kill the process undrained.
-pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-        })
+/// A shard's agent running next to `rally shard --redis-url`.
+#[derive(Debug)]
+pub struct ShardAgentRun {
+    draining: watch::Sender<bool>,
+    task: JoinHandle<AgentReport>,
+}
+
+impl ShardAgentRun {
+    /// Marks the shard draining in the registry.
+    pub fn drain(&self) {
+        let _ = self.draining.send(true);
     }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+
+    /// Waits until every result was published (the shard's channel closed) and the shard deregistered.
+    pub async fn wait(self) -> anyhow::Result<AgentReport> {
+        self.task.await.context("shard agent panicked")
     }
+}
+
+/// Registers `shard` in the Redis registry at `redis_url` and publishes its
+/// results to the Redis bus. Returns a receiver that still gets every result
+/// (for the results file) and the agent.
+pub fn start_shard_agent(
+    redis_url: &str,
+    redis_prefix: &str,
+    region: &str,
+    public_addr: Option<&str>,
+    capacity: usize,
+    shard: &ShardHandle,
+    mut results: mpsc::UnboundedReceiver<MatchResult>,
+) -> anyhow::Result<(mpsc::UnboundedReceiver<MatchResult>, ShardAgentRun)> {
+    let redis = RedisConnection::connect_lazy(redis_url, redis_prefix)?;
+    let info = ShardInfo {
+        name: shard.name.clone(),
+        address: public_addr.map_or_else(|| shard.local_addr.to_string(), str::to_owned),
+        region: region.to_owned(),
+        capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        certificate_sha256: shard.fingerprint.clone(),
+    };
+    let (file_tx, file_rx) = mpsc::unbounded_channel();
+    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(result) = results.recv().await {
+            let _ = file_tx.send(result.clone());
+            let _ = agent_tx.send(result);
+        }
+    });
+    let live = shard.live.clone();
+    let load: shard_agent::LoadProbe =
+        Arc::new(move || ShardLoad { matches: live.matches(), players: live.connections() });
+    let (draining, draining_rx) = watch::channel(false);
+    let task = tokio::spawn(shard_agent::run(
+        Arc::new(RedisRegistry::new(redis.clone())),
+        Arc::new(RedisBus::new(redis)),
+        ShardAgentConfig::new(info),
+        agent_rx,
+        load,
+        draining_rx,
+    ));
+    Ok((file_rx, ShardAgentRun { draining, task }))
 }

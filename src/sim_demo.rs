@@ -1,10 +1,11 @@
 //! `rally sim`: the headless demo (scripted players in many matches of one
 //! world, as fast as the machine allows) and the replay tool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
 use rally_protocol::{MatchId, Seat, Snapshot};
 use rally_sim::autopilot::{Autopilot, AutopilotConfig};
 use rally_sim::game::{Game, LifecycleConfig, MatchSpec, SimEvent};
@@ -12,7 +13,48 @@ use rally_sim::pong::PongWorld;
 use rally_sim::replay::{InputLog, Recording, replay};
 use serde::Serialize;
 
-use crate::cli::{SimArgs, SimCommand};
+/// `rally sim`: the headless simulation demo and replay tool.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    /// Replay instead of running the demo.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+    /// Matches kept running at once in one world.
+    #[arg(long, default_value_t = 10_000)]
+    pub matches: u32,
+    /// Wall-clock seconds to run for (ticks run as fast as the machine allows).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seed for match seeds and player behaviour; the same seed gives the same matches.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Points a side needs to win.
+    #[arg(long, default_value_t = 5)]
+    pub points_to_win: u8,
+    /// Seats per match (2, or 4 for doubles).
+    #[arg(long, default_value_t = 2)]
+    pub seats: u8,
+    /// Write the input log of every finished match into this directory.
+    #[arg(long)]
+    pub record_dir: Option<PathBuf>,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands of `rally sim`.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Replay a recorded input log and print its outcome and final hash.
+    Replay {
+        /// The `.replay` file written by `--record-dir` or by a shard.
+        file: PathBuf,
+        /// Print every tick's hash.
+        #[arg(long)]
+        hashes: bool,
+    },
+}
 
 /// Runs `rally sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -195,7 +237,7 @@ fn replay_file(path: &Path, print_hashes: bool) -> anyhow::Result<()> {
             println!("{tick}\t{hash:016x}");
         }
     }
-    let digest: String = log.digest().iter().map(|byte| format!("{byte:02x}")).collect();
+    let digest = hex::encode(log.digest());
     println!("replay {}: {} ticks, input log sha256 {digest}", path.display(), report.hashes.len());
     match &report.outcome {
         Some(outcome) => println!(

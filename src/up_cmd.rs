@@ -27,9 +27,11 @@ use rally_matchmaker::player::PlayerClient;
 use rally_matchmaker::registry::ShardInfo;
 use rally_matchmaker::shard_agent::{self, ShardAgentConfig};
 use rally_matchmaker::{Matchmaker, MatchmakerConfig, ModeConfig, RedisConnection, TokenMinter};
-use rally_server::quic::ServeConfig;
+use rally_server::ServeConfig;
 use rally_sim::PongWorld;
 use tokio::sync::{mpsc, watch};
+
+use crate::common::{READY_JSON_HELP, ReadyLine, shutdown_signal};
 
 /// House bots that take seats the matchmaker fills with bots.
 const HOUSE_BOTS: u32 = 4;
@@ -88,6 +90,9 @@ pub struct UpArgs {
     /// Seconds between status lines (0: none).
     #[arg(long, default_value_t = 2.0)]
     pub status_interval: f64,
+    /// Print the machine-readable ready line instead of the banner.
+    #[arg(long, help = READY_JSON_HELP)]
+    pub ready_json: bool,
 }
 
 fn parse_difficulty(name: &str) -> Result<Difficulty, String> {
@@ -116,7 +121,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let shutdown = crate::shard_cmd::shutdown_signal()?;
+    let shutdown = shutdown_signal()?;
 
     // Lobby.
     let secret = rally_lobby::load_or_create_dev_secret(&args.data_dir)
@@ -154,7 +159,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     serve.shard.name = "up-1".to_owned();
     let capacity = u32::try_from(serve.shard.max_matches).unwrap_or(u32::MAX);
     let (results_tx, results_rx) = mpsc::unbounded_channel();
-    let shard = rally_server::quic::start::<PongWorld>(serve, results_tx).await.with_context(|| match udp_listen {
+    let shard = rally_server::start::<PongWorld>(serve, results_tx).await.with_context(|| match udp_listen {
         Some(udp) => format!("starting the shard on {} and raw UDP on {udp}", args.shard_addr),
         None => format!("starting the shard on {}", args.shard_addr),
     })?;
@@ -235,17 +240,32 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let metrics = rally_server::ops::serve(args.metrics_addr, shard.readiness.clone())
         .await
         .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
-    println!("rally up: everything on localhost (data in {})", args.data_dir.display());
-    println!("  lobby       {lobby_url}   (Auth, Profile, Chat)");
-    println!("  matchmaker  {matchmaker_url}");
-    println!("  shard       {} (QUIC), certificate sha256 {}", shard.local_addr, shard.fingerprint);
-    match shard.udp_addr {
-        Some(udp) => println!("  udp         {udp} (the shard's raw UDP: unencrypted; --no-udp turns it off)"),
-        None => println!("  udp         off (--no-udp)"),
+    if args.ready_json {
+        ReadyLine {
+            name: Some(shard.name.clone()),
+            quic: Some(shard.local_addr),
+            udp: shard.udp_addr,
+            fingerprint: Some(shard.fingerprint.clone()),
+            lobby: Some(lobby.local_addr()),
+            matchmaker: Some(matchmaker_server.local_addr()),
+            metrics: Some(metrics),
+            token_key: Some(minter.public_key_spec()),
+            ..ReadyLine::new("up")
+        }
+        .print()?;
+    } else {
+        println!("rally up: everything on localhost (data in {})", args.data_dir.display());
+        println!("  lobby       {lobby_url}   (Auth, Profile, Chat)");
+        println!("  matchmaker  {matchmaker_url}");
+        println!("  shard       {} (QUIC), certificate sha256 {}", shard.local_addr, shard.fingerprint);
+        match shard.udp_addr {
+            Some(udp) => println!("  udp         {udp} (the shard's raw UDP: unencrypted; --no-udp turns it off)"),
+            None => println!("  udp         off (--no-udp)"),
+        }
+        println!("  metrics     http://{metrics}/metrics");
+        println!("  bots        {} × {} queueing for \"pong\"", args.bots, args.bot_policy.name());
+        println!("Play a match: `rally play` in another terminal. Ctrl-C drains and stops.");
     }
-    println!("  metrics     http://{metrics}/metrics");
-    println!("  bots        {} × {} queueing for \"pong\"", args.bots, args.bot_policy.name());
-    println!("Play a match: `rally play` in another terminal. Ctrl-C drains and stops.");
 
     // Status until asked to stop.
     let stop_after = async {
@@ -313,7 +333,7 @@ fn seen(stats: &rally_matchmaker::lobby_results::ProfileResultsStats) -> u64 {
 /// Prints a status line every `--status-interval` seconds; never returns.
 async fn status_loop(
     args: &UpArgs,
-    live: &rally_server::quic::ShardLive,
+    live: &rally_server::ShardLive,
     bots: &QueueStats,
     filler: &BotFiller,
     profiles: &ProfileStore,

@@ -1,21 +1,24 @@
 //! The `rally` binary as users run it: the headless demo, replays, and a shard
 //! that drains on SIGTERM without losing a result.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use rally_client::quic::{ConnectConfig, GameConnection, endpoint};
+use rally::common::ReadyLine;
+use rally_client::ConnectConfig;
+use rally_client::quic::endpoint;
 use rally_client::session::ClientEvent;
 use rally_client::tls::{ServerTrust, client_config};
+use rally_client::{Connection, Transport};
+use rally_matchmaker::{SeatGrant, TokenMinter};
 use rally_protocol::control::{ClientHello, EndReason, MatchEnd};
 use rally_protocol::results::MatchResult;
-use rally_protocol::token::TokenClaims;
-use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId};
+use rally_protocol::{MatchId, PlayerId};
 use rally_sim::autopilot::{Autopilot, AutopilotConfig};
 
 fn rally() -> Command {
@@ -61,6 +64,20 @@ fn a_shard_without_an_issuer_key_says_how_to_get_one() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--token-key"));
 }
 
+#[test]
+fn a_token_key_with_a_non_ascii_character_is_an_error_not_a_panic() {
+    // Two bytes of 'é' straddle the first pair of digits: slicing the text at
+    // byte offsets would cut the character in half.
+    let key = format!("1:0é{}", "0".repeat(61));
+    let output = rally()
+        .args(["shard", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--token-key", &key])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not hex") && !stderr.contains("panicked"), "{stderr}");
+}
+
 struct ShardProcess {
     child: Child,
     addr: SocketAddr,
@@ -68,11 +85,12 @@ struct ShardProcess {
     fingerprint: String,
 }
 
-fn start_shard(data_dir: &std::path::Path, key: &SigningKey, drain_timeout: &str) -> ShardProcess {
-    let public: String = key.verifying_key().as_bytes().iter().map(|byte| format!("{byte:02x}")).collect();
+/// Starts `rally shard --ready-json` trusting `minter` and reads its ready line.
+fn start_shard(data_dir: &std::path::Path, minter: &TokenMinter, drain_timeout: &str) -> ShardProcess {
     let mut child = rally()
         .args(["shard", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--name", "cli-shard"])
-        .args(["--drain-timeout", drain_timeout, "--token-key", &format!("1:{public}"), "--data-dir"])
+        .args(["--drain-timeout", drain_timeout, "--token-key", &minter.public_key_spec(), "--ready-json"])
+        .arg("--data-dir")
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -80,12 +98,18 @@ fn start_shard(data_dir: &std::path::Path, key: &SigningKey, drain_timeout: &str
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    // "shard NAME listening on ADDR (QUIC), metrics on http://ADDR/metrics, certificate sha256 HEX"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let addr = words[4].parse().unwrap();
-    let metrics = words[8].trim_start_matches("http://").trim_end_matches("/metrics,").parse().unwrap();
-    let fingerprint = words[11].to_owned();
-    ShardProcess { child, addr, metrics, fingerprint }
+    let ready = ReadyLine::parse(&line).unwrap();
+    assert_eq!((ready.role.as_str(), ready.name.as_deref(), ready.udp), ("shard", Some("cli-shard"), None), "{line}");
+    ShardProcess {
+        child,
+        addr: ready.quic.unwrap(),
+        metrics: ready.metrics.unwrap(),
+        fingerprint: ready.fingerprint.unwrap(),
+    }
+}
+
+fn minter(seed: u8) -> TokenMinter {
+    TokenMinter::new(SigningKey::from_bytes(&[seed; 32]), 1)
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -96,28 +120,20 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     response
 }
 
-fn token(key: &SigningKey, match_id: u64, seat: u8, points_to_win: u8) -> ClientHello {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    let mut nonce = [0u8; 16];
-    nonce[0] = seat;
-    nonce[8..].copy_from_slice(&match_id.to_le_bytes());
-    let claims = TokenClaims {
-        protocol_version: PROTOCOL_VERSION,
-        key_id: 1,
+fn token(minter: &TokenMinter, match_id: u64, seat: u8, points_to_win: u8) -> ClientHello {
+    let grant = SeatGrant {
         player_id: PlayerId(match_id * 10 + u64::from(seat)),
         match_id: MatchId(match_id),
         seat,
         n_seats: 2,
         points_to_win,
-        issued_at_ms: now,
-        expires_at_ms: now + 60_000,
-        nonce,
         shard: "cli-shard".into(),
     };
-    ClientHello::Connect { token: claims.sign(key).unwrap() }
+    let (token, _expires_at_ms) = minter.mint(&grant, rally_transport::unix_ms()).unwrap();
+    ClientHello::Connect { token }
 }
 
-async fn play(mut connection: GameConnection, config: AutopilotConfig) -> Option<MatchEnd> {
+async fn play(mut connection: Connection, config: AutopilotConfig) -> Option<MatchEnd> {
     let welcome = connection.welcome().clone();
     let mut autopilot = Autopilot::new(&welcome.schema, welcome.seat, config, 3).unwrap();
     while let Some(event) = connection.next_event().await {
@@ -154,13 +170,13 @@ fn sigterm(child: &Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_matches_finish_and_loses_no_result() {
     let dir = tempfile::tempdir().unwrap();
-    let key = SigningKey::from_bytes(&[5; 32]);
+    let key = minter(5);
     let mut shard = start_shard(dir.path(), &key, "60");
     assert!(http_get(shard.metrics, "/readyz").starts_with("HTTP/1.1 200"));
     let client = endpoint(client_config(&ServerTrust::Fingerprint(shard.fingerprint.clone())).unwrap()).unwrap();
     let config = ConnectConfig::new(shard.addr);
-    let mut a = GameConnection::connect(&client, &config, &token(&key, 1, 0, 1)).await.unwrap();
-    let b = GameConnection::connect(&client, &config, &token(&key, 1, 1, 1)).await.unwrap();
+    let mut a = Connection::connect(&Transport::Quic(client.clone()), &config, &token(&key, 1, 0, 1)).await.unwrap();
+    let b = Connection::connect(&Transport::Quic(client.clone()), &config, &token(&key, 1, 1, 1)).await.unwrap();
     // Once snapshots flow, the metrics endpoint shows the shard at work.
     while let Some(event) = a.next_event().await {
         if matches!(event, ClientEvent::Snapshot(_)) {
@@ -187,12 +203,12 @@ async fn sigterm_lets_running_matches_finish_and_loses_no_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_deadline_cuts_matches_short_but_still_records_them() {
     let dir = tempfile::tempdir().unwrap();
-    let key = SigningKey::from_bytes(&[6; 32]);
+    let key = minter(6);
     let mut shard = start_shard(dir.path(), &key, "1");
     let client = endpoint(client_config(&ServerTrust::Fingerprint(shard.fingerprint.clone())).unwrap()).unwrap();
     let config = ConnectConfig::new(shard.addr);
-    let a = GameConnection::connect(&client, &config, &token(&key, 2, 0, 99)).await.unwrap();
-    let b = GameConnection::connect(&client, &config, &token(&key, 2, 1, 99)).await.unwrap();
+    let a = Connection::connect(&Transport::Quic(client.clone()), &config, &token(&key, 2, 0, 99)).await.unwrap();
+    let b = Connection::connect(&Transport::Quic(client.clone()), &config, &token(&key, 2, 1, 99)).await.unwrap();
     sigterm(&shard.child);
     // Ready to nobody once the signal is handled: the shard refuses new matches
     // while draining. The signal arrives asynchronously, so poll for it.

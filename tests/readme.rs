@@ -262,7 +262,7 @@ fn every_readme_command_parses_and_every_make_target_exists() {
         .filter(|command| command.program() == "rally")
         .filter_map(|command| command.words().ok()?.get(1).cloned())
         .collect();
-    for role in ["up", "play", "lobby", "matchmaker", "shard", "bot", "loadtest", "sim", "bench-shard"] {
+    for role in ["up", "play", "lobby", "matchmaker", "shard", "bot", "loadtest", "sim"] {
         assert!(rally_roles.contains(role), "the README shows no `rally {role}` command (found {rally_roles:?})");
     }
 }

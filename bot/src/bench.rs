@@ -3,6 +3,7 @@
 //! By default the shard runs in-process (an embedded [`rally_server::quic`] shard on
 //! loopback, trusting a key generated for the run, which signs every seat's token);
 //! [`ShardTarget::Remote`] plays on a running shard that trusts a given issuer key.
+//! Tokens are minted by the matchmaker's [`TokenMinter`], as in a deployment.
 //! Side A sits in seat 0 of even matches and seat 1 of odd ones, so a seat advantage
 //! cancels out. The report has A's win rate with a 95% Wilson interval, the mean
 //! point margin, an Elo difference with its interval, the deciders' batch sizes and
@@ -11,15 +12,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ed25519_dalek::SigningKey;
 use rally_client::tls::ServerTrust;
 use rally_client::{Transport, TransportKind};
-use rally_protocol::token::TokenClaims;
-use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId, Seat};
-use rally_server::quic::{ServeConfig, start};
+use rally_matchmaker::{SeatGrant, TokenMinter};
+use rally_protocol::{MatchId, PlayerId, Seat};
+use rally_server::ServeConfig;
+use rally_server::start;
 use rally_sim::PongWorld;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -41,7 +42,7 @@ pub enum ShardTarget {
         /// Snapshots per second; must divide the tick rate.
         snapshot_rate_hz: u16,
     },
-    /// A running shard that trusts `key` (under `key_id`) to sign tokens.
+    /// A running shard that trusts `minter`'s key to sign tokens.
     Remote {
         /// Its QUIC address.
         addr: SocketAddr,
@@ -49,10 +50,8 @@ pub enum ShardTarget {
         name: String,
         /// How to trust its certificate.
         trust: ServerTrust,
-        /// The issuer's signing key.
-        key: Box<SigningKey>,
-        /// The key id the shard knows the key by.
-        key_id: u8,
+        /// Mints tokens with a key the shard trusts, under the id it knows the key by.
+        minter: Box<TokenMinter>,
     },
 }
 
@@ -350,40 +349,18 @@ pub fn measure_latency(policy: &mut dyn Policy, samples: u32) -> Result<Latency,
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-/// Signs the token for `seat` of `match_id` (match ids and player ids are derived from it).
-#[allow(clippy::too_many_arguments, reason = "a token has that many fields")]
-fn mint(
-    key: &SigningKey,
-    key_id: u8,
-    shard: &str,
-    run: u64,
-    match_id: u64,
-    seat: Seat,
-    points_to_win: u8,
-) -> anyhow::Result<Vec<u8>> {
-    let mut nonce = [0u8; 16];
-    nonce[..8].copy_from_slice(&run.to_le_bytes());
-    nonce[8..15].copy_from_slice(&match_id.to_le_bytes()[..7]);
-    nonce[15] = seat;
-    let now = now_ms();
-    let claims = TokenClaims {
-        protocol_version: PROTOCOL_VERSION,
-        key_id,
+/// The token for `seat` of `match_id` (player ids are derived from it).
+fn mint(minter: &TokenMinter, shard: &str, match_id: u64, seat: Seat, points_to_win: u8) -> anyhow::Result<Vec<u8>> {
+    let grant = SeatGrant {
         player_id: PlayerId(match_id * 2 + u64::from(seat)),
         match_id: MatchId(match_id),
         seat,
         n_seats: 2,
         points_to_win,
-        issued_at_ms: now,
-        expires_at_ms: now + 10 * 60 * 1000,
-        nonce,
         shard: shard.to_owned(),
     };
-    claims.sign(key).context("signing a connect token")
+    let (token, _expires_at_ms) = minter.mint(&grant, rally_transport::unix_ms()).context("signing a connect token")?;
+    Ok(token)
 }
 
 fn describe(side: &Side) -> String {
@@ -403,11 +380,11 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
 
     // The shard: embedded with a fresh key, or remote.
     let mut embedded = None;
-    let (addr, name, trust, key, key_id, tick_rate_hz) = match &config.target {
+    let (addr, name, trust, minter, tick_rate_hz) = match &config.target {
         ShardTarget::Embedded { tick_rate_hz, snapshot_rate_hz } => {
-            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let minter = TokenMinter::random(1);
             let dir = tempfile::tempdir().context("a temporary directory for the shard's certificate")?;
-            let mut serve = ServeConfig::local(dir.path().to_owned(), vec![(1, key.verifying_key())]);
+            let mut serve = ServeConfig::local(dir.path().to_owned(), vec![(minter.key_id(), minter.verifying_key())]);
             serve.shard.name = "bot-bench".into();
             if config.transport == TransportKind::Udp {
                 serve.udp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -426,12 +403,12 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
                 TransportKind::Quic | TransportKind::Memory => handle.local_addr,
                 TransportKind::Udp => handle.udp_addr.context("the embedded shard's raw UDP address")?,
             };
-            let out = (addr, handle.name.clone(), trust, key, 1, Some(*tick_rate_hz));
+            let out = (addr, handle.name.clone(), trust, minter, Some(*tick_rate_hz));
             embedded = Some((handle, results_rx, dir));
             out
         }
-        ShardTarget::Remote { addr, name, trust, key, key_id } => {
-            (*addr, name.clone(), trust.clone(), (**key).clone(), *key_id, None)
+        ShardTarget::Remote { addr, name, trust, minter } => {
+            (*addr, name.clone(), trust.clone(), (**minter).clone(), None)
         }
     };
     let endpoint = bot_endpoint(&trust)?;
@@ -470,7 +447,7 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
                 let ticket = SeatTicket {
                     addr,
                     server_name: "localhost".into(),
-                    token: mint(&key, key_id, &name, run, match_id, seat, config.points_to_win)?,
+                    token: mint(&minter, &name, match_id, seat, config.points_to_win)?,
                 };
                 let style =
                     BotStyle { difficulty: side.difficulty, seed: config.seed ^ (match_no * 2 + u64::from(seat)) };

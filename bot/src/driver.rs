@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
-use rally_client::quic::ConnectConfig;
+use rally_client::ConnectConfig;
 use rally_client::session::ClientEvent;
 use rally_client::tls::{ServerTrust, client_config};
 use rally_client::{Connection, Transport};

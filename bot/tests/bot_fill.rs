@@ -2,22 +2,21 @@
 //! over real QUIC, against an embedded shard.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use rally_bot::queue::BotFiller;
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
-use rally_matchmaker::{BotFill, BotSeat};
-use rally_protocol::token::TokenClaims;
-use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId};
-use rally_server::quic::{ServeConfig, start};
+use rally_matchmaker::{BotFill, BotSeat, SeatGrant, TokenMinter};
+use rally_protocol::{MatchId, PlayerId};
+use rally_server::ServeConfig;
+use rally_server::start;
 use rally_sim::PongWorld;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seats_given_to_the_filler_are_played_to_the_end() {
-    let key = SigningKey::from_bytes(&[7; 32]);
+    let minter = TokenMinter::random(1);
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = ServeConfig::local(dir.path().to_owned(), vec![(1, key.verifying_key())]);
+    let mut serve = ServeConfig::local(dir.path().to_owned(), vec![(minter.key_id(), minter.verifying_key())]);
     serve.shard.name = "fill-test".into();
     serve.shard.tick_rate_hz = 120;
     serve.shard.snapshot_rate_hz = 60;
@@ -37,22 +36,17 @@ async fn seats_given_to_the_filler_are_played_to_the_end() {
     let ids = fillers[0].bot_players("pong", 3, 1500.0).unwrap();
     assert_eq!(ids, vec![PlayerId(1_000_000), PlayerId(1_000_001), PlayerId(1_000_002)]);
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     for (seat, filler) in fillers.iter().enumerate() {
         let seat = seat as u8;
-        let claims = TokenClaims {
-            protocol_version: PROTOCOL_VERSION,
-            key_id: 1,
+        let grant = SeatGrant {
             player_id: PlayerId(10 + u64::from(seat)),
             match_id: MatchId(42),
             seat,
             n_seats: 2,
             points_to_win: 1,
-            issued_at_ms: now,
-            expires_at_ms: now + 60_000,
-            nonce: [seat; 16],
             shard: "fill-test".into(),
         };
+        let (connect_token, token_expires_at_ms) = minter.mint(&grant, rally_transport::unix_ms()).unwrap();
         filler.seat_assigned(BotSeat {
             match_id: MatchId(42),
             mode: "pong".into(),
@@ -62,8 +56,8 @@ async fn seats_given_to_the_filler_are_played_to_the_end() {
             shard_name: "fill-test".into(),
             shard_address: shard.local_addr.to_string(),
             certificate_sha256: shard.fingerprint.clone(),
-            connect_token: claims.sign(&key).unwrap(),
-            token_expires_at_ms: now + 60_000,
+            connect_token,
+            token_expires_at_ms,
         });
     }
     let result = tokio::time::timeout(Duration::from_secs(120), results.recv()).await.expect("a result").unwrap();

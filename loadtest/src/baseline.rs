@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rally_client::tls::{ServerTrust, client_config};
 use tokio::sync::watch;
 
 use crate::Phase;
 use crate::echo::{self, EchoCounters, EchoKind};
-use crate::players::PlayerTarget;
+use crate::game::GameTarget;
 use crate::report::BaselineFigures;
 use crate::stack::EmbeddedEcho;
 use crate::sys;
@@ -31,14 +30,9 @@ pub async fn measure_echo(
     n_endpoints: usize,
 ) -> anyhow::Result<BaselineFigures> {
     let server = EmbeddedEcho::start(kind, core)?;
-    let endpoints: Vec<quinn::Endpoint> = if kind == EchoKind::Quinn {
-        let mut client = client_config(&ServerTrust::Fingerprint(server.fingerprint.clone()))?;
-        client.transport_config(Arc::new(sys::client_transport()?));
-        (0..n_endpoints.max(1)).map(|_| sys::client_endpoint(client.clone())).collect::<anyhow::Result<_>>()?
-    } else {
-        Vec::new()
-    };
-    let target = PlayerTarget { addr: server.addr, server_name: "localhost".into() };
+    let endpoints: Vec<quinn::Endpoint> =
+        if kind == EchoKind::Quinn { sys::client_endpoints(&server.fingerprint, n_endpoints)? } else { Vec::new() };
+    let target = GameTarget { addr: server.addr, server_name: "localhost".into() };
     let counters = Arc::new(EchoCounters::default());
     let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
     let start = tokio::time::Instant::now();

@@ -1,7 +1,8 @@
 //! The `connect` scenario: shard capacity without the services in front of it.
 //! Clients pair up into two-player matches; each mints its own connect token
-//! (the harness holds the issuer key), connects, and plays; with `rounds` set
-//! it plays that many matches back to back, otherwise until the run stops.
+//! (the harness holds the issuer key, in a [`TokenMinter`] as the matchmaker
+//! does), connects, and plays; with `rounds` set it plays that many matches
+//! back to back, otherwise until the run stops.
 //!
 //! Clients play through the SDK's [`Connection`](rally_client::Connection)
 //! over the chosen transport: QUIC, or raw UDP (the embedded shard then also
@@ -14,15 +15,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
-use ed25519_dalek::SigningKey;
 use rally_client::proxy::UdpProxy;
-use rally_client::tls::{ServerTrust, client_config};
 use rally_client::{Transport, TransportKind};
-use rally_protocol::token::TokenClaims;
-use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId};
+use rally_matchmaker::{SeatGrant, TokenMinter};
+use rally_protocol::{MatchId, PlayerId};
+use rally_transport::unix_ms;
 
 use crate::config::{HARNESS_CORE, LoadConfig, SERVER_CORE};
 use crate::echo::EchoKind;
@@ -46,8 +46,8 @@ pub struct RemoteShard {
     pub metrics: Option<SocketAddr>,
     /// Its name, as tokens must carry it.
     pub name: String,
-    /// A token issuer key it trusts, and that key's id.
-    pub issuer: (u8, SigningKey),
+    /// Mints tokens with an issuer key it trusts, under that key's id.
+    pub minter: TokenMinter,
 }
 
 /// Which shard to load.
@@ -97,35 +97,24 @@ pub struct ShardAccess {
     pub target: GameTarget,
     /// The shard's name for tokens.
     pub shard_name: String,
-    /// The issuer key id and key.
-    pub issuer: (u8, SigningKey),
+    /// Mints the tokens the shard trusts.
+    pub minter: TokenMinter,
 }
 
 impl ShardAccess {
     /// A signed connect token for `seat` of two-player `match_id`.
     pub fn token(&self, match_id: MatchId, seat: u8, points_to_win: u8) -> anyhow::Result<Vec<u8>> {
-        let now = unix_ms();
-        let mut nonce = [0u8; 16];
-        rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
-        let claims = TokenClaims {
-            protocol_version: PROTOCOL_VERSION,
-            key_id: self.issuer.0,
+        let grant = SeatGrant {
             player_id: PlayerId(match_id.0 * 2 + u64::from(seat)),
             match_id,
             seat,
             n_seats: 2,
             points_to_win,
-            issued_at_ms: now,
-            expires_at_ms: now + 600_000,
-            nonce,
             shard: self.shard_name.clone(),
         };
-        claims.sign(&self.issuer.1).context("signing a connect token")
+        let (token, _expires_at_ms) = self.minter.mint(&grant, unix_ms()).context("signing a connect token")?;
+        Ok(token)
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// The scenario itself.
@@ -199,13 +188,6 @@ impl Scenario for ConnectScenario {
     }
 }
 
-/// Client endpoints trusting `fingerprint`.
-pub fn client_endpoints(fingerprint: &str, count: usize) -> anyhow::Result<Vec<quinn::Endpoint>> {
-    let mut client = client_config(&ServerTrust::Fingerprint(fingerprint.to_owned()))?;
-    client.transport_config(Arc::new(sys::client_transport()?));
-    (0..count.max(1)).map(|_| sys::client_endpoint(client.clone())).collect()
-}
-
 /// Runs a whole `connect` load test and returns its report (thresholds evaluated).
 pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
     let load = &config.load;
@@ -257,7 +239,7 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             let access = ShardAccess {
                 target: GameTarget { addr, server_name: "localhost".into() },
                 shard_name: shard.name.clone(),
-                issuer: (1, shard.issuer.clone().context("the embedded shard made its own issuer key")?),
+                minter: shard.minter.clone().context("the embedded shard made its own issuer key")?,
             };
             let (fingerprint, metrics) = (shard.fingerprint.clone(), Some(shard.metrics));
             (Some(shard), access, fingerprint, metrics, "embedded shard".to_owned())
@@ -274,7 +256,7 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
                     server_name: "localhost".into(),
                 },
                 shard_name: remote.name.clone(),
-                issuer: remote.issuer.clone(),
+                minter: remote.minter.clone(),
             },
             remote.fingerprint.clone(),
             remote.metrics,
@@ -295,7 +277,7 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             // Raw UDP connections each bind their own socket.
             vec![Transport::Udp]
         } else {
-            client_endpoints(&fingerprint, load.endpoints)?.into_iter().map(Transport::Quic).collect()
+            sys::client_endpoints(&fingerprint, load.endpoints)?.into_iter().map(Transport::Quic).collect()
         };
         let scenario =
             Arc::new(ConnectScenario::new(access, transports, config.points_to_win, config.rounds, load.seed));
@@ -379,6 +361,7 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             cores,
             settings,
             transport: config.transport.name().to_owned(),
+            system_udp: output.system_udp,
         }],
         measures: output.measures,
         shards,

@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::Phase;
-use crate::players::PlayerTarget;
+use crate::game::GameTarget;
 
 /// Which bare echo to compare the shard with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,26 +62,6 @@ fn server_transport() -> anyhow::Result<quinn::TransportConfig> {
         .datagram_receive_buffer_size(Some(64 * 1024))
         .datagram_send_buffer_size(64 * 1024);
     Ok(transport)
-}
-
-/// Runs the echo server on a current-thread runtime until the process is killed.
-/// Prints `echo listening on ADDR, certificate sha256 HEX` once bound.
-pub fn serve(data_dir: PathBuf) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let identity = TlsIdentity::load(&TlsSource::SelfSigned {
-        dir: data_dir,
-        names: vec!["localhost".into(), "127.0.0.1".into()],
-    })?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let server_config = identity.server_config(server_transport()?)?;
-        let endpoint = quinn::Endpoint::server(server_config, ([127, 0, 0, 1], 0).into())?;
-        println!("echo listening on {}, certificate sha256 {}", endpoint.local_addr()?, identity.fingerprint());
-        while let Some(incoming) = endpoint.accept().await {
-            tokio::spawn(echo_connection(incoming));
-        }
-        Ok(())
-    })
 }
 
 /// Serves the echo on a current-thread runtime until `stop` fires, sending
@@ -181,7 +161,7 @@ impl EchoCounters {
 /// for the last echoes.
 pub async fn client(
     endpoint: quinn::Endpoint,
-    target: PlayerTarget,
+    target: GameTarget,
     rate_hz: u32,
     counters: Arc<EchoCounters>,
     mut phase: watch::Receiver<Phase>,

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rally_client::quic::{ConnectConfig, Refused};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
+use rally_client::{ConnectConfig, ConnectError};
 use rally_client::{Connection, Transport, TransportKind};
 use rally_protocol::Tick;
 use rally_protocol::control::{ClientHello, EndReason, MatchEnd, MatchPhase, ServerMessage};
@@ -202,18 +202,11 @@ pub async fn play_over(
 const UDP_KIND_BYTES: u64 = 1;
 
 /// The error kind to count for a failed connect.
-fn join_error_kind(err: &anyhow::Error) -> String {
-    if let Some(Refused(refusal)) = err.downcast_ref::<Refused>() {
-        return format!("refused:{}", refusal.reason.label());
-    }
-    let text = format!("{err:#}");
-    if err.chain().any(|cause| cause.is::<tokio::time::error::Elapsed>())
-        || text.contains("no cookie")
-        || text.contains("no answer")
-    {
-        "join_timeout".to_owned()
-    } else {
-        "join_failed".to_owned()
+fn join_error_kind(err: &ConnectError) -> String {
+    match err {
+        ConnectError::Refused(refusal) => format!("refused:{}", refusal.reason.label()),
+        ConnectError::Timeout(_) => "join_timeout".to_owned(),
+        _ => "join_failed".to_owned(),
     }
 }
 
@@ -285,7 +278,7 @@ impl SeatPlayer {
             self.recorder.latency("rtt", rtt);
         }
         let connected = now.duration_since(self.last_bookkeeping).as_secs_f64();
-        let quic = if let Connection::Quic(quic) = connection { Some(quic.connection().stats()) } else { None };
+        let quic = connection.quic_connection().map(quinn::Connection::stats);
         let before = &self.quic_before;
         self.recorder.count(|counters| {
             if let Some(stats) = &quic {

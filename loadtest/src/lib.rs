@@ -5,7 +5,7 @@
 //!
 //! - [`scenario`] says what a scenario is; [`connect`] is the shard-capacity
 //!   scenario (token → connect → play, over QUIC or raw UDP), [`game`] the
-//!   players;
+//!   players, [`sweep`] the capacity sweep that runs `connect` at several loads;
 //!   [`platform`] holds `chat`, `matchmaker` (ticket storm) and `full`
 //!   (login → queue → play), through the lobby and matchmaker gRPC APIs.
 //! - [`run`] schedules clients (ramp, duration, stop), samples a timeline,
@@ -17,15 +17,13 @@
 //!   [`threshold`] checks pass/fail criteria.
 //! - [`stack`] and [`services`] start the shard, lobby and matchmaker
 //!   in-process when no address is given;
-//!   [`baseline`] measures a bare quinn or raw UDP echo ([`echo`]) for comparison.
-//! - [`bench`] is the older capacity sweep behind `rally bench-shard`
-//!   (child-process shard, [`players`]).
+//!   [`baseline`] measures a bare quinn or raw UDP echo ([`echo`]) for comparison;
+//!   [`sys`] reads CPU time and UDP counters, pins cores and opens client sockets.
 //!
 //! It plays no game well: inputs are scripted, because the point is the
 //! transport, tick and service cost, not the rallies.
 
 pub mod baseline;
-pub mod bench;
 pub mod config;
 pub mod connect;
 pub mod echo;
@@ -33,13 +31,13 @@ pub mod game;
 pub mod html;
 pub mod measure;
 pub mod platform;
-pub mod players;
 pub mod prometheus;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod services;
 pub mod stack;
+pub mod sweep;
 pub mod sys;
 pub mod threshold;
 

@@ -133,7 +133,7 @@ impl Shared {
     fn endpoint(&self, fingerprint: &str, idx: u64) -> anyhow::Result<quinn::Endpoint> {
         let mut quic = self.quic.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !quic.contains_key(fingerprint) {
-            quic.insert(fingerprint.to_owned(), crate::connect::client_endpoints(fingerprint, self.endpoints)?);
+            quic.insert(fingerprint.to_owned(), crate::sys::client_endpoints(fingerprint, self.endpoints)?);
         }
         let endpoints = &quic[fingerprint];
         Ok(endpoints[idx as usize % endpoints.len()].clone())
@@ -192,6 +192,8 @@ fn status_kind(what: &str, status: &tonic::Status) -> String {
     format!("{what}:{}", format!("{:?}", status.code()).to_lowercase())
 }
 
+/// Microseconds since the Unix epoch: chat messages carry their send time at
+/// this precision so delivery latency spans processes.
 fn unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as u64)
 }
@@ -396,7 +398,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
     if pin {
         sys::pin_self(HARNESS_CORE)?;
     }
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let started_unix_ms = rally_transport::unix_ms();
 
     // The stack: a shard trusting the matchmaker's key, its results forwarded to
     // the registry agent, and the services.
@@ -625,6 +627,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
             cores,
             settings,
             transport: rally_client::TransportKind::Quic.name().to_owned(),
+            system_udp: output.system_udp,
         }],
         measures: output.measures,
         shards,

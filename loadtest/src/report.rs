@@ -77,6 +77,20 @@ pub struct RunInfo {
     /// The transport clients played over (`quic` or `udp`).
     #[serde(default = "quic")]
     pub transport: String,
+    /// This machine's UDP counters over the measured window (Linux), which
+    /// tell a kernel drop from a shard drop.
+    #[serde(default)]
+    pub system_udp: Option<SystemUdp>,
+}
+
+/// System-wide UDP counters over a window (`/proc/net/snmp`): on loopback
+/// every packet is counted once out and once in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemUdp {
+    /// UDP packets sent per second by every socket on the machine.
+    pub packets_out_per_s: f64,
+    /// Datagrams the kernel dropped because a socket's receive buffer was full.
+    pub rcvbuf_errors: u64,
 }
 
 fn quic() -> String {

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::measure::{Counters, Measures, Recorder};
 use crate::prometheus::{self, MetricsSnapshot};
-use crate::report::{IP_UDP_HEADER_BYTES, Sample, ShardFigures, TICK_BUDGET_SECONDS};
+use crate::report::{IP_UDP_HEADER_BYTES, Sample, ShardFigures, SystemUdp, TICK_BUDGET_SECONDS};
 use crate::scenario::{ClientSlot, Live, Scenario, StopSignal};
 use crate::sys;
 
@@ -70,6 +70,8 @@ pub struct RunOutput {
     pub stopped_unix_ms: u64,
     /// Matches the clients saw ending on their own, by id.
     pub finished_matches: std::collections::BTreeSet<u64>,
+    /// The machine's UDP counters over the window, where readable.
+    pub system_udp: Option<SystemUdp>,
 }
 
 /// Runs `scenario` on the current runtime according to `plan`.
@@ -104,6 +106,7 @@ pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe
     }
 
     let window_start = Instant::now();
+    let udp_before = sys::UdpCounters::read();
     let metrics_before = scrape_optional(observe.shard_metrics).await;
     let shard_cpu_before = observe.shard_cpu.as_ref().and_then(|cpu| cpu());
     let hold = tokio::time::sleep(plan.duration);
@@ -118,10 +121,9 @@ pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe
     let metrics_after = scrape_optional(observe.shard_metrics).await;
     let shard_cpu_after = observe.shard_cpu.as_ref().and_then(|cpu| cpu());
     let window_s = window_end.duration_since(window_start).as_secs_f64().max(1e-9);
+    let system_udp = sys::UdpCounters::read().since(&udp_before, window_s);
 
-    let stopped_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let stopped_unix_ms = rally_transport::unix_ms();
     let _ = stop_tx.send(true);
     let grace = tokio::time::sleep(plan.grace);
     tokio::pin!(grace);
@@ -167,6 +169,7 @@ pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe
         harness_cpu_pct,
         stopped_unix_ms,
         finished_matches: recorder.finished_matches(),
+        system_udp,
     }
 }
 

@@ -220,11 +220,7 @@ async fn services(
     // Matches can only be placed once the shard is registered.
     if agent.is_some() {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while backends
-            .registry
-            .shards(rally_matchmaker::engine::unix_ms())
-            .await
-            .map_or(true, |shards| shards.is_empty())
+        while backends.registry.shards(rally_transport::unix_ms()).await.map_or(true, |shards| shards.is_empty())
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
+use rally_matchmaker::TokenMinter;
 use rally_protocol::results::MatchResult;
+use rally_server::ServeConfig;
 use rally_server::ShardConfig;
-use rally_server::quic::{ServeConfig, ShardLive, ShardReport};
+use rally_server::ShardLive;
+use rally_server::ShardReport;
 use rally_sim::game::LifecycleConfig;
 use rally_sim::pong::PongWorld;
 use tokio::sync::{mpsc, oneshot};
@@ -70,8 +73,8 @@ pub struct EmbeddedShard {
     pub fingerprint: String,
     /// Its name, as tokens must carry it.
     pub name: String,
-    /// The key its tokens are signed with (key id 1), when the harness made it.
-    pub issuer: Option<SigningKey>,
+    /// Mints the tokens it trusts (key id 1), when the harness made the key.
+    pub minter: Option<TokenMinter>,
     /// Its thread's kernel id, for CPU accounting.
     pub tid: Option<u32>,
     /// Its live figures (matches, connections), for a registry heartbeat.
@@ -140,13 +143,13 @@ impl EmbeddedShard {
         config: &EmbeddedShardConfig,
         forward: Option<mpsc::UnboundedSender<MatchResult>>,
     ) -> anyhow::Result<Self> {
-        let issuer = match config.token_key {
+        let minter = match config.token_key {
             Some(_) => None,
-            None => Some(SigningKey::generate(&mut rand::rngs::OsRng)),
+            None => Some(TokenMinter::random(1)),
         };
         let token_key = config
             .token_key
-            .or_else(|| issuer.as_ref().map(SigningKey::verifying_key))
+            .or_else(|| minter.as_ref().map(TokenMinter::verifying_key))
             .context("a token key is always chosen")?;
         let dir = tempdir::TempDir::new("rally-loadtest-shard").context("creating the shard's data directory")?;
         let mut serve = ServeConfig::local(dir.path().to_owned(), vec![(1, token_key)]);
@@ -181,7 +184,7 @@ impl EmbeddedShard {
             metrics: started.metrics,
             fingerprint: started.fingerprint,
             name: started.name,
-            issuer,
+            minter,
             tid: started.tid,
             live: started.live,
             results,
@@ -249,7 +252,7 @@ fn shard_thread(
     runtime.block_on(async move {
         let (results_tx, mut results_rx) = mpsc::unbounded_channel::<MatchResult>();
         let started = async {
-            let shard = rally_server::quic::start::<PongWorld>(serve, results_tx).await?;
+            let shard = rally_server::start::<PongWorld>(serve, results_tx).await?;
             let metrics = rally_server::ops::serve(SocketAddr::from(([127, 0, 0, 1], 0)), shard.readiness.clone())
                 .await
                 .context("serving the shard's metrics")?;

@@ -7,6 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use rally_client::tls::{ServerTrust, client_config};
+
+use crate::report::SystemUdp;
 
 /// Socket buffer size asked for on the generator's client sockets. Linux caps it
 /// at `net.core.rmem_max`; a burst of one snapshot per connection must fit.
@@ -62,6 +65,18 @@ impl UdpCounters {
         };
         Self { out_datagrams: field("OutDatagrams"), rcvbuf_errors: field("RcvbufErrors") }
     }
+
+    /// What changed since `start`, `window_s` seconds ago; `None` where the
+    /// counters could not be read (all zero).
+    pub fn since(&self, start: &Self, window_s: f64) -> Option<SystemUdp> {
+        if self.out_datagrams == 0 && self.rcvbuf_errors == 0 {
+            return None;
+        }
+        Some(SystemUdp {
+            packets_out_per_s: self.out_datagrams.saturating_sub(start.out_datagrams) as f64 / window_s.max(1e-9),
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(start.rcvbuf_errors),
+        })
+    }
 }
 
 /// Whether `taskset` can be run here.
@@ -94,6 +109,14 @@ pub fn client_endpoint(client_config: quinn::ClientConfig) -> anyhow::Result<qui
             .context("creating a client endpoint")?;
     endpoint.set_default_client_config(client_config);
     Ok(endpoint)
+}
+
+/// `count` (at least one) client endpoints trusting the server whose
+/// certificate has SHA-256 `fingerprint`, with the generator's transport settings.
+pub fn client_endpoints(fingerprint: &str, count: usize) -> anyhow::Result<Vec<quinn::Endpoint>> {
+    let mut client = client_config(&ServerTrust::Fingerprint(fingerprint.to_owned()))?;
+    client.transport_config(Arc::new(client_transport()?));
+    (0..count.max(1)).map(|_| client_endpoint(client.clone())).collect()
 }
 
 /// The generator's client transport: the SDK's settings (idle timeout, keep-alive)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use rally_client::quic::ConnectConfig;
+use rally_client::ConnectConfig;
 use rally_client::tls::{ServerTrust, client_config};
 use rally_client::{ClientEvent, Connection, Transport, TransportKind};
 use rally_lobby::proto::auth::{RegisterRequest, auth_client::AuthClient};
