@@ -13,7 +13,7 @@ pub fn issuer() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
 }
 
-/// A valid token for `seat` of `match_id` on `shard`, valid around `now_ms`.
+/// A valid token for `seat` of `match_id` on `shard`, valid for ten minutes from `now_ms`.
 pub fn token(shard: &str, match_id: u64, seat: Seat, player: u64, now_ms: u64) -> Vec<u8> {
     claims(shard, match_id, seat, player, now_ms).sign(&issuer()).expect("valid claims")
 }
@@ -33,7 +33,7 @@ pub fn claims(shard: &str, match_id: u64, seat: Seat, player: u64, now_ms: u64) 
         n_seats: 2,
         points_to_win: 3,
         issued_at_ms: now_ms,
-        expires_at_ms: now_ms + 60_000,
+        expires_at_ms: now_ms + 600_000,
         nonce,
         shard: shard.to_owned(),
     }

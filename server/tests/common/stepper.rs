@@ -1,15 +1,25 @@
 //! The stepper: a shard and N clients in one process over in-memory
 //! conditioned links, with manual time and fixed seeds. Full matches run in
 //! milliseconds of wall time, and the same seed gives the same run.
+//!
+//! The stepper plays the drivers of both ends. Each client has four links: its
+//! datagrams up and down (conditioned as asked), and its control stream up and
+//! down (reliable and ordered, with the same latency). The shard's end reads the
+//! control stream with the real [`FrameReader`], hands the first frame to
+//! [`Shard::handle_hello`] and the rest to [`Shard::handle_message`], as the QUIC
+//! and in-memory connection tasks do; a [`Transmit::Close`] travels down the
+//! control stream behind the frames queued before it and ends the client's
+//! connection when it arrives ([`StepClient::closed`]).
 
-#![allow(unreachable_pub, reason = "test fixture module")]
+#![expect(unreachable_pub, reason = "a fixture module shared by test binaries")]
 
 use std::time::{Duration, Instant};
 
 use rally_client::conditioner::{Link, LinkConditions};
 use rally_client::prediction::{Prediction, Predictor};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
-use rally_protocol::control::{ClientHello, MatchEnd};
+use rally_protocol::codec::FrameReader;
+use rally_protocol::control::{ClientHello, DisconnectReason, MatchEnd, RefuseReason};
 use rally_protocol::results::MatchResult;
 use rally_protocol::token::TokenVerifier;
 use rally_protocol::{Input, Schema, Seat, Tick};
@@ -66,6 +76,33 @@ pub struct Reconciliation {
     pub mispredicted: bool,
 }
 
+/// The first bytes a client writes on its control stream.
+#[derive(Clone, Debug)]
+pub enum Greeting {
+    /// The session's own hello frame for this credential.
+    Credential(ClientHello),
+    /// Bytes written as they are: an old, broken or hostile client.
+    Raw(Vec<u8>),
+}
+
+/// What travels down a control stream: frames, then perhaps its end.
+#[derive(Clone, Debug)]
+pub enum ControlDown {
+    /// Stream bytes: one or more frames, or a piece of one.
+    Bytes(Vec<u8>),
+    /// The shard closed the connection after the bytes before this.
+    Close(Option<DisconnectReason>),
+}
+
+/// How a client's connection ended at the shard's hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The reason the shard closed with (`None`: a refusal, a match end, a leave).
+    pub reason: Option<DisconnectReason>,
+    /// When the close reached the client.
+    pub at: Instant,
+}
+
 /// One simulated client.
 pub struct StepClient {
     pub conn: ConnId,
@@ -81,12 +118,47 @@ pub struct StepClient {
     pub up: Link<Vec<u8>>,
     pub down: Link<Vec<u8>>,
     pub control_up: Link<Vec<u8>>,
-    pub control_down: Link<Vec<u8>>,
+    pub control_down: Link<ControlDown>,
+    /// Every session event, over all sessions.
     pub events: Vec<ClientEvent>,
     pub ended: Option<MatchEnd>,
+    /// The client's end of the connection is up (not dropped, not closed).
     pub connected: bool,
-    pub credential: ClientHello,
+    /// The current connection's close, once it reached the client.
+    pub closed: Option<Closed>,
+    pub greeting: Greeting,
     pub hello_sent: bool,
+    /// The shard's end of the control stream: reassembles frames from chunks.
+    shard_frames: FrameReader,
+    /// The shard's end has read the hello frame.
+    shard_greeted: bool,
+    /// The shard's end is closed: nothing more reaches the shard or leaves it.
+    shard_closed: bool,
+    /// Connections this client has made, for fresh link seeds on each.
+    generation: u64,
+}
+
+impl StepClient {
+    /// The reason of the newest refusal this client was given.
+    pub fn refusal(&self) -> Option<RefuseReason> {
+        self.events.iter().rev().find_map(|event| match event {
+            ClientEvent::Refused(refusal) => Some(refusal.reason),
+            _ => None,
+        })
+    }
+
+    /// The reason of the newest disconnect message this client was given.
+    pub fn disconnect(&self) -> Option<DisconnectReason> {
+        self.events.iter().rev().find_map(|event| match event {
+            ClientEvent::Disconnected { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    /// How many times this client was welcomed, over all its connections.
+    pub fn welcomes(&self) -> usize {
+        self.events.iter().filter(|event| matches!(event, ClientEvent::Welcomed(_))).count()
+    }
 }
 
 /// Shard + clients + virtual time.
@@ -99,6 +171,8 @@ pub struct Stepper {
     pub tick_dt: Duration,
     pub results: Vec<MatchResult>,
     pub conditions: LinkConditions,
+    /// Control stream writes are cut into pieces of at most this many bytes.
+    pub control_chunk: usize,
     /// Ticks on which some connected seat's input had not arrived (the shard's
     /// `inputs_missing` grew), in order.
     pub missing_input_ticks: Vec<Tick>,
@@ -122,6 +196,7 @@ impl Stepper {
             tick_dt,
             results: Vec::new(),
             conditions,
+            control_chunk: usize::MAX,
             missing_input_ticks: Vec::new(),
             sent_datagrams: None,
             seed,
@@ -136,12 +211,18 @@ impl Stepper {
 
     /// Adds a client that will say hello with `credential`; returns its index.
     pub fn add_client(&mut self, credential: &ClientHello, autopilot: bool) -> usize {
+        self.add(Greeting::Credential(credential.clone()), autopilot)
+    }
+
+    /// Adds a client that opens its control stream with `bytes`; returns its index.
+    pub fn add_raw_client(&mut self, bytes: Vec<u8>) -> usize {
+        self.add(Greeting::Raw(bytes), false)
+    }
+
+    fn add(&mut self, greeting: Greeting, autopilot: bool) -> usize {
         let idx = self.clients.len();
-        let seed = self.seed.wrapping_mul(1_000_003).wrapping_add(idx as u64 * 4);
-        let reliable =
-            LinkConditions { loss: 0.0, duplicate: 0.0, reorder: 0.0, jitter: Duration::ZERO, ..self.conditions };
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
+        let [up, down, control_up, control_down] = self.links(idx, 0);
+        let conn = self.next_conn();
         self.clients.push(StepClient {
             conn,
             session: ClientSession::new(SessionConfig::default()),
@@ -150,17 +231,39 @@ impl Stepper {
             wants_prediction: false,
             prediction: None,
             reconciliations: Vec::new(),
-            up: Link::new(self.conditions, seed),
-            down: Link::new(self.conditions, seed + 1),
-            control_up: Link::new(reliable, seed + 2),
-            control_down: Link::new(reliable, seed + 3),
+            up: Link::new(self.conditions, up),
+            down: Link::new(self.conditions, down),
+            control_up: Link::new(self.control_conditions(), control_up),
+            control_down: Link::new(self.control_conditions(), control_down),
             events: Vec::new(),
             ended: None,
             connected: true,
-            credential: credential.clone(),
+            closed: None,
+            greeting,
             hello_sent: false,
+            shard_frames: FrameReader::new(),
+            shard_greeted: false,
+            shard_closed: false,
+            generation: 0,
         });
         idx
+    }
+
+    /// Seeds of the four links of connection `generation` of client `idx`.
+    fn links(&self, idx: usize, generation: u64) -> [u64; 4] {
+        let base = self.seed.wrapping_mul(1_000_003).wrapping_add(idx as u64 * 4).wrapping_add(generation << 32);
+        [base, base + 1, base + 2, base + 3]
+    }
+
+    /// The control stream is reliable and ordered: the datagram link's latency, nothing else.
+    fn control_conditions(&self) -> LinkConditions {
+        LinkConditions { loss: 0.0, duplicate: 0.0, reorder: 0.0, jitter: Duration::ZERO, ..self.conditions }
+    }
+
+    fn next_conn(&mut self) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        conn
     }
 
     /// Makes client `idx` predict its own paddle from its inputs (from its next welcome).
@@ -168,24 +271,44 @@ impl Stepper {
         self.clients[idx].wants_prediction = true;
     }
 
+    /// Writes `bytes` on client `idx`'s control stream now.
+    pub fn send_control(&mut self, idx: usize, bytes: &[u8]) {
+        let (now, chunk) = (self.now, self.control_chunk);
+        for piece in bytes.chunks(chunk.max(1)) {
+            self.clients[idx].control_up.push(now, piece.to_vec());
+        }
+    }
+
     /// Drops client `idx`'s connection as a lost network would.
     pub fn drop_client(&mut self, idx: usize) {
         let client = &mut self.clients[idx];
         client.connected = false;
+        client.shard_closed = true;
         self.shard.handle_disconnect(client.conn);
     }
 
-    /// Replaces client `idx` with a fresh connection resuming with `credential`.
+    /// Gives client `idx` a fresh connection, over fresh links, that says hello with `credential`.
     pub fn reconnect_client(&mut self, idx: usize, credential: &ClientHello) {
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
+        let generation = self.clients[idx].generation + 1;
+        let [up, down, control_up, control_down] = self.links(idx, generation);
+        let conn = self.next_conn();
+        let (conditions, control) = (self.conditions, self.control_conditions());
         let client = &mut self.clients[idx];
         client.conn = conn;
+        client.generation = generation;
         client.session = ClientSession::new(SessionConfig::default());
         client.prediction = None;
-        client.credential = credential.clone();
+        client.up = Link::new(conditions, up);
+        client.down = Link::new(conditions, down);
+        client.control_up = Link::new(control, control_up);
+        client.control_down = Link::new(control, control_down);
+        client.greeting = Greeting::Credential(credential.clone());
         client.hello_sent = false;
         client.connected = true;
+        client.closed = None;
+        client.shard_frames = FrameReader::new();
+        client.shard_greeted = false;
+        client.shard_closed = false;
     }
 
     /// Advances virtual time by one step: deliveries, client frames, shard ticks.
@@ -193,26 +316,16 @@ impl Stepper {
         self.now += STEP;
         let now = self.now;
         let now_ms = self.now_ms();
-        for client in &mut self.clients {
-            if !client.connected {
-                continue;
+        for idx in 0..self.clients.len() {
+            if self.clients[idx].connected && !self.clients[idx].hello_sent {
+                self.clients[idx].hello_sent = true;
+                let hello = match self.clients[idx].greeting.clone() {
+                    Greeting::Credential(credential) => self.clients[idx].session.hello(now, &credential),
+                    Greeting::Raw(bytes) => bytes,
+                };
+                self.send_control(idx, &hello);
             }
-            if !client.hello_sent {
-                client.hello_sent = true;
-                let hello = client.session.hello(now, &client.credential);
-                client.control_up.push(now, hello);
-            }
-            while let Some(bytes) = client.control_up.poll(now) {
-                if client.session.welcome().is_none() && !client.session.is_over() {
-                    // The first frame is the hello: strip its length prefix as the driver does.
-                    self.shard.handle_hello(client.conn, &bytes[4..], now_ms);
-                } else {
-                    self.shard.handle_message(client.conn, &bytes[4..]);
-                }
-            }
-            while let Some(bytes) = client.up.poll(now) {
-                self.shard.handle_datagram(client.conn, &bytes);
-            }
+            self.deliver_up(idx, now_ms);
         }
         while now >= self.next_tick {
             self.next_tick += self.tick_dt;
@@ -224,71 +337,7 @@ impl Stepper {
         }
         self.route_transmits();
         for client in &mut self.clients {
-            if !client.connected {
-                continue;
-            }
-            while let Some(bytes) = client.control_down.poll(now) {
-                let _ = client.session.handle_control(now, &bytes);
-            }
-            while let Some(bytes) = client.down.poll(now) {
-                client.session.handle_datagram(now, &bytes);
-            }
-            while let Some(event) = client.session.poll_event() {
-                match &event {
-                    // The autopilot and the prediction are created on welcome, when the
-                    // schema and seat are known; a resumed session predicts afresh.
-                    ClientEvent::Welcomed(welcome) => {
-                        if client.wants_autopilot && client.autopilot.is_none() {
-                            client.autopilot = Autopilot::new(
-                                &welcome.schema,
-                                welcome.seat,
-                                AutopilotConfig {
-                                    anticipate: true,
-                                    aim_error: 400,
-                                    reaction_ticks: 3,
-                                    ..AutopilotConfig::default()
-                                },
-                                u64::from(welcome.seat) + 1,
-                            )
-                            .ok();
-                        }
-                        if client.wants_prediction {
-                            client.prediction = PongPaddle::new(&welcome.schema, welcome.seat)
-                                .ok()
-                                .map(|paddle| Prediction::new(paddle, welcome.seat));
-                        }
-                    }
-                    ClientEvent::Snapshot(snapshot) => {
-                        if let Some(prediction) = &mut client.prediction {
-                            let (checks, mispredictions) = (prediction.checks(), prediction.mispredictions());
-                            let predicted_tick = prediction.predicted().map(|predicted| predicted.tick);
-                            let since = prediction.authoritative_tick();
-                            prediction.reconcile(snapshot);
-                            client.reconciliations.push(Reconciliation {
-                                tick: snapshot.tick,
-                                since,
-                                predicted_tick,
-                                checked: prediction.checks() > checks,
-                                mispredicted: prediction.mispredictions() > mispredictions,
-                            });
-                        }
-                    }
-                    ClientEvent::Ended(end) => client.ended = Some(end.clone()),
-                    _ => {}
-                }
-                client.events.push(event);
-            }
-            if let (Some(autopilot), Some(latest)) = (&mut client.autopilot, client.session.latest()) {
-                let input = autopilot.decide(latest);
-                if let Some(tick) = client.session.set_input(now, input)
-                    && let Some(prediction) = &mut client.prediction
-                {
-                    prediction.push_input(tick, input);
-                }
-            }
-            while let Some(bytes) = client.session.poll_datagram(now) {
-                client.up.push(now, bytes);
-            }
+            client.step(now);
         }
         while let Some(event) = self.shard.poll_event() {
             if let ShardEvent::MatchEnded { result, .. } = event {
@@ -297,24 +346,69 @@ impl Stepper {
         }
     }
 
-    fn route_transmits(&mut self) {
+    /// The shard's end of client `idx`'s connection: what has arrived goes to the shard.
+    fn deliver_up(&mut self, idx: usize, now_ms: u64) {
         let now = self.now;
+        let client = &mut self.clients[idx];
+        while let Some(bytes) = client.control_up.poll(now) {
+            if client.shard_closed {
+                continue;
+            }
+            client.shard_frames.push(&bytes);
+            loop {
+                match client.shard_frames.poll_frame() {
+                    Ok(Some(payload)) if client.shard_greeted => self.shard.handle_message(client.conn, &payload),
+                    Ok(Some(payload)) => {
+                        client.shard_greeted = true;
+                        self.shard.handle_hello(client.conn, &payload, now_ms);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        // An oversized frame: the connection task hangs up, as QUIC's does.
+                        client.shard_closed = true;
+                        client.control_down.push(now, ControlDown::Close(None));
+                        self.shard.handle_disconnect(client.conn);
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(bytes) = client.up.poll(now) {
+            // Datagrams before the hello have no seat to go to; the drivers drop them.
+            if client.shard_greeted && !client.shard_closed {
+                self.shard.handle_datagram(client.conn, &bytes);
+            }
+        }
+    }
+
+    fn route_transmits(&mut self) {
+        let (now, chunk) = (self.now, self.control_chunk.max(1));
         while let Some(transmit) = self.shard.poll_transmit() {
-            let (conn, bytes, control) = match transmit {
-                Transmit::Datagram { conn, bytes } => (conn, bytes, false),
-                Transmit::Control { conn, bytes } => (conn, bytes, true),
-                Transmit::Close { .. } => continue,
+            let conn = match &transmit {
+                Transmit::Datagram { conn, .. } | Transmit::Control { conn, .. } | Transmit::Close { conn, .. } => {
+                    *conn
+                }
             };
-            if let (Some(sent), false) = (&mut self.sent_datagrams, control) {
+            if let (Some(sent), Transmit::Datagram { bytes, .. }) = (&mut self.sent_datagrams, &transmit) {
                 sent.push((conn, bytes.clone()));
             }
-            let Some(client) = self.clients.iter_mut().find(|client| client.conn == conn && client.connected) else {
+            let Some(client) = self.clients.iter_mut().find(|client| client.conn == conn && !client.shard_closed)
+            else {
                 continue;
             };
-            if control {
-                client.control_down.push(now, bytes);
-            } else {
-                client.down.push(now, bytes);
+            match transmit {
+                Transmit::Datagram { bytes, .. } => client.down.push(now, bytes),
+                Transmit::Control { bytes, .. } => {
+                    for piece in bytes.chunks(chunk) {
+                        client.control_down.push(now, ControlDown::Bytes(piece.to_vec()));
+                    }
+                }
+                Transmit::Close { reason, .. } => {
+                    client.shard_closed = true;
+                    client.control_down.push(now, ControlDown::Close(reason));
+                    // The connection task ends and says so, as a driver's does.
+                    self.shard.handle_disconnect(conn);
+                }
             }
         }
     }
@@ -329,5 +423,99 @@ impl Stepper {
             self.step();
         }
         done(self)
+    }
+
+    /// Steps for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        self.run_until(duration, |_| false);
+    }
+}
+
+impl StepClient {
+    /// The client's end of its connection for one step: deliveries, events, inputs.
+    fn step(&mut self, now: Instant) {
+        if !self.connected {
+            return;
+        }
+        while let Some(down) = self.control_down.poll(now) {
+            match down {
+                ControlDown::Bytes(bytes) => {
+                    let _ = self.session.handle_control(now, &bytes);
+                }
+                ControlDown::Close(reason) => {
+                    self.closed = Some(Closed { reason, at: now });
+                    self.connected = false;
+                    break;
+                }
+            }
+        }
+        if self.connected {
+            while let Some(bytes) = self.down.poll(now) {
+                self.session.handle_datagram(now, &bytes);
+            }
+        }
+        while let Some(event) = self.session.poll_event() {
+            self.observe(&event);
+            self.events.push(event);
+        }
+        if !self.connected {
+            return;
+        }
+        if let (Some(autopilot), Some(latest)) = (&mut self.autopilot, self.session.latest()) {
+            let input = autopilot.decide(latest);
+            if let Some(tick) = self.session.set_input(now, input)
+                && let Some(prediction) = &mut self.prediction
+            {
+                prediction.push_input(tick, input);
+            }
+        }
+        while let Some(bytes) = self.session.poll_datagram(now) {
+            self.up.push(now, bytes);
+        }
+    }
+
+    fn observe(&mut self, event: &ClientEvent) {
+        match event {
+            // The autopilot and the prediction are created on welcome, when the
+            // schema and seat are known; a resumed session predicts afresh.
+            ClientEvent::Welcomed(welcome) => {
+                if self.wants_autopilot && self.autopilot.is_none() {
+                    self.autopilot = Autopilot::new(
+                        &welcome.schema,
+                        welcome.seat,
+                        AutopilotConfig {
+                            anticipate: true,
+                            aim_error: 400,
+                            reaction_ticks: 3,
+                            ..AutopilotConfig::default()
+                        },
+                        u64::from(welcome.seat) + 1,
+                    )
+                    .ok();
+                }
+                if self.wants_prediction {
+                    self.prediction = PongPaddle::new(&welcome.schema, welcome.seat)
+                        .ok()
+                        .map(|paddle| Prediction::new(paddle, welcome.seat));
+                }
+            }
+            ClientEvent::Snapshot(snapshot) => {
+                if let Some(prediction) = &mut self.prediction {
+                    let (checks, mispredictions) = (prediction.checks(), prediction.mispredictions());
+                    let predicted_tick = prediction.predicted().map(|predicted| predicted.tick);
+                    let since = prediction.authoritative_tick();
+                    prediction.reconcile(snapshot);
+                    self.reconciliations.push(Reconciliation {
+                        tick: snapshot.tick,
+                        since,
+                        predicted_tick,
+                        checked: prediction.checks() > checks,
+                        mispredicted: prediction.mispredictions() > mispredictions,
+                    });
+                }
+            }
+            ClientEvent::Ended(end) => self.ended = Some(end.clone()),
+            _ => {}
+        }
     }
 }
