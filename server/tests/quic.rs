@@ -10,7 +10,9 @@ use rally_client::quic::endpoint;
 use rally_client::tls::{ServerTrust, client_config};
 use rally_protocol::codec::{FrameReader, Hello, encode_hello_frame_with_version};
 use rally_protocol::control::{ClientHello, RefuseReason, ServerHello};
-use rally_server::quic::{ServeConfig, ShardHandle, start};
+use rally_server::ServeConfig;
+use rally_server::ShardHandle;
+use rally_server::start;
 use rally_sim::pong::PongWorld;
 use tokio::sync::mpsc;
 
