@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::export::Exporter;
+use crate::export::{Exporter, InboundCounters};
 use crate::limits::ConnectionLimits;
 use crate::memory::MemoryDialer;
 use crate::ops::Readiness;
@@ -292,10 +292,12 @@ pub async fn start<G: Game>(
     let (inbound_tx, inbound_rx) = mpsc::channel(64 * 1024);
     let (drain_tx, drain_rx) = watch::channel(false);
     let ids = ConnIds::default();
+    let counters = Arc::new(InboundCounters::default());
     let name = config.shard.name.clone();
     let shard_span = tracing::info_span!("shard", name = %name);
 
-    let quic = QuicListener::bind(&config, &identity, inbound_tx.clone(), ids.clone(), shard_span.clone())?;
+    let quic =
+        QuicListener::bind(&config, &identity, inbound_tx.clone(), ids.clone(), counters.clone(), shard_span.clone())?;
     let local_addr = quic.local_addr()?;
     let udp_stats = Arc::new(UdpStats::default());
     let (udp, udp_addr) = match config.udp_listen {
@@ -306,6 +308,7 @@ pub async fn start<G: Game>(
                 config.limits.clone(),
                 ids.clone(),
                 udp_stats.clone(),
+                counters.clone(),
                 shard_span.clone(),
             )?;
             let bound = listener.local_addr;
@@ -313,12 +316,14 @@ pub async fn start<G: Game>(
         }
         None => (None, None),
     };
-    let memory = Arc::new(MemoryDialer::new(inbound_tx, config.limits.clone(), ids, shard_span.clone()));
+    let memory =
+        Arc::new(MemoryDialer::new(inbound_tx, config.limits.clone(), ids, counters.clone(), shard_span.clone()));
     let readiness = Readiness::default();
     let live = Arc::new(ShardLive::default());
     tracing::info!(parent: &shard_span, %local_addr, fingerprint = %identity.fingerprint(), "shard listening");
-    let task =
-        tokio::spawn(shard_loop(shard, config, inbound_rx, drain_rx, results, live.clone()).instrument(shard_span));
+    let task = tokio::spawn(
+        shard_loop(shard, config, inbound_rx, drain_rx, results, live.clone(), counters).instrument(shard_span),
+    );
     Ok(ShardHandle {
         local_addr,
         fingerprint: identity.fingerprint(),
@@ -345,6 +350,7 @@ async fn shard_loop<G: Game>(
     mut drain: watch::Receiver<bool>,
     results: mpsc::UnboundedSender<MatchResult>,
     live: Arc<ShardLive>,
+    counters: Arc<InboundCounters>,
 ) -> anyhow::Result<ShardReport> {
     let dt = Duration::from_secs_f64(1.0 / f64::from(config.shard.tick_rate_hz));
     let start = Instant::now();
@@ -388,7 +394,7 @@ async fn shard_loop<G: Game>(
                 } else {
                     Vec::new()
                 };
-                exporter.publish(&shard, &report, &rtts);
+                exporter.publish(&shard, &report, &counters, &rtts);
             }
             message = inbound.recv() => {
                 let Some(message) = message else { break };
@@ -423,7 +429,7 @@ async fn shard_loop<G: Game>(
             }
         }
     }
-    exporter.publish(&shard, &report, &[]);
+    exporter.publish(&shard, &report, &counters, &[]);
     // Close every connection still open; their final frames were queued by flush.
     for link in conns.values() {
         link.send_control(Outbound::Close(Some(DisconnectReason::ShuttingDown)));

@@ -3,14 +3,15 @@
 //! core's counters, read after each tick and exported as the change since the
 //! last read), from the loop's own figures (tick time, late and skipped
 //! ticks, datagrams sent) and from the transports' connection tasks
-//! ([`InboundMetrics`]). Nothing in `shard.rs` touches a metrics facade.
+//! ([`InboundCounters`]). Nothing in `shard.rs` touches a metrics facade.
 //!
 //! Handles are registered once: `counter!` looks its key up on every call.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram};
+use metrics::Histogram;
 use rally_sim::game::Game;
 
 use crate::driver::ShardReport;
@@ -21,111 +22,107 @@ use crate::stats::{InputCounts, ShardStats, ValueCounts};
 /// Phase labels of `rally_shard_matches_by_phase`, indexed like [`Shard::matches_by_phase`].
 const PHASES: [&str; 4] = ["waiting", "countdown", "playing", "finished"];
 
-/// Exports one shard loop's figures.
-#[derive(Debug)]
+/// Exports one shard loop's figures. Series are looked up in the recorder at
+/// each [`Exporter::publish`] (once per tick), never held from the start, so
+/// a recorder installed after the shard started still gets every series.
+#[derive(Debug, Default)]
 pub(crate) struct Exporter {
     last: ShardStats,
     last_late_ticks: u64,
     last_skipped_ticks: u64,
-    tick_seconds: Histogram,
-    datagrams_out: Counter,
-    bytes_out: Counter,
-    datagrams_dropped: Counter,
-    matches: Gauge,
-    connections: Gauge,
-    tick: Gauge,
-    by_phase: [Gauge; 4],
-    client_rtt: Histogram,
-    late_ticks: Counter,
-    skipped_ticks: Counter,
-    bad_datagrams: Counter,
-    decode_errors: Counter,
-    matches_created: Counter,
-    snapshots: Counter,
-    snapshots_full: Counter,
-    snapshot_payload_bytes: Histogram,
-    input_reflect_ticks: Histogram,
-}
-
-impl Default for Exporter {
-    fn default() -> Self {
-        Self {
-            last: ShardStats::default(),
-            last_late_ticks: 0,
-            last_skipped_ticks: 0,
-            tick_seconds: metrics::histogram!("rally_shard_tick_seconds"),
-            datagrams_out: metrics::counter!("rally_shard_datagrams_out_total"),
-            bytes_out: metrics::counter!("rally_shard_bytes_out_total"),
-            datagrams_dropped: metrics::counter!("rally_shard_datagrams_dropped_total"),
-            matches: metrics::gauge!("rally_shard_matches"),
-            connections: metrics::gauge!("rally_shard_connections"),
-            tick: metrics::gauge!("rally_shard_tick"),
-            by_phase: PHASES.map(|phase| metrics::gauge!("rally_shard_matches_by_phase", "phase" => phase)),
-            client_rtt: metrics::histogram!("rally_shard_client_rtt_seconds"),
-            late_ticks: metrics::counter!("rally_shard_late_ticks_total"),
-            skipped_ticks: metrics::counter!("rally_shard_skipped_ticks_total"),
-            bad_datagrams: metrics::counter!("rally_shard_bad_datagrams_total"),
-            decode_errors: metrics::counter!("rally_shard_decode_errors_total"),
-            matches_created: metrics::counter!("rally_shard_matches_created_total"),
-            snapshots: metrics::counter!("rally_shard_snapshots_total"),
-            snapshots_full: metrics::counter!("rally_shard_snapshots_full_total"),
-            snapshot_payload_bytes: metrics::histogram!("rally_shard_snapshot_payload_bytes"),
-            input_reflect_ticks: metrics::histogram!("rally_shard_input_reflect_ticks"),
-        }
-    }
+    last_inbound: [u64; INBOUND_COUNTERS],
+    tick_seconds: Vec<f64>,
+    sent: u64,
+    sent_bytes: u64,
+    refused: u64,
 }
 
 impl Exporter {
     /// One tick took `elapsed`.
-    pub(crate) fn tick(&self, elapsed: Duration) {
-        self.tick_seconds.record(elapsed.as_secs_f64());
+    pub(crate) fn tick(&mut self, elapsed: Duration) {
+        self.tick_seconds.push(elapsed.as_secs_f64());
     }
 
     /// A flush sent `sent` datagrams of `bytes` in all; the transports refused `refused`.
-    pub(crate) fn sent(&self, sent: u64, bytes: u64, refused: u64) {
-        if sent > 0 {
-            self.datagrams_out.increment(sent);
-            self.bytes_out.increment(bytes);
-        }
-        if refused > 0 {
-            self.datagrams_dropped.increment(refused);
-        }
+    pub(crate) fn sent(&mut self, sent: u64, bytes: u64, refused: u64) {
+        self.sent += sent;
+        self.sent_bytes += bytes;
+        self.refused += refused;
     }
 
-    /// Exports the shard's gauges, the change in its counters since the last
-    /// call, the loop's tick counters, and RTT samples of its connections.
-    pub(crate) fn publish<G: Game>(&mut self, shard: &Shard<G>, report: &ShardReport, rtts: &[Duration]) {
-        self.matches.set(shard.n_matches() as f64);
-        self.connections.set(shard.n_connections() as f64);
-        self.tick.set(f64::from(shard.tick_number()));
-        for (gauge, count) in self.by_phase.iter().zip(shard.matches_by_phase()) {
-            gauge.set(count as f64);
+    /// Exports the shard's gauges, the change in its counters, the loop's and
+    /// the transports' counters since the last call, and RTT samples.
+    pub(crate) fn publish<G: Game>(
+        &mut self,
+        shard: &Shard<G>,
+        report: &ShardReport,
+        inbound: &InboundCounters,
+        rtts: &[Duration],
+    ) {
+        metrics::gauge!("rally_shard_matches").set(shard.n_matches() as f64);
+        metrics::gauge!("rally_shard_connections").set(shard.n_connections() as f64);
+        metrics::gauge!("rally_shard_tick").set(f64::from(shard.tick_number()));
+        for (phase, count) in PHASES.iter().zip(shard.matches_by_phase()) {
+            metrics::gauge!("rally_shard_matches_by_phase", "phase" => *phase).set(count as f64);
         }
-        for rtt in rtts {
-            self.client_rtt.record(rtt.as_secs_f64());
+        let rtt = metrics::histogram!("rally_shard_client_rtt_seconds");
+        for sample in rtts {
+            rtt.record(sample.as_secs_f64());
         }
-        self.late_ticks.increment(report.late_ticks - self.last_late_ticks);
-        self.skipped_ticks.increment(report.skipped_ticks - self.last_skipped_ticks);
+        let tick_seconds = metrics::histogram!("rally_shard_tick_seconds");
+        for elapsed in self.tick_seconds.drain(..) {
+            tick_seconds.record(elapsed);
+        }
+        for (name, count) in [
+            ("rally_shard_datagrams_out_total", std::mem::take(&mut self.sent)),
+            ("rally_shard_bytes_out_total", std::mem::take(&mut self.sent_bytes)),
+            ("rally_shard_datagrams_dropped_total", std::mem::take(&mut self.refused)),
+            ("rally_shard_late_ticks_total", report.late_ticks - self.last_late_ticks),
+            ("rally_shard_skipped_ticks_total", report.skipped_ticks - self.last_skipped_ticks),
+        ] {
+            metrics::counter!(name).increment(count);
+        }
         self.last_late_ticks = report.late_ticks;
         self.last_skipped_ticks = report.skipped_ticks;
+        let inbound = inbound.read();
+        for (idx, (name, label)) in INBOUND_SERIES.iter().enumerate() {
+            let delta = inbound[idx] - self.last_inbound[idx];
+            match label {
+                Some(reason) => metrics::counter!(*name, "reason" => *reason).increment(delta),
+                None => metrics::counter!(*name).increment(delta),
+            }
+        }
+        self.last_inbound = inbound;
 
         let (now, last) = (shard.stats(), &self.last);
+        for (name, now, before) in [
+            ("rally_shard_bad_datagrams_total", now.bad_datagrams, last.bad_datagrams),
+            ("rally_shard_decode_errors_total", now.undecodable_datagrams, last.undecodable_datagrams),
+            ("rally_shard_matches_created_total", now.matches_created, last.matches_created),
+            ("rally_shard_snapshots_total", now.snapshots_sent, last.snapshots_sent),
+            ("rally_shard_snapshots_full_total", now.snapshots_full, last.snapshots_full),
+        ] {
+            metrics::counter!(name).increment(now - before);
+        }
         if now == last {
             return;
         }
-        self.bad_datagrams.increment(now.bad_datagrams - last.bad_datagrams);
-        self.decode_errors.increment(now.undecodable_datagrams - last.undecodable_datagrams);
-        self.matches_created.increment(now.matches_created - last.matches_created);
-        self.snapshots.increment(now.snapshots_sent - last.snapshots_sent);
-        self.snapshots_full.increment(now.snapshots_full - last.snapshots_full);
         for (seat, counts) in now.inputs_by_seat.iter().enumerate() {
             let before = last.inputs_by_seat.get(seat).copied().unwrap_or_default();
             export_inputs(seat, counts, &before);
         }
         export_labelled("rally_shard_refused_total", &now.refused, &last.refused);
         export_labelled("rally_shard_matches_ended_total", &now.matches_ended_by_reason, &last.matches_ended_by_reason);
-        export_values(&self.snapshot_payload_bytes, &now.snapshot_payload_bytes, &last.snapshot_payload_bytes);
-        export_values(&self.input_reflect_ticks, &now.input_reflect_ticks, &last.input_reflect_ticks);
+        export_values(
+            &metrics::histogram!("rally_shard_snapshot_payload_bytes"),
+            &now.snapshot_payload_bytes,
+            &last.snapshot_payload_bytes,
+        );
+        export_values(
+            &metrics::histogram!("rally_shard_input_reflect_ticks"),
+            &now.input_reflect_ticks,
+            &last.input_reflect_ticks,
+        );
         self.last.clone_from(now);
     }
 }
@@ -138,9 +135,7 @@ fn export_inputs(seat: usize, now: &InputCounts, before: &InputCounts) {
         ("rally_shard_inputs_late_total", now.late, before.late),
         ("rally_shard_inputs_missing_total", now.missing, before.missing),
     ] {
-        if now > before {
-            metrics::counter!(name, "seat" => seat.clone()).increment(now - before);
-        }
+        metrics::counter!(name, "seat" => seat.clone()).increment(now - before);
     }
 }
 
@@ -162,49 +157,52 @@ fn export_values(histogram: &Histogram, now: &ValueCounts, before: &ValueCounts)
     }
 }
 
+const INBOUND_COUNTERS: usize = 6;
+
+/// The series of [`InboundCounters`], in its order, with their `reason` label.
+const INBOUND_SERIES: [(&str, Option<&str>); INBOUND_COUNTERS] = [
+    ("rally_shard_datagrams_in_total", None),
+    ("rally_shard_bytes_in_total", None),
+    ("rally_shard_oversized_datagrams_total", None),
+    ("rally_shard_rate_limited_datagrams_total", None),
+    ("rally_shard_disconnects_total", Some("rate_limited")),
+    ("rally_shard_inbound_dropped_total", None),
+];
+
 /// The counters every transport's connection tasks share: what arrived and
-/// what the limits did with it.
-#[derive(Debug, Clone)]
-pub(crate) struct InboundMetrics {
-    datagrams_in: Counter,
-    bytes_in: Counter,
-    oversized: Counter,
-    rate_limited: Counter,
-    disconnected: Counter,
-    inbound_dropped: Counter,
+/// what the limits did with it. Plain atomics the loop's [`Exporter`] reads
+/// each tick; the connection tasks never touch the metrics facade.
+#[derive(Debug, Default)]
+pub(crate) struct InboundCounters {
+    counts: [AtomicU64; INBOUND_COUNTERS],
 }
 
-impl Default for InboundMetrics {
-    fn default() -> Self {
-        Self {
-            datagrams_in: metrics::counter!("rally_shard_datagrams_in_total"),
-            bytes_in: metrics::counter!("rally_shard_bytes_in_total"),
-            oversized: metrics::counter!("rally_shard_oversized_datagrams_total"),
-            rate_limited: metrics::counter!("rally_shard_rate_limited_datagrams_total"),
-            disconnected: metrics::counter!("rally_shard_disconnects_total", "reason" => "rate_limited"),
-            inbound_dropped: metrics::counter!("rally_shard_inbound_dropped_total"),
-        }
+impl InboundCounters {
+    fn add(&self, idx: usize, n: u64) {
+        self.counts[idx].fetch_add(n, Ordering::Relaxed);
     }
-}
 
-impl InboundMetrics {
+    fn read(&self) -> [u64; INBOUND_COUNTERS] {
+        std::array::from_fn(|idx| self.counts[idx].load(Ordering::Relaxed))
+    }
+
     /// A datagram of `len` payload bytes arrived and the gate said `verdict`.
     pub(crate) fn datagram(&self, len: usize, verdict: Admit) {
-        self.datagrams_in.increment(1);
-        self.bytes_in.increment(len as u64);
+        self.add(0, 1);
+        self.add(1, len as u64);
         match verdict {
             Admit::Pass => {}
-            Admit::Oversized => self.oversized.increment(1),
-            Admit::Throttled => self.rate_limited.increment(1),
+            Admit::Oversized => self.add(2, 1),
+            Admit::Throttled => self.add(3, 1),
             Admit::Disconnect => {
-                self.rate_limited.increment(1);
-                self.disconnected.increment(1);
+                self.add(3, 1);
+                self.add(4, 1);
             }
         }
     }
 
     /// The loop's queue was full: a datagram was dropped.
     pub(crate) fn inbound_dropped(&self) {
-        self.inbound_dropped.increment(1);
+        self.add(5, 1);
     }
 }

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::driver::{ConnIds, ConnLink, Inbound, Outbound};
-use crate::export::InboundMetrics;
+use std::sync::Arc;
+
+use crate::export::InboundCounters;
 use crate::limits::{Admit, ConnectionLimits, DatagramGate};
 use crate::shard::ConnId;
 
@@ -26,7 +28,7 @@ pub struct MemoryDialer {
     inbound: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
     ids: ConnIds,
-    metrics: InboundMetrics,
+    metrics: Arc<InboundCounters>,
     span: tracing::Span,
 }
 
@@ -35,9 +37,10 @@ impl MemoryDialer {
         inbound: mpsc::Sender<Inbound>,
         limits: ConnectionLimits,
         ids: ConnIds,
+        metrics: Arc<InboundCounters>,
         span: tracing::Span,
     ) -> Self {
-        Self { inbound, limits, ids, metrics: InboundMetrics::default(), span }
+        Self { inbound, limits, ids, metrics, span }
     }
 }
 
@@ -88,7 +91,7 @@ async fn run_connection(
     to_client: mpsc::UnboundedSender<ShardToClient>,
     inbound: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
-    metrics: InboundMetrics,
+    metrics: Arc<InboundCounters>,
 ) {
     let mut reader = FrameReader::new();
     let mut greeted = false;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::driver::{ConnIds, ConnLink, Inbound, Outbound, ServeConfig};
-use crate::export::InboundMetrics;
+use crate::export::InboundCounters;
 use crate::limits::{Admit, ConnectionLimits, DatagramGate};
 use crate::shard::ConnId;
 use crate::tls::TlsIdentity;
@@ -64,6 +64,7 @@ impl QuicListener {
         identity: &TlsIdentity,
         inbound: mpsc::Sender<Inbound>,
         ids: ConnIds,
+        metrics: Arc<InboundCounters>,
         span: tracing::Span,
     ) -> anyhow::Result<Self> {
         let mut transport = quinn::TransportConfig::default();
@@ -83,7 +84,7 @@ impl QuicListener {
             Arc::new(quinn::TokioRuntime),
         )
         .context("starting the QUIC endpoint")?;
-        tokio::spawn(accept_loop(endpoint.clone(), inbound, config.limits.clone(), ids).instrument(span));
+        tokio::spawn(accept_loop(endpoint.clone(), inbound, config.limits.clone(), ids, metrics).instrument(span));
         Ok(Self { endpoint })
     }
 
@@ -125,8 +126,8 @@ async fn accept_loop(
     inbound: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
     ids: ConnIds,
+    metrics: Arc<InboundCounters>,
 ) {
-    let metrics = InboundMetrics::default();
     while let Some(incoming) = endpoint.accept().await {
         let conn = ids.next();
         let span = tracing::debug_span!("conn", id = conn.0, transport = "quic", remote = %incoming.remote_address());
@@ -139,7 +140,7 @@ async fn run_connection(
     conn: ConnId,
     inbound: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
-    metrics: InboundMetrics,
+    metrics: Arc<InboundCounters>,
 ) {
     let deadline = Instant::now() + limits.handshake_timeout;
     let connection = match tokio::time::timeout_at(deadline, incoming).await {

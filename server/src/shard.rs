@@ -428,7 +428,7 @@ impl<G: Game> Shard<G> {
             started_at_ms: now_ms,
             created_tick: self.game.tick(),
             snapshot_phase: self.next_snapshot_phase,
-            scores: Vec::new(),
+            scores: vec![0; usize::from(G::SIDES)],
             seat_sides: Vec::new(),
             phase: Phase::Waiting,
         };

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::driver::{ConnIds, ConnLink, Inbound, Outbound};
-use crate::export::InboundMetrics;
+use crate::export::InboundCounters;
 use crate::limits::{Admit, ConnectionLimits, DatagramGate};
 use crate::shard::ConnId;
 
@@ -99,6 +99,7 @@ impl UdpListener {
         limits: ConnectionLimits,
         ids: ConnIds,
         stats: Arc<UdpStats>,
+        metrics: Arc<InboundCounters>,
         span: tracing::Span,
     ) -> anyhow::Result<Self> {
         let socket = crate::quic::bind_udp(addr).with_context(|| format!("binding the raw UDP socket on {addr}"))?;
@@ -120,7 +121,7 @@ impl UdpListener {
             ids,
             peers: HashMap::new(),
             by_conn: HashMap::new(),
-            metrics: InboundMetrics::default(),
+            metrics,
             stats,
         };
         let task = tokio::spawn(driver.run(control_rx).instrument(span));
@@ -189,7 +190,7 @@ struct Driver {
     ids: ConnIds,
     peers: HashMap<SocketAddr, PeerState>,
     by_conn: HashMap<ConnId, SocketAddr>,
-    metrics: InboundMetrics,
+    metrics: Arc<InboundCounters>,
     stats: Arc<UdpStats>,
 }
 

@@ -168,6 +168,10 @@ pub trait Game: Send + 'static {
     /// Name of the game on the wire (sent in `Welcome`).
     const NAME: &'static str;
 
+    /// Sides (teams) of every match: a result lists one score per side, even
+    /// for a match cut before anyone scored.
+    const SIDES: u8;
+
     /// Creates an empty world whose matches all follow `lifecycle`.
     fn new(lifecycle: LifecycleConfig) -> Self
     where

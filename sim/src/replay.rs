@@ -359,6 +359,7 @@ impl<G: Game> Recording<G> {
 
 impl<G: Game> Game for Recording<G> {
     const NAME: &'static str = G::NAME;
+    const SIDES: u8 = G::SIDES;
 
     fn new(lifecycle: LifecycleConfig) -> Self {
         Self { inner: G::new(lifecycle), lifecycle, recorders: BTreeMap::new() }

@@ -149,6 +149,7 @@ impl PongWorld {
 
 impl Game for PongWorld {
     const NAME: &'static str = "pong";
+    const SIDES: u8 = 2;
 
     fn new(lifecycle: LifecycleConfig) -> Self {
         let mut world = World::new();
