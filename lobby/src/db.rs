@@ -36,11 +36,66 @@ impl Db {
         } else {
             return Err(LobbyError::invalid(
                 "database url",
-                format!("{url:?} is neither sqlite://<file> nor postgres://…"),
+                format!("{:?} is neither sqlite://<file> nor postgres://…", redacted_url(url)),
             ));
         };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Opens `url` to read, for another service: no migrations, and nothing
+    /// created. SQLite opens the existing file read-only (a missing file is
+    /// [`LobbyError::NotFound`]); PostgreSQL sessions default to read-only
+    /// transactions. Check [`Db::schema_version`] and [`Db::has_table`] before
+    /// relying on the tables.
+    pub async fn connect_read_only(url: &str) -> Result<Self, LobbyError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?.read_only(true).create_if_missing(false);
+            let path = options.get_filename();
+            if !path.exists() {
+                return Err(LobbyError::NotFound(format!("there is no SQLite file at {}", path.display())));
+            }
+            Ok(Self::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(options).await?))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?.options([("default_transaction_read_only", "on")]);
+            Ok(Self::Postgres(PgPoolOptions::new().max_connections(4).connect_with(options).await?))
+        } else {
+            Err(LobbyError::invalid(
+                "database url",
+                format!("{:?} is neither sqlite://<file> nor postgres://…", redacted_url(url)),
+            ))
+        }
+    }
+
+    /// The newest migration applied successfully (`0001_lobby.sql` is 1), or
+    /// `None` when the lobby never migrated this database.
+    pub async fn schema_version(&self) -> Result<Option<i64>, LobbyError> {
+        const QUERY: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        if !self.has_table("_sqlx_migrations").await? {
+            return Ok(None);
+        }
+        let version = match self {
+            Self::Sqlite(pool) => sqlx::query_scalar::<_, Option<i64>>(QUERY).fetch_one(pool).await?,
+            Self::Postgres(pool) => sqlx::query_scalar::<_, Option<i64>>(QUERY).fetch_one(pool).await?,
+        };
+        Ok(version)
+    }
+
+    /// Whether `table` exists (on PostgreSQL: in a schema on the search path).
+    pub async fn has_table(&self, table: &str) -> Result<bool, LobbyError> {
+        let found = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1")
+                    .bind(table)
+                    .fetch_one(pool)
+                    .await?
+                    > 0
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(pool).await?
+            }
+        };
+        Ok(found)
     }
 
     async fn migrate(&self) -> Result<(), LobbyError> {
@@ -106,6 +161,18 @@ macro_rules! with_pool {
 
 pub(crate) use {with_pool, with_tx};
 
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|idx| idx + 3) else { return url.to_owned() };
+    let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |idx| scheme_end + idx);
+    let authority = &url[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else { return url.to_owned() };
+    match authority[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &url[scheme_end + at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -118,4 +185,18 @@ pub(crate) fn now_ms() -> i64 {
 /// `i64::MAX` saturate, so they match nothing rather than wrap).
 pub(crate) fn db_id(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redacted_url("postgres://lobby:hunter2@db:5432/lobby"), "postgres://lobby:***@db:5432/lobby");
+        assert_eq!(redacted_url("postgres://a:b:c@db/x?sslmode=require"), "postgres://a:***@db/x?sslmode=require");
+        assert_eq!(redacted_url("postgres://postgres@127.0.0.1/test"), "postgres://postgres@127.0.0.1/test");
+        assert_eq!(redacted_url("sqlite:///var/lib/rally/lobby.db"), "sqlite:///var/lib/rally/lobby.db");
+        assert_eq!(redacted_url("not a url"), "not a url");
+    }
 }

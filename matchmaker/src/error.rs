@@ -58,6 +58,10 @@ pub enum MatchmakerError {
     /// The ratings source failed.
     #[error("ratings unavailable: {0}")]
     Ratings(String),
+    /// The lobby's database is missing, lacks the lobby's tables or is older
+    /// than this matchmaker reads (found when it starts).
+    #[error("{0}")]
+    LobbyDatabase(String),
 }
 
 impl MatchmakerError {
@@ -81,7 +85,9 @@ impl From<MatchmakerError> for tonic::Status {
             MatchmakerError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             MatchmakerError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             MatchmakerError::NotFound(_) => tonic::Status::not_found(message),
-            MatchmakerError::Backend(BackendError::Unavailable(_)) | MatchmakerError::Ratings(_) => {
+            MatchmakerError::Backend(BackendError::Unavailable(_))
+            | MatchmakerError::Ratings(_)
+            | MatchmakerError::LobbyDatabase(_) => {
                 tracing::warn!(error = %message, "backend unavailable");
                 tonic::Status::unavailable(message)
             }
