@@ -30,7 +30,7 @@ use crate::bots::{BotFill, BotSeat};
 use crate::bus::{MemoryBus, ResultsBus};
 use crate::config::{MatchmakerConfig, ModeConfig};
 use crate::error::{BackendError, MatchmakerError};
-use crate::matching::{Occupant, ProposedSeat, propose};
+use crate::matching::{Occupant, Proposal, ProposedSeat, propose};
 use crate::ratings::RatingSource;
 use crate::redis::{RedisBus, RedisConnection, RedisRegistry, RedisTickets};
 use crate::registry::{MatchRecord, MemoryRegistry, Reservation, SeatRecord, ShardEntry, ShardInfo, ShardRegistry};
@@ -417,27 +417,18 @@ impl Matchmaker {
             let proposals = propose(mode, &refs, now_ms, bots.is_some());
             let mut in_flight: JoinSet<Result<Commit, MatchmakerError>> = JoinSet::new();
             for proposal in proposals {
+                let (tickets, seats) = match seats_by_ticket(&proposal, &live) {
+                    Ok(seated) => seated,
+                    Err(err) => {
+                        tracing::error!(%err, "refusing a proposed match; its tickets stay queued");
+                        continue;
+                    }
+                };
                 let Some(shard_idx) = choose_shard(&shards, proposal.region.as_deref(), proposal.any_region) else {
                     stats.no_capacity += 1;
                     continue;
                 };
                 shards[shard_idx].1 -= 1;
-                let tickets: Vec<Arc<Ticket>> = proposal.tickets.iter().map(|&idx| live[idx].clone()).collect();
-                // Seats refer to tickets by their index in `tickets`.
-                let seats: Vec<ProposedSeat> = proposal
-                    .seats
-                    .iter()
-                    .map(|seat| match seat.occupant {
-                        Occupant::Player { ticket, member } => ProposedSeat {
-                            occupant: Occupant::Player {
-                                ticket: proposal.tickets.iter().position(|&idx| idx == ticket).unwrap_or(0),
-                                member,
-                            },
-                            ..*seat
-                        },
-                        Occupant::Bot => *seat,
-                    })
-                    .collect();
                 let shard = shards[shard_idx].0.info.clone();
                 let this = self.clone();
                 let mode = mode.clone();
@@ -717,6 +708,51 @@ fn tally(stats: &mut RoundStats, done: Result<Result<Commit, MatchmakerError>, t
     }
 }
 
+/// `proposal`'s tickets, and its seats with each player's ticket given by
+/// its index among those tickets (`propose` gives indices into `queue`). A
+/// seat naming a ticket that is not in the proposal, or a member that ticket
+/// does not have, is a bug in `propose`: the match is refused rather than
+/// seating another ticket's player.
+fn seats_by_ticket(
+    proposal: &Proposal,
+    queue: &[Arc<Ticket>],
+) -> Result<(Vec<Arc<Ticket>>, Vec<ProposedSeat>), MatchmakerError> {
+    let tickets = proposal
+        .tickets
+        .iter()
+        .map(|&idx| {
+            queue.get(idx).cloned().ok_or_else(|| {
+                MatchmakerError::Internal(format!("a proposal names ticket #{idx} of a queue of {}", queue.len()))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let seats = proposal
+        .seats
+        .iter()
+        .map(|seat| match seat.occupant {
+            Occupant::Player { ticket, member } => {
+                let ticket_idx = proposal.tickets.iter().position(|&idx| idx == ticket).ok_or_else(|| {
+                    MatchmakerError::Internal(format!(
+                        "seat {} names ticket #{ticket}, which is not one of the proposal's tickets {:?}",
+                        seat.seat, proposal.tickets
+                    ))
+                })?;
+                if member >= tickets[ticket_idx].players.len() {
+                    return Err(MatchmakerError::Internal(format!(
+                        "seat {} names player #{member} of ticket {}, which has {}",
+                        seat.seat,
+                        tickets[ticket_idx].id,
+                        tickets[ticket_idx].players.len()
+                    )));
+                }
+                Ok(ProposedSeat { occupant: Occupant::Player { ticket: ticket_idx, member }, ..*seat })
+            }
+            Occupant::Bot => Ok(*seat),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((tickets, seats))
+}
+
 /// The live shard with the most free capacity in `region` (ties: by name),
 /// or anywhere when `any_region` (or no region) and none there has room.
 fn choose_shard(shards: &[(ShardEntry, u32)], region: Option<&str>, any_region: bool) -> Option<usize> {
@@ -786,5 +822,57 @@ impl EngineHandle {
 impl From<BackendError> for tonic::Status {
     fn from(err: BackendError) -> Self {
         MatchmakerError::from(err).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rally_protocol::Seat;
+
+    use super::*;
+    use crate::ticket::PartyMember;
+
+    fn ticket(player: u64) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            id: TicketId::random(),
+            mode: "pong".into(),
+            players: vec![PartyMember { player_id: PlayerId(player), rating: 1500.0 }],
+            region: None,
+            enqueued_at_ms: 0,
+            expires_at_ms: 60_000,
+        })
+    }
+
+    fn player_seat(seat: Seat, ticket: usize, member: usize) -> ProposedSeat {
+        ProposedSeat { seat, side: seat % 2, occupant: Occupant::Player { ticket, member } }
+    }
+
+    fn proposal(tickets: Vec<usize>, seats: Vec<ProposedSeat>) -> Proposal {
+        Proposal { tickets, seats, region: None, any_region: true }
+    }
+
+    #[test]
+    fn seats_refer_to_the_proposals_own_tickets() {
+        let queue = [ticket(1), ticket(2), ticket(3)];
+        let (tickets, seats) =
+            seats_by_ticket(&proposal(vec![2, 0], vec![player_seat(0, 2, 0), player_seat(1, 0, 0)]), &queue)
+                .expect("a consistent proposal");
+        assert_eq!(
+            tickets.iter().map(|ticket| ticket.players[0].player_id).collect::<Vec<_>>(),
+            [PlayerId(3), PlayerId(1)]
+        );
+        assert_eq!(seats, [player_seat(0, 0, 0), player_seat(1, 1, 0)]);
+    }
+
+    #[test]
+    fn a_seat_outside_the_proposal_is_an_error_not_ticket_zero() {
+        let queue = [ticket(1), ticket(2), ticket(3)];
+        let stray = proposal(vec![2, 0], vec![player_seat(0, 2, 0), player_seat(1, 1, 0)]);
+        let err = seats_by_ticket(&stray, &queue).expect_err("ticket #1 is not in the proposal");
+        assert!(err.to_string().contains("not one of the proposal's tickets"), "{err}");
+        let no_such_member = proposal(vec![0, 1], vec![player_seat(0, 0, 0), player_seat(1, 1, 1)]);
+        assert!(seats_by_ticket(&no_such_member, &queue).is_err());
+        let past_the_queue = proposal(vec![0, 7], vec![player_seat(0, 0, 0), player_seat(1, 7, 0)]);
+        assert!(seats_by_ticket(&past_the_queue, &queue).is_err());
     }
 }

@@ -58,6 +58,9 @@ pub enum MatchmakerError {
     /// The ratings source failed.
     #[error("ratings unavailable: {0}")]
     Ratings(String),
+    /// An internal invariant broke (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The lobby's database is missing, lacks the lobby's tables or is older
     /// than this matchmaker reads (found when it starts).
     #[error("{0}")]
@@ -91,7 +94,9 @@ impl From<MatchmakerError> for tonic::Status {
                 tracing::warn!(error = %message, "backend unavailable");
                 tonic::Status::unavailable(message)
             }
-            MatchmakerError::Backend(BackendError::Corrupt(_)) | MatchmakerError::Token(_) => {
+            MatchmakerError::Backend(BackendError::Corrupt(_))
+            | MatchmakerError::Token(_)
+            | MatchmakerError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 tonic::Status::internal(message)
             }
