@@ -17,7 +17,7 @@
 //! Redis comes from `RALLY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! under a fresh key prefix that is deleted afterwards.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "a benchmark binary")]
+#![expect(clippy::unwrap_used, reason = "a benchmark binary")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

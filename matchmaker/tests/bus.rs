@@ -2,7 +2,7 @@
 //! at-least-once delivery, a restarted consumer finishing its pending
 //! entries, and a dead consumer's entries taken over.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! a shard accepts, who plays whom, capacity, expiry, cancel, parties,
 //! regions, bots, a lost shard, and replicas racing over one queue.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 

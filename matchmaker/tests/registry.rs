@@ -1,7 +1,7 @@
 //! The shard registry, in memory and on Redis: registration, heartbeats and
 //! expiry, draining, and atomic capacity reservation under concurrency.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 

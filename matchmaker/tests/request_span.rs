@@ -1,7 +1,7 @@
 //! Every gRPC request runs in a `grpc` span with its method, the peer's
 //! address and the authenticated player's id.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 

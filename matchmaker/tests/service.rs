@@ -2,7 +2,7 @@
 //! replicas through queued → matched → aborted, and Redis outages answered
 //! with UNAVAILABLE until the connection comes back by itself.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 

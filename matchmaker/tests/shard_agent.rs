@@ -2,7 +2,7 @@
 //! results published in order and reservations released, results kept and
 //! retried while the bus is down, deregistration at the end.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! The ticket store, in memory and on Redis: queue order, all-or-nothing
 //! claims (one winner among concurrent claimers), finishing queued tickets.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 
