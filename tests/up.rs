@@ -3,7 +3,7 @@
 //! a person (here, scripted keys) logs in, queues against a bot and finishes a
 //! match over raw UDP, and SIGINT stops everything with nothing lost.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rally::common::ReadyLine;
 use rally::play::app::{App, Command as AppCommand};
 use rally::play::net::PlayArgs;
 use rally_lobby::proto::profile::{LeaderboardRequest, profile_client::ProfileClient};
@@ -36,7 +37,7 @@ fn start_up(data_dir: &std::path::Path, bots: u32) -> Up {
         .args(["up", "--bots", &bots.to_string(), "--points-to-win", "1", "--bot-difficulty", "easy"])
         .args(["--lobby-addr", "127.0.0.1:0", "--matchmaker-addr", "127.0.0.1:0", "--shard-addr", "127.0.0.1:0"])
         .args(["--udp-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "20"])
-        .args(["--status-interval", "1", "--data-dir"])
+        .args(["--status-interval", "1", "--ready-json", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -53,20 +54,21 @@ fn start_up(data_dir: &std::path::Path, bots: u32) -> Up {
             }
         }
     });
-    let mut addresses = HashMap::new();
-    loop {
-        let line = lines.recv_timeout(Duration::from_secs(60)).expect("rally up prints its addresses");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let [role @ ("lobby" | "matchmaker" | "metrics" | "udp"), address, ..] = words.as_slice() {
-            addresses.insert(role.to_string(), address.to_string());
+    // The ready line, not the banner meant for people, says where everything is.
+    let ready = loop {
+        let line = lines.recv_timeout(Duration::from_secs(60)).expect("rally up prints its ready line");
+        if line.starts_with('{') {
+            break ReadyLine::parse(&line).unwrap();
         }
-        if line.starts_with("Play a match") {
-            break;
-        }
+    };
+    Up {
+        child,
+        lobby: format!("http://{}", ready.lobby.unwrap()),
+        matchmaker: format!("http://{}", ready.matchmaker.unwrap()),
+        metrics: ready.metrics.unwrap(),
+        udp: ready.udp.unwrap(),
+        lines,
     }
-    let metrics = addresses["metrics"].trim_start_matches("http://").trim_end_matches("/metrics").parse().unwrap();
-    let udp = addresses["udp"].parse().unwrap();
-    Up { child, lobby: addresses["lobby"].clone(), matchmaker: addresses["matchmaker"].clone(), metrics, udp, lines }
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
