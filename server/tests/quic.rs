@@ -1,8 +1,8 @@
-//! QUIC-specific checks of the shard. The behaviours every transport shares
-//! (whole matches, many at once, resume, refusals, floods, drain, a lossy
-//! network) are in `conformance.rs`.
+//! QUIC-specific checks of the shard: an old client is told its version is
+//! wrong. The behaviours every transport shares are smoke-tested per transport
+//! in `conformance.rs` and tested in virtual time in `stepper.rs`.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "tests unwrap what must be there")]
 
 mod common;
 

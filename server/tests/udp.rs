@@ -1,10 +1,11 @@
-//! Raw-UDP-specific checks of the shard: a handshake that allocates nothing
-//! and amplifies nothing before the client proves its address, garbage from a
-//! connected peer, and the reliable channel under loss. The behaviours every
-//! transport shares (whole matches, mixed matches, many at once, resume,
-//! refusals, floods, drain, a lossy network) are in `conformance.rs`.
+//! Raw-UDP-specific checks of the shard over a real socket: a handshake that
+//! allocates nothing and amplifies nothing before the client proves its
+//! address, and garbage from a connected peer. The handshake's refusals, the
+//! reliable channel under loss, closes and idle timeouts are tested in virtual
+//! time in `udp_endpoint.rs`; the behaviours every transport shares are in
+//! `conformance.rs` and, in virtual time, `stepper.rs`.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "tests unwrap what must be there")]
 
 mod common;
 
@@ -12,15 +13,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
-use rally_client::quic::ConnectConfig;
+use rally_client::ConnectConfig;
 use rally_client::session::ClientEvent;
-use rally_client::udp::{UdpConnection, wire};
+use rally_client::{Connection, Transport};
 use rally_protocol::control::{ClientHello, MatchEnd};
 use rally_protocol::results::MatchResult;
 use rally_protocol::token::TokenClaims;
-use rally_server::quic::{ServeConfig, ShardHandle, start};
+use rally_server::ServeConfig;
+use rally_server::ShardHandle;
+use rally_server::start;
 use rally_sim::autopilot::{Autopilot, AutopilotConfig};
 use rally_sim::pong::PongWorld;
+use rally_transport::udp::wire;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -74,11 +78,12 @@ fn player_config(seat: u8) -> AutopilotConfig {
 }
 
 async fn play_udp(addr: SocketAddr, match_id: u64, seat: u8) -> anyhow::Result<MatchEnd> {
-    let connection = UdpConnection::connect(&ConnectConfig::new(addr), &connect_hello(match_id, seat)).await?;
+    let connection =
+        Connection::connect(&Transport::Udp, &ConnectConfig::new(addr), &connect_hello(match_id, seat)).await?;
     play_on_udp(connection, seat).await
 }
 
-async fn play_on_udp(mut connection: UdpConnection, seat: u8) -> anyhow::Result<MatchEnd> {
+async fn play_on_udp(mut connection: Connection, seat: u8) -> anyhow::Result<MatchEnd> {
     let welcome = connection.welcome().clone();
     let mut autopilot = Autopilot::new(&welcome.schema, welcome.seat, player_config(seat), 1)?;
     while let Some(event) = connection.next_event().await {
@@ -190,55 +195,4 @@ async fn garbage_from_a_connected_peer_never_takes_the_shard_down() {
     b.unwrap();
     let result = within(shard.results.recv()).await.unwrap();
     assert_eq!(result.match_id, rally_protocol::MatchId(6));
-}
-
-#[tokio::test]
-async fn a_thousand_message_reliable_burst_under_five_percent_loss_arrives_complete_and_in_order() {
-    use std::time::Instant;
-
-    use rally_client::conditioner::LinkConditions;
-    use rally_client::proxy::UdpProxy;
-    use rally_client::udp::ReliableChannel;
-    let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let conditions = LinkConditions { loss: 0.05, ..LinkConditions::perfect() };
-    let proxy = UdpProxy::start(receiver.local_addr().unwrap(), conditions, 17).await.unwrap();
-    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sender.connect(proxy.local_addr()).await.unwrap();
-    let (mut tx, mut rx) = (ReliableChannel::new(), ReliableChannel::new());
-    let messages: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_le_bytes().repeat(1 + (i % 100) as usize)).collect();
-    for message in &messages {
-        tx.send(message);
-    }
-    let expected = messages.concat();
-    let mut received = Vec::new();
-    let mut peer = None;
-    let (mut tx_buf, mut rx_buf) = (vec![0u8; 2048], vec![0u8; 2048]);
-    within(async {
-        while received.len() < expected.len() || !tx.is_idle() {
-            let now = Instant::now();
-            while let Some(packet) = tx.poll_transmit(now) {
-                sender.send(&packet).await.unwrap();
-            }
-            if let Some(peer) = peer {
-                while let Some(packet) = rx.poll_transmit(now) {
-                    receiver.send_to(&packet, peer).await.unwrap();
-                }
-            }
-            let wake = tx.poll_timeout().unwrap_or(now + Duration::from_millis(50));
-            tokio::select! {
-                n = sender.recv(&mut tx_buf) => { tx.handle(Instant::now(), &tx_buf[..n.unwrap()]); }
-                got = receiver.recv_from(&mut rx_buf) => {
-                    let (n, from) = got.unwrap();
-                    peer = Some(from);
-                    received.extend(rx.handle(Instant::now(), &rx_buf[..n]));
-                }
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
-            }
-        }
-    })
-    .await;
-    assert_eq!(received, expected);
-    let stats = proxy.stats().await;
-    assert!(stats.upstream.dropped + stats.downstream.dropped > 0, "the link lost nothing: {stats:?}");
-    assert!(tx.resends() > 0);
 }
