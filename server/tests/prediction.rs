@@ -14,9 +14,9 @@ mod common;
 use std::time::Duration;
 
 use common::stepper::{EPOCH_MS, StepClient, Stepper};
-use rally_client::conditioner::LinkConditions;
 use rally_protocol::control::{ClientHello, EndReason};
 use rally_server::ShardConfig;
+use rally_transport::conditioner::LinkConditions;
 
 fn config() -> ShardConfig {
     ShardConfig { name: "step".into(), rng_seed: 17, ..ShardConfig::default() }

@@ -14,12 +14,12 @@ mod common;
 use std::time::Duration;
 
 use common::stepper::{EPOCH_MS, StepClient, Stepper};
-use rally_client::conditioner::LinkConditions;
 use rally_client::session::{ClientEvent, ClientSession};
 use rally_protocol::control::{ClientHello, DisconnectReason, EndReason, RefuseReason, ServerMessage, Welcome};
 use rally_protocol::token::TokenClaims;
 use rally_protocol::{MatchId, PlayerId, Seat};
 use rally_server::ShardConfig;
+use rally_transport::conditioner::LinkConditions;
 
 const SHARD: &str = "step";
 
@@ -628,7 +628,7 @@ mod drain {
     }
 
     #[test]
-    fn at_the_drain_deadline_abort_all_ends_the_rest_with_the_scores_as_they_stood() {
+    fn at_the_drain_deadline_abort_all_ends_the_rest_with_one_score_per_side() {
         let mut stepper = Stepper::new(config(), LinkConditions::lossy(), 41);
         // Match 1 plays to 99 points (it will not finish); match 2 waits for its second player.
         let (a, b) = add_pair(&mut stepper, 1, 99);
@@ -658,6 +658,7 @@ mod drain {
             assert_eq!(result.ended_at_ms, ended_at);
         }
         assert_eq!(result_of(&stepper, 1).scores, last_scores.unwrap(), "the scores as they stood");
+        assert_eq!(result_of(&stepper, 2).scores, [0, 0], "one score per side before any point");
         for idx in [a, b, waiting] {
             let end = stepper.clients[idx].ended.as_ref().unwrap();
             assert_eq!(end.reason, EndReason::ShardShutdown);
@@ -688,6 +689,7 @@ mod drain {
             let end = stepper.clients[idx].ended.as_ref().unwrap();
             let result = result_of(&stepper, welcome(&stepper.clients[idx]).match_id.0);
             assert_eq!((end.reason, &end.scores), (EndReason::ShardShutdown, &result.scores));
+            assert_eq!(result.scores.len(), 2, "one score per side: {result:?}");
         }
         // Not draining: a new match is welcomed and plays to its end; the aborted ones stay finished.
         assert!(!stepper.shard.is_draining());

@@ -15,7 +15,6 @@
 
 use std::time::{Duration, Instant};
 
-use rally_client::conditioner::{Link, LinkConditions};
 use rally_client::prediction::{Prediction, Predictor};
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
 use rally_protocol::codec::FrameReader;
@@ -27,6 +26,7 @@ use rally_server::{ConnId, Shard, ShardConfig, ShardEvent, Transmit};
 use rally_sim::autopilot::{Autopilot, AutopilotConfig};
 use rally_sim::pong::PongWorld;
 use rally_sim::pong::prediction::{PaddlePredictor, PredictorError};
+use rally_transport::conditioner::{Link, LinkConditions};
 
 /// Time step of the stepper's clock.
 pub const STEP: Duration = Duration::from_millis(1);
