@@ -3,7 +3,7 @@
 //! clients. Register → Enqueue → WatchTicket → connect with the minted token
 //! → play to the end → the result crosses the bus → ratings change once.
 
-#![allow(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
+#![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
 mod common;
 
@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 use common::{eventually, within};
-use rally_client::quic::{ConnectConfig, GameConnection, endpoint};
+use rally_client::ConnectConfig;
+use rally_client::quic::endpoint;
 use rally_client::session::ClientEvent;
 use rally_client::tls::{ServerTrust, client_config};
+use rally_client::{Connection, Transport};
 use rally_lobby::password::PasswordHashConfig;
 use rally_lobby::proto::auth::{RegisterRequest, auth_client::AuthClient};
 use rally_lobby::{JwtSecret, LobbyConfig};
@@ -28,7 +30,8 @@ use rally_matchmaker::registry::{ShardInfo, ShardLoad};
 use rally_matchmaker::shard_agent::{self, ShardAgentConfig};
 use rally_matchmaker::{Matchmaker, TokenMinter};
 use rally_protocol::control::{ClientHello, EndReason, MatchEnd};
-use rally_server::quic::{ServeConfig, start};
+use rally_server::ServeConfig;
+use rally_server::start;
 use rally_sim::autopilot::{Autopilot, AutopilotConfig};
 use rally_sim::pong::PongWorld;
 use tokio::sync::{mpsc, watch};
@@ -64,7 +67,7 @@ async fn queue_and_play(matchmaker: SocketAddr, access_token: String) -> anyhow:
     // Pin the certificate the registry vouches for.
     let quic = endpoint(client_config(&ServerTrust::Fingerprint(assignment.certificate_sha256.clone()))?)?;
     let hello = ClientHello::Connect { token: seat.connect_token.clone() };
-    let mut connection = GameConnection::connect(&quic, &ConnectConfig::new(addr), &hello).await?;
+    let mut connection = Connection::connect(&Transport::Quic(quic.clone()), &ConnectConfig::new(addr), &hello).await?;
     let welcome = connection.welcome().clone();
     // A steady player on seat 0 and a wild one on seat 1, so a point comes quickly.
     let config = if welcome.seat == 0 {
