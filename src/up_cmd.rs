@@ -294,9 +294,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let agent_report = agent.await.context("shard agent")?;
     // Let the consumer apply what was published before stopping it.
     let published = agent_report.published;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while seen(&applied.stats()) < published && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !applied.wait_until(Duration::from_secs(10), |stats| stats.handled() >= published).await {
+        tracing::warn!(
+            published,
+            handled = applied.stats().handled(),
+            "not every published result reached the ratings within 10 s; the bus keeps the rest"
+        );
     }
     tracing::info!("results flushed; stopping the matchmaker");
     consumer.stop().await;
@@ -324,10 +327,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         report.ticks
     );
     Ok(())
-}
-
-fn seen(stats: &rally_matchmaker::lobby_results::ProfileResultsStats) -> u64 {
-    stats.applied + stats.duplicates + stats.aborted
 }
 
 /// Prints a status line every `--status-interval` seconds; never returns.

@@ -238,10 +238,7 @@ async fn services(
             .map_or(0, |report| report.published),
         None => 0,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ratings.stats().applied < expect_ratings && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ratings.wait_until(Duration::from_secs(10), |stats| stats.applied >= expect_ratings).await;
     let stats = ratings.stats();
     // Bounded: a client connection left open must not hold the run's end hostage.
     let bound = Duration::from_secs(5);

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rally_protocol::control::EndReason;
 use rally_protocol::results::{MatchResult, SeatResult};
@@ -41,10 +41,8 @@ use crate::token::{SeatGrant, TokenMinter};
 /// Most commits of one round in flight at once.
 const MAX_COMMITS_IN_FLIGHT: usize = 256;
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
+/// The platform's one wall clock, re-exported where the engine's callers look for it.
+pub use rally_transport::unix_ms;
 
 /// Whether a result records a match that never properly finished (shard
 /// failure or nobody played): such results change no rating.

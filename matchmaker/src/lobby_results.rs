@@ -5,7 +5,9 @@
 //! so the lobby does not depend on the matchmaker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use rally_lobby::{ApplyOutcome, ProfileStore};
 use rally_protocol::results::MatchResult;
@@ -27,28 +29,37 @@ pub struct ProfileResultsStats {
     pub aborted: u64,
 }
 
+impl ProfileResultsStats {
+    /// Results handled in any way: applied, duplicate or skipped.
+    pub fn handled(&self) -> u64 {
+        self.applied + self.duplicates + self.aborted
+    }
+}
+
 /// Applies results to lobby profiles.
 #[derive(Debug)]
 pub struct ProfileResults {
     store: ProfileStore,
-    applied: AtomicU64,
-    duplicates: AtomicU64,
-    aborted: AtomicU64,
+    /// The counters, watched by [`Self::wait_until`].
+    stats: watch::Sender<ProfileResultsStats>,
 }
 
 impl ProfileResults {
     /// A handler writing to `store`.
     pub fn new(store: ProfileStore) -> Self {
-        Self { store, applied: AtomicU64::new(0), duplicates: AtomicU64::new(0), aborted: AtomicU64::new(0) }
+        Self { store, stats: watch::channel(ProfileResultsStats::default()).0 }
+    }
+
+    /// Waits, up to `timeout`, until the counters satisfy `done` (woken by
+    /// each result, never polling); false if the time ran out first.
+    pub async fn wait_until(&self, timeout: Duration, done: impl FnMut(&ProfileResultsStats) -> bool) -> bool {
+        let mut stats = self.stats.subscribe();
+        tokio::time::timeout(timeout, stats.wait_for(done)).await.is_ok_and(|seen| seen.is_ok())
     }
 
     /// What it did so far.
     pub fn stats(&self) -> ProfileResultsStats {
-        ProfileResultsStats {
-            applied: self.applied.load(Ordering::Relaxed),
-            duplicates: self.duplicates.load(Ordering::Relaxed),
-            aborted: self.aborted.load(Ordering::Relaxed),
-        }
+        *self.stats.borrow()
     }
 }
 
@@ -56,13 +67,14 @@ impl ProfileResults {
 impl ResultHandler for ProfileResults {
     async fn handle(&self, result: &MatchResult) -> Result<(), String> {
         if is_aborted(result) {
-            self.aborted.fetch_add(1, Ordering::Relaxed);
+            self.stats.send_modify(|stats| stats.aborted += 1);
             return Ok(());
         }
-        match self.store.apply_match_result(result).await.map_err(|err| err.to_string())? {
-            ApplyOutcome::Applied => self.applied.fetch_add(1, Ordering::Relaxed),
-            ApplyOutcome::AlreadyApplied => self.duplicates.fetch_add(1, Ordering::Relaxed),
-        };
+        let outcome = self.store.apply_match_result(result).await.map_err(|err| err.to_string())?;
+        self.stats.send_modify(|stats| match outcome {
+            ApplyOutcome::Applied => stats.applied += 1,
+            ApplyOutcome::AlreadyApplied => stats.duplicates += 1,
+        });
         Ok(())
     }
 }

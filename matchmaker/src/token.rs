@@ -104,8 +104,7 @@ impl TokenMinter {
 
     /// `KEY_ID:HEX`, the form `rally shard --token-key` takes.
     pub fn public_key_spec(&self) -> String {
-        let hex: String = self.verifying_key().to_bytes().iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("{}:{hex}", self.key_id)
+        format!("{}:{}", self.key_id, hex::encode(self.verifying_key().to_bytes()))
     }
 
     /// Mints a token for `grant`, valid from `now_ms`; returns it with its expiry.
