@@ -1,6 +1,6 @@
 //! `rally bot bench`: two policies play many matches through a real shard, over QUIC.
 //!
-//! By default the shard runs in-process (an embedded [`rally_server::quic`] shard on
+//! By default the shard runs in-process (an embedded [`rally_server::start`] shard on
 //! loopback, trusting a key generated for the run, which signs every seat's token);
 //! [`ShardTarget::Remote`] plays on a running shard that trusts a given issuer key.
 //! Tokens are minted by the matchmaker's [`TokenMinter`], as in a deployment.

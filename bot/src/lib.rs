@@ -7,7 +7,7 @@
 //!   [`OnnxPolicy`], which refuses models of another spec;
 //! - [`difficulty`]: reaction delay and aim error in front of any policy;
 //! - [`runner`]: a decider thread per policy that batches all bots' decisions;
-//! - [`driver`]: one bot playing one match with a connect token over QUIC;
+//! - [`driver`]: one bot playing one match with a connect token over any transport;
 //! - [`queue`]: bots as platform players (lobby login, matchmaker queue, play, re-queue)
 //!   and [`queue::BotFiller`], the matchmaker's bot-fill hook;
 //! - [`bench`]: `rally bot bench`, matches through a real shard with win rate, margin,

@@ -1,7 +1,7 @@
 //! What a game draws, built from the session's events: the local player's
 //! predicted state and everyone else's state interpolated in the recent past.
 //!
-//! Feed every [`ClientEvent`] to [`GameView::handle_event`] (the quinn driver
+//! Feed every [`ClientEvent`] to [`GameView::handle_event`] (the session
 //! reports the local inputs it stamped as [`ClientEvent::InputRecorded`]), then
 //! read [`GameView::predicted`] for the local seat's fields and
 //! [`GameView::interpolated`] for the rest, once per rendered frame.

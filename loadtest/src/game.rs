@@ -4,7 +4,7 @@
 //! - [`play_over`] plays through the SDK's [`Connection`], over QUIC or raw
 //!   UDP, exactly as a game would (the `connect` scenario).
 //! - [`play_match`] is the SDK's own [`ClientSession`] with a thin quinn event
-//!   loop (like [`crate::players`]): it wakes only when bytes arrive, an input
+//!   loop: it wakes only when bytes arrive, an input
 //!   is due, or the once-a-second bookkeeping is due, and it sees the snapshot
 //!   headers, so it also measures input acknowledgement. `full` uses it: after
 //!   a leave it keeps reading the control stream for a match end the shard sent

@@ -19,7 +19,7 @@
 //! per-segment sequence numbers, a cumulative ack with a 256-bit bitfield
 //! covering everything in flight, and a resend timer from a smoothed RTT with
 //! backoff, tested under loss, reordering and duplication here and in the
-//! shard's stepper (`client/examples/reliable_burst.rs`: 500 bursts of 1,000
+//! shard's stepper (`transport/examples/reliable_burst.rs`: 500 bursts of 1,000
 //! messages under 5% loss all arrive complete and in order, with 5% of
 //! segments resent). Game datagrams (inputs, snapshots) need no transport
 //! sequencing: the session already orders, deduplicates and acks them, as it
