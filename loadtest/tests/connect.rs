@@ -21,7 +21,8 @@ fn a_small_connect_run_is_clean_and_consistent() {
             ramp_per_sec: 100.0,
             // The run ends as soon as every pair has played its matches; this is a cap.
             duration: Duration::from_secs(60),
-            thresholds: parse_thresholds(&["errors==0".into(), "failed_joins==0".into(), "matches_finished>=6".into()]).unwrap(),
+            thresholds: parse_thresholds(&["errors==0".into(), "failed_joins==0".into(), "matches_finished>=6".into()])
+                .unwrap(),
             ..LoadConfig::default()
         },
         shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
