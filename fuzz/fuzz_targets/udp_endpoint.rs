@@ -36,7 +36,7 @@
 //!   add bytes). What a client channel receives is a prefix of what
 //!   `send_frame` was given for its connection.
 //! - After `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`
-//!   while no connection is closing (see `CLOSING_TIMEOUT_EXEMPT`).
+//!   (a closing connection too: its flush deadline, not its silence, ends it).
 //!
 //! At the end every connection is closed and time passes the close flush:
 //! every one must then be gone, each with one `Closed`.
@@ -61,12 +61,6 @@ const MAX_LEARNED: usize = 32;
 /// Endpoint packets a client holds before it pumps (older ones are lost).
 const MAX_INBOX: usize = 1024;
 
-/// `poll_timeout` counts a closing peer's idle deadline although
-/// `handle_timeout` never acts on it (closing peers are not dropped as idle),
-/// so while one is closing `poll_timeout` may lie in the past until its close
-/// deadline: a driver sleeping until `poll_timeout` would spin. Reported; the
-/// check is skipped while a connection is closing so the fuzzer goes on.
-const CLOSING_TIMEOUT_EXEMPT: bool = true;
 
 fn addrs() -> [SocketAddr; 5] {
     [
@@ -388,11 +382,8 @@ impl Harness {
 
     fn handle_timeout(&mut self) {
         self.other(|endpoint, now| endpoint.handle_timeout(now));
-        let closing = self.conns.values().any(|conn| conn.closing);
-        if !(CLOSING_TIMEOUT_EXEMPT && closing) {
-            let now = self.now;
-            assert!(self.endpoint.poll_timeout().is_none_or(|due| due > now), "handle_timeout left work due now");
-        }
+        let now = self.now;
+        assert!(self.endpoint.poll_timeout().is_none_or(|due| due > now), "handle_timeout left work due now");
     }
 
     fn connect(&mut self, from: SocketAddr, cookie: &CookieChoice, hello: &Hello) {

@@ -180,7 +180,24 @@ async fn run_connection(
         return;
     }
     let mut gate = DatagramGate::new(&limits, Instant::now().into_std());
+    // Frames the client pipelined behind the hello in the same read are handed
+    // on now, not when more bytes arrive.
     let mut stream_open = true;
+    loop {
+        match reader.poll_frame() {
+            Ok(Some(payload)) => {
+                if inbound.send(Inbound::Message { conn, payload }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                connection.close(PROTOCOL_VIOLATION.into(), b"oversized control frame");
+                stream_open = false;
+                break;
+            }
+        }
+    }
     loop {
         tokio::select! {
             datagram = connection.read_datagram() => {

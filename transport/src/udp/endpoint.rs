@@ -275,10 +275,17 @@ impl ServerEndpoint {
                 let mut reader = FrameReader::new();
                 reader.push(hello);
                 let Ok(Some(hello)) = reader.poll_frame() else { return self.drop_packet() };
+                // Frames the client pipelined behind the hello in the same packet
+                // are delivered now, not when the next segment arrives.
+                let mut pipelined = Vec::new();
+                while let Ok(Some(payload)) = reader.poll_frame() {
+                    pipelined.push(payload);
+                }
                 let peer =
                     Peer { channel: ReliableChannel::new(), reader, last_heard: now, last_sent: now, closing: None };
                 self.peers.insert(remote, peer);
                 self.events.push_back(EndpointEvent::Connected { remote, hello });
+                self.events.extend(pipelined.into_iter().map(|payload| EndpointEvent::Frame { remote, payload }));
             }
             _ => self.drop_packet(),
         }
@@ -323,13 +330,14 @@ impl ServerEndpoint {
         self.peers
             .values()
             .map(|peer| {
-                let mut due =
-                    (peer.last_sent + self.config.keepalive_after).min(peer.last_heard + self.config.idle_timeout);
+                let mut due = peer.last_sent + self.config.keepalive_after;
+                due = match peer.closing {
+                    // A closing peer is not dropped for silence: its flush deadline ends it.
+                    Some((deadline, _)) => due.min(deadline),
+                    None => due.min(peer.last_heard + self.config.idle_timeout),
+                };
                 if let Some(resend) = peer.channel.poll_timeout() {
                     due = due.min(resend);
-                }
-                if let Some((deadline, _)) = peer.closing {
-                    due = due.min(deadline);
                 }
                 due
             })
@@ -418,6 +426,36 @@ mod tests {
         endpoint.handle(now, addr(1), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
         assert_eq!(endpoint.poll_event(), Some(EndpointEvent::Connected { remote: addr(1), hello: b"hi".to_vec() }));
         assert_eq!(endpoint.n_peers(), 1);
+    }
+
+    #[test]
+    fn frames_pipelined_behind_the_hello_are_delivered_at_once() {
+        let now = Instant::now();
+        let mut endpoint = ServerEndpoint::new(EndpointConfig::default(), SECRET, now);
+        let (bucket, cookie) = challenge_for(&mut endpoint, now, addr(1));
+        let mut frames = hello_frame(b"hi");
+        frames.extend(hello_frame(b"ping"));
+        endpoint.handle(now, addr(1), &wire::connect(bucket, &cookie, &frames));
+        assert!(matches!(endpoint.poll_event(), Some(EndpointEvent::Connected { .. })));
+        assert_eq!(endpoint.poll_event(), Some(EndpointEvent::Frame { remote: addr(1), payload: b"ping".to_vec() }));
+    }
+
+    #[test]
+    fn a_closing_peer_never_has_a_deadline_in_the_past() {
+        let now = Instant::now();
+        let config = EndpointConfig::default();
+        let mut endpoint = ServerEndpoint::new(config.clone(), SECRET, now);
+        let (bucket, cookie) = challenge_for(&mut endpoint, now, addr(1));
+        endpoint.handle(now, addr(1), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
+        // A frame nobody acknowledges keeps the close flushing until its deadline,
+        // past the peer's idle timeout.
+        endpoint.send_frame(now, addr(1), b"unacknowledged");
+        let late = now + config.idle_timeout;
+        endpoint.close(late - Duration::from_millis(1), addr(1), 0);
+        endpoint.handle_timeout(late);
+        assert!(endpoint.is_connected(addr(1)), "still flushing");
+        let due = endpoint.poll_timeout().expect("the flush deadline");
+        assert!(due > late, "a deadline at or before now would spin a driver: {due:?} vs {late:?}");
     }
 
     #[test]
