@@ -61,7 +61,6 @@ const MAX_LEARNED: usize = 32;
 /// Endpoint packets a client holds before it pumps (older ones are lost).
 const MAX_INBOX: usize = 1024;
 
-
 fn addrs() -> [SocketAddr; 5] {
     [
         "10.0.0.1:1000".parse().expect("literal"),
