@@ -48,7 +48,8 @@ pub struct MatchmakerArgs {
     /// Seconds a connect token stays valid.
     #[arg(long, default_value_t = 60.0)]
     pub token_ttl: f64,
-    /// The lobby's database, read for ratings [default: sqlite://<data-dir>/lobby.db].
+    /// The lobby's database, read (read-only) for ratings; the lobby must have
+    /// created it: start the lobby first [default: sqlite://<data-dir>/lobby.db].
     #[arg(long, env = "RALLY_LOBBY_DATABASE_URL")]
     pub lobby_database_url: Option<String>,
     /// Rating window by wait: `WAIT_SECONDS:WINDOW,…`, linear in between.
@@ -145,10 +146,8 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
         .with_ttl_ms((args.token_ttl.max(1.0) * 1000.0) as u64);
     let lobby_url = match &args.lobby_database_url {
         Some(url) => url.clone(),
-        None => {
-            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-            format!("sqlite://{}", args.data_dir.join("lobby.db").display())
-        }
+        // Read-only: the lobby creates this file, never the matchmaker.
+        None => format!("sqlite://{}", args.data_dir.join("lobby.db").display()),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     rally_server::ops::prometheus();
