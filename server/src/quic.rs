@@ -182,22 +182,11 @@ async fn run_connection(
     let mut gate = DatagramGate::new(&limits, Instant::now().into_std());
     // Frames the client pipelined behind the hello in the same read are handed
     // on now, not when more bytes arrive.
-    let mut stream_open = true;
-    loop {
-        match reader.poll_frame() {
-            Ok(Some(payload)) => {
-                if inbound.send(Inbound::Message { conn, payload }).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(_) => {
-                connection.close(PROTOCOL_VIOLATION.into(), b"oversized control frame");
-                stream_open = false;
-                break;
-            }
-        }
-    }
+    let mut stream_open = match forward_frames(&mut reader, conn, &inbound, &connection).await {
+        Forwarded::Open => true,
+        Forwarded::Broken => false,
+        Forwarded::LoopGone => return,
+    };
     loop {
         tokio::select! {
             datagram = connection.read_datagram() => {
@@ -226,20 +215,10 @@ async fn run_connection(
                 match chunk {
                     Ok(Some(n)) => {
                         reader.push(&buf[..n]);
-                        loop {
-                            match reader.poll_frame() {
-                                Ok(Some(payload)) => {
-                                    if inbound.send(Inbound::Message { conn, payload }).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Ok(None) => break,
-                                Err(_) => {
-                                    connection.close(PROTOCOL_VIOLATION.into(), b"oversized control frame");
-                                    stream_open = false;
-                                    break;
-                                }
-                            }
+                        match forward_frames(&mut reader, conn, &inbound, &connection).await {
+                            Forwarded::Open => {}
+                            Forwarded::Broken => stream_open = false,
+                            Forwarded::LoopGone => return,
                         }
                     }
                     Ok(None) => stream_open = false,
@@ -263,6 +242,39 @@ async fn run_connection(
         }
     }
     let _ = inbound.send(Inbound::Disconnect { conn }).await;
+}
+
+/// What became of the control stream after [`forward_frames`].
+enum Forwarded {
+    /// Every complete frame went to the loop.
+    Open,
+    /// A frame was over the limit: the connection is closed.
+    Broken,
+    /// The shard loop has stopped.
+    LoopGone,
+}
+
+/// Hands every complete frame in `reader` to the shard loop.
+async fn forward_frames(
+    reader: &mut FrameReader,
+    conn: ConnId,
+    inbound: &mpsc::Sender<Inbound>,
+    connection: &quinn::Connection,
+) -> Forwarded {
+    loop {
+        match reader.poll_frame() {
+            Ok(Some(payload)) => {
+                if inbound.send(Inbound::Message { conn, payload }).await.is_err() {
+                    return Forwarded::LoopGone;
+                }
+            }
+            Ok(None) => return Forwarded::Open,
+            Err(_) => {
+                connection.close(PROTOCOL_VIOLATION.into(), b"oversized control frame");
+                return Forwarded::Broken;
+            }
+        }
+    }
 }
 
 /// Finishes the control stream and lets the client close the connection once
