@@ -144,6 +144,18 @@ impl ReadyLine {
         Self { event: "ready".to_owned(), version: READY_LINE_VERSION, role: role.to_owned(), ..Self::default() }
     }
 
+    /// The line of a role serving `shard`, with its metrics endpoint at `metrics`.
+    pub fn with_shard(role: &str, shard: &rally_server::ShardHandle, metrics: SocketAddr) -> Self {
+        Self {
+            name: Some(shard.name.clone()),
+            quic: Some(shard.local_addr),
+            udp: shard.udp_addr,
+            fingerprint: Some(shard.fingerprint.clone()),
+            metrics: Some(metrics),
+            ..Self::new(role)
+        }
+    }
+
     /// Reads a ready line, refusing anything else (another event, another version).
     pub fn parse(line: &str) -> anyhow::Result<Self> {
         let ready: Self = serde_json::from_str(line.trim()).with_context(|| format!("{line:?} is not a ready line"))?;

@@ -184,15 +184,7 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
         };
         let writer = tokio::spawn(write_results(results_rx, results_path));
         if args.ready_json {
-            ReadyLine {
-                name: Some(shard.name.clone()),
-                quic: Some(shard.local_addr),
-                udp: shard.udp_addr,
-                fingerprint: Some(shard.fingerprint.clone()),
-                metrics: Some(metrics),
-                ..ReadyLine::new("shard")
-            }
-            .print()?;
+            ReadyLine::with_shard("shard", &shard, metrics).print()?;
         } else {
             println!(
                 "shard {} listening on {} (QUIC), metrics on http://{metrics}/metrics, certificate sha256 {}",

@@ -242,15 +242,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
     if args.ready_json {
         ReadyLine {
-            name: Some(shard.name.clone()),
-            quic: Some(shard.local_addr),
-            udp: shard.udp_addr,
-            fingerprint: Some(shard.fingerprint.clone()),
             lobby: Some(lobby.local_addr()),
             matchmaker: Some(matchmaker_server.local_addr()),
-            metrics: Some(metrics),
             token_key: Some(minter.public_key_spec()),
-            ..ReadyLine::new("up")
+            ..ReadyLine::with_shard("up", &shard, metrics)
         }
         .print()?;
     } else {

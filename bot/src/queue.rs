@@ -151,6 +151,8 @@ pub struct BotFiller {
     next: AtomicU64,
     /// Bot seats in play, by match.
     playing: Arc<Mutex<HashMap<u64, u32>>>,
+    /// Signalled each time a bot seat is done (played or failed).
+    seat_done: Arc<tokio::sync::Notify>,
     stats: Arc<QueueStats>,
 }
 
@@ -172,6 +174,7 @@ impl BotFiller {
             players: (first_player_id..first_player_id + pool.max(1)).collect(),
             next: AtomicU64::new(0),
             playing: Arc::new(Mutex::new(HashMap::new())),
+            seat_done: Arc::new(tokio::sync::Notify::new()),
             stats: Arc::new(QueueStats::default()),
         })
     }
@@ -200,6 +203,20 @@ impl BotFiller {
     pub fn seats_in_play(&self) -> u32 {
         self.playing.lock().map_or(0, |playing| playing.values().sum())
     }
+
+    /// Waits until no bot seat is in play (each finished seat wakes it).
+    pub async fn wait_until_idle(&self) {
+        loop {
+            // Registered before looking, so a seat ending in between is not missed.
+            let done = self.seat_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.seats_in_play() == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
 }
 
 impl BotFill for BotFiller {
@@ -222,6 +239,7 @@ impl BotFill for BotFiller {
         let stats = self.stats.clone();
         let style = BotStyle { difficulty: self.difficulty, seed: match_id ^ u64::from(seat.seat) };
         let playing = self.playing.clone();
+        let seat_done = self.seat_done.clone();
         self.runtime.spawn(async move {
             let result =
                 play_assigned(&seat.shard_address, &seat.certificate_sha256, seat.connect_token, &decider, style).await;
@@ -243,6 +261,7 @@ impl BotFill for BotFiller {
                     playing.remove(&match_id);
                 }
             }
+            seat_done.notify_waiters();
         });
     }
 }

@@ -2,7 +2,7 @@
 //! over real QUIC, against an embedded shard.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rally_bot::queue::BotFiller;
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
@@ -64,17 +64,14 @@ async fn seats_given_to_the_filler_are_played_to_the_end() {
     assert_eq!(result.match_id, MatchId(42));
     assert_eq!(result.scores.iter().sum::<u32>(), 1);
     // Both bots saw the end and were counted.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: u64 = fillers.iter().map(|filler| filler.stats().matches.load(Ordering::Relaxed)).sum();
-        let failed: u64 = fillers.iter().map(|filler| filler.stats().failures.load(Ordering::Relaxed)).sum();
-        assert_eq!(failed, 0);
-        if done == 2 && fillers.iter().all(|filler| filler.seats_in_play() == 0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the bots did not report the end");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for filler in &fillers {
+        tokio::time::timeout(Duration::from_secs(30), filler.wait_until_idle())
+            .await
+            .expect("the bots did not report the end");
     }
+    let done: u64 = fillers.iter().map(|filler| filler.stats().matches.load(Ordering::Relaxed)).sum();
+    let failed: u64 = fillers.iter().map(|filler| filler.stats().failures.load(Ordering::Relaxed)).sum();
+    assert_eq!((done, failed), (2, 0), "both seats played, none failed");
     let wins: u64 = fillers.iter().map(|filler| filler.stats().wins.load(Ordering::Relaxed)).sum();
     assert_eq!(wins, 1, "exactly one side won");
 }

@@ -162,7 +162,10 @@ async fn register_queue_play_and_the_result_rates_both_players_once() {
     assert_eq!(match_a, match_b, "both were put in the same match");
     assert_eq!((end_a.reason, end_a.winner), (EndReason::Score, end_b.winner));
 
-    eventually("the result reaches the lobby's ratings", || async { ratings.stats().applied == 1 }).await;
+    assert!(
+        ratings.wait_until(Duration::from_secs(30), |stats| stats.applied == 1).await,
+        "the result reaches the lobby's ratings"
+    );
     let mut profiles = Vec::new();
     for (player_id, _) in &accounts {
         profiles.push(lobby.profiles().profile(*player_id).await.unwrap());
@@ -187,7 +190,7 @@ async fn register_queue_play_and_the_result_rates_both_players_once() {
     let again = published[0].result.clone();
     assert_eq!(again.match_id.0, match_a);
     backends.bus.publish(&again).await.unwrap();
-    eventually("the duplicate is seen", || async { ratings.stats().duplicates == 1 }).await;
+    assert!(ratings.wait_until(Duration::from_secs(30), |stats| stats.duplicates == 1).await, "the duplicate is seen");
     assert_eq!(ratings.stats().applied, 1);
     let after = lobby.profiles().profile(winner.player_id).await.unwrap();
     assert_eq!((after.rating, after.wins), (winner.rating, 1));
@@ -212,7 +215,10 @@ async fn register_queue_play_and_the_result_rates_both_players_once() {
         reserved_at_ms: 0,
     };
     backends.bus.publish(&rally_matchmaker::engine::aborted_result(&lost, 1)).await.unwrap();
-    eventually("the aborted result is seen", || async { ratings.stats().aborted == 1 }).await;
+    assert!(
+        ratings.wait_until(Duration::from_secs(30), |stats| stats.aborted == 1).await,
+        "the aborted result is seen"
+    );
     let unchanged = lobby.profiles().profile(winner.player_id).await.unwrap();
     assert_eq!((unchanged.rating, unchanged.wins, unchanged.losses), (winner.rating, 1, 0));
 

@@ -21,13 +21,14 @@ use tonic::transport::Channel;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-/// The JSON lines the subscriber writes.
+/// The JSON lines the subscriber writes, and a signal for each write.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+struct Captured(Arc<Mutex<Vec<u8>>>, Arc<tokio::sync::Notify>);
 
 impl Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+        self.1.notify_waiters();
         Ok(bytes.len())
     }
 
@@ -54,6 +55,10 @@ impl Captured {
     async fn closed_spans(&self, method: &str, n: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
+            // Registered before looking, so a write in between is not missed.
+            let written = self.1.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
             let spans: Vec<Value> = self
                 .lines()
                 .into_iter()
@@ -68,7 +73,7 @@ impl Captured {
                 return spans;
             }
             assert!(tokio::time::Instant::now() < deadline, "{n} spans of {method} never closed: {:#?}", self.lines());
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = tokio::time::timeout_at(deadline, written).await;
         }
     }
 }

@@ -25,7 +25,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rally_client::ConnectConfig;
@@ -70,10 +70,6 @@ fn rss_kib() -> u64 {
             })
         })
         .unwrap_or(0)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 #[derive(Default)]
@@ -177,7 +173,13 @@ async fn main() -> anyhow::Result<()> {
         // Matches to 99 points outlast the flood, so every real player is held to the end.
         let claims = rally_protocol::token::TokenClaims {
             points_to_win: 99,
-            ..common::claims("flood", 1_000 + player_idx / 2, (player_idx % 2) as u8, player_idx + 1, now_ms())
+            ..common::claims(
+                "flood",
+                1_000 + player_idx / 2,
+                (player_idx % 2) as u8,
+                player_idx + 1,
+                rally_transport::unix_ms(),
+            )
         };
         let hello = ClientHello::Connect { token: claims.sign(&common::issuer())? };
         let mut connect = ConnectConfig::new(udp_addr);

@@ -43,6 +43,8 @@ const SERVICE_EVERY: Duration = Duration::from_millis(10);
 #[derive(Debug, Default)]
 pub struct UdpStats {
     peers: AtomicU64,
+    /// Signalled whenever the number of peers changes.
+    peers_changed: tokio::sync::Notify,
     challenges_sent: AtomicU64,
     packets_dropped: AtomicU64,
     bytes_in: AtomicU64,
@@ -75,8 +77,24 @@ impl UdpStats {
         self.bytes_out_handshake.load(Ordering::Relaxed)
     }
 
+    /// Waits until at most `count` connections are held.
+    pub async fn wait_for_peers_at_most(&self, count: u64) {
+        loop {
+            // Registered before looking, so a change in between is not missed.
+            let changed = self.peers_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.peers() <= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     fn store(&self, peers: usize, stats: EndpointStats) {
-        self.peers.store(peers as u64, Ordering::Relaxed);
+        if self.peers.swap(peers as u64, Ordering::Relaxed) != peers as u64 {
+            self.peers_changed.notify_waiters();
+        }
         self.challenges_sent.store(stats.challenges_sent, Ordering::Relaxed);
         self.packets_dropped.store(stats.packets_dropped, Ordering::Relaxed);
         self.bytes_in.store(stats.bytes_in, Ordering::Relaxed);

@@ -26,7 +26,7 @@ mod common;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -72,10 +72,6 @@ async fn within<F: std::future::Future>(what: impl fmt::Display, future: F) -> F
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// What lies between the clients and the shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Network {
@@ -106,7 +102,10 @@ impl Player {
 
     fn claims(self, points_to_win: u8) -> TokenClaims {
         let player = self.match_id * 10 + u64::from(self.seat);
-        TokenClaims { points_to_win, ..common::claims(SHARD, self.match_id, self.seat, player, now_ms()) }
+        TokenClaims {
+            points_to_win,
+            ..common::claims(SHARD, self.match_id, self.seat, player, rally_transport::unix_ms())
+        }
     }
 
     fn hello(self, points_to_win: u8) -> ClientHello {
@@ -342,7 +341,7 @@ async fn resume(kind: TransportKind) {
 async fn refusals(kind: TransportKind) {
     let shard = TestShard::start(Network::Direct, |_| {}).await;
     let dialer = &shard.dialer;
-    let now = now_ms();
+    let now = rally_transport::unix_ms();
     let good = Player::new(kind, 3, 0).claims(1);
     let expired = TokenClaims { expires_at_ms: now - 1, issued_at_ms: now - 60_000, ..good.clone() };
     let refusal = dialer.refusal(kind, &connect_hello(&expired), "an expired token").await;
@@ -358,12 +357,7 @@ async fn refusals(kind: TransportKind) {
     // Refused connections are let go; only the seated one is held.
     if kind == Udp {
         let udp_stats = shard.handle.udp_stats.clone();
-        within("udp: letting refused connections go", async {
-            while udp_stats.peers() > 1 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        within("udp: letting refused connections go", udp_stats.wait_for_peers_at_most(1)).await;
     }
     seated.leave();
 }

@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::bail;
 use rally_client::ConnectConfig;
@@ -33,10 +33,6 @@ const SHARD: &str = "shard-udp-test";
 /// Fails the test rather than hanging CI when something never happens.
 async fn within<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(120), future).await.expect("timed out after 120 s")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 struct TestShard {
@@ -62,7 +58,10 @@ async fn start_shard() -> TestShard {
 }
 
 fn claims(match_id: u64, seat: u8, points_to_win: u8) -> TokenClaims {
-    TokenClaims { points_to_win, ..common::claims(SHARD, match_id, seat, match_id * 10 + u64::from(seat), now_ms()) }
+    TokenClaims {
+        points_to_win,
+        ..common::claims(SHARD, match_id, seat, match_id * 10 + u64::from(seat), rally_transport::unix_ms())
+    }
 }
 
 fn connect_hello(match_id: u64, seat: u8) -> ClientHello {

@@ -117,7 +117,10 @@ pub async fn within<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(60), future).await.expect("timed out after 60 s")
 }
 
-/// Polls `condition` until it holds, or fails after 30 s.
+/// Polls `condition` until it holds, or fails after 30 s: for state held in
+/// Redis or reached over the network (the registry, the bus, a reconnecting
+/// client), which offers no change signal to wait on. In-process state is
+/// waited on directly (`ProfileResults::wait_until`).
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
