@@ -343,10 +343,15 @@ async fn status_loop(
         ticker.tick().await;
         let ticks = live.take_tick_durations();
         let leaders = profiles
-            .leaderboard(3, 0)
+            .leaderboard(3, "", 0)
             .await
             .map(|board| {
-                board.top.iter().map(|e| format!("{} {:.0}", e.display_name, e.rating)).collect::<Vec<_>>().join(", ")
+                board
+                    .entries
+                    .iter()
+                    .map(|e| format!("{} {:.0}", e.display_name, e.rating))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             })
             .unwrap_or_else(|err| format!("unavailable ({err})"));
         println!(

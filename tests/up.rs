@@ -90,9 +90,12 @@ fn metric(page: &str, name: &str) -> f64 {
 /// Every ranked player's (name → (rating, rank)) as the lobby's Profile API shows it.
 async fn leaderboard(player: &PlayerClient) -> Vec<(String, f64)> {
     let mut profiles = ProfileClient::new(player.lobby().clone());
-    let board =
-        profiles.leaderboard(player.request(LeaderboardRequest { top_n: 100, rank_of: 0 })).await.unwrap().into_inner();
-    board.top.into_iter().map(|entry| (entry.display_name, entry.rating)).collect()
+    let board = profiles
+        .leaderboard(player.request(LeaderboardRequest { page_size: 100, page_token: String::new(), rank_of: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    board.entries.into_iter().map(|entry| (entry.display_name, entry.rating)).collect()
 }
 
 fn key(code: KeyCode) -> KeyEvent {

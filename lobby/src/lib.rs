@@ -12,9 +12,11 @@
 pub mod auth;
 pub mod chat;
 pub mod db;
+pub mod contract;
 pub mod error;
 pub mod limits;
 pub mod password;
+mod page_token;
 pub mod profile;
 pub mod proto;
 pub mod request_span;

@@ -1,5 +1,7 @@
 //! `rally.profile.v1.Profile`: display names, Glicko-2 ratings, match history
 //! and the leaderboard. Owns `profiles`, `match_history` and `processed_results`.
+//! Pages use the lobby's one page-token format (`page_token.rs`), bound to the
+//! query that made them.
 
 use rally_protocol::results::MatchResult;
 use skillratings::Outcomes;
@@ -7,8 +9,10 @@ use skillratings::glicko2::{Glicko2Config, Glicko2Rating, glicko2_rating_period}
 use sqlx::Row as _;
 use tonic::{Request, Response, Status};
 
-use crate::db::{Db, now_ms, with_pool, with_tx};
+use crate::auth::check_username;
+use crate::db::{Db, db_id, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
+use crate::page_token;
 use crate::proto::profile::{self as pb, profile_server};
 use crate::tokens::require_caller;
 
@@ -178,7 +182,41 @@ impl ProfileStore {
                 }),
             })
         })?;
-        profile.ok_or_else(|| LobbyError::NotFound(format!("no player with id {player_id}")))
+        profile.ok_or_else(|| no_player(player_id))
+    }
+
+    /// Refuses a player id that has no profile (every account has one) with
+    /// `NOT_FOUND`. Chat asks this before it opens a direct channel, blocks or
+    /// mutes, so it never acts on an id nobody holds yet.
+    pub async fn require_player(&self, player_id: u64) -> Result<(), LobbyError> {
+        let exists = with_pool!(&self.db, |pool| {
+            let row = sqlx::query("SELECT account_id FROM profiles WHERE account_id = $1")
+                .bind(db_id(player_id))
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.is_some())
+        })?;
+        if exists { Ok(()) } else { Err(no_player(player_id)) }
+    }
+
+    /// The player whose display name (the username as registered) is
+    /// `username`, compared case-insensitively: `(player id, display name)`.
+    pub async fn find_player(&self, username: &str) -> Result<(u64, String), LobbyError> {
+        check_username(username)?;
+        let lower = username.to_ascii_lowercase();
+        let found: Option<(i64, String)> = with_pool!(&self.db, |pool| {
+            let row = sqlx::query("SELECT account_id, display_name FROM profiles WHERE lower(display_name) = $1")
+                .bind(&lower)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row {
+                Some(row) => Some((row.try_get("account_id")?, row.try_get("display_name")?)),
+                None => None,
+            })
+        })?;
+        let (player_id, display_name) =
+            found.ok_or_else(|| LobbyError::NotFound(format!("no player with username {username:?}")))?;
+        Ok((player_id as u64, display_name))
     }
 
     /// A page of `player_id`'s history, newest first.
@@ -190,15 +228,12 @@ impl ProfileStore {
     ) -> Result<pb::MatchHistoryResponse, LobbyError> {
         let page_size = match page_size {
             0 => 20,
-            1..=100 => i64::from(page_size),
-            _ => return Err(LobbyError::invalid("page_size", "must be at most 100")),
+            1..=MAX_PAGE_SIZE => i64::from(page_size),
+            n => return Err(LobbyError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE} (got {n})"))),
         };
-        let (before_ended, before_match) = if page_token.is_empty() {
-            (i64::MAX, i64::MAX)
-        } else {
-            parse_page_token(page_token)
-                .ok_or_else(|| LobbyError::invalid("page_token", "not a token from a previous page"))?
-        };
+        let scope = format!("profile.match_history:{player_id}");
+        let [before_ended, before_match] = page_token::decode::<2>(page_token, &scope)?.unwrap_or([i64::MAX; 2]);
+        self.require_player(player_id).await?;
         let entries: Vec<(pb::MatchHistoryEntry, i64)> = with_pool!(&self.db, |pool| {
             let rows = sqlx::query(
                 "SELECT match_id, game, outcome, rating_before, rating_after, ended_at_ms FROM match_history \
@@ -231,67 +266,111 @@ impl ProfileStore {
         let has_more = entries.len() as i64 > page_size;
         let entries: Vec<_> = entries.into_iter().take(page_size as usize).collect();
         let next_page_token = match entries.last() {
-            Some((entry, match_id)) if has_more => format!("{}:{}", entry.ended_at_ms, match_id),
+            Some((entry, match_id)) if has_more => page_token::encode(&scope, &[entry.ended_at_ms, *match_id]),
             _ => String::new(),
         };
         Ok(pb::MatchHistoryResponse { entries: entries.into_iter().map(|(entry, _)| entry).collect(), next_page_token })
     }
 
-    /// The top `top_n` players, and `rank_of`'s rank when non-zero.
-    pub async fn leaderboard(&self, top_n: u32, rank_of: u64) -> Result<pb::LeaderboardResponse, LobbyError> {
-        let top_n = match top_n {
+    /// A page of the leaderboard (best first, ranks shared by equal ratings),
+    /// and `rank_of`'s entry when non-zero.
+    pub async fn leaderboard(
+        &self,
+        page_size: u32,
+        page_token: &str,
+        rank_of: u64,
+    ) -> Result<pb::LeaderboardResponse, LobbyError> {
+        let page_size = match page_size {
             0 => 10,
-            1..=100 => i64::from(top_n),
-            _ => return Err(LobbyError::invalid("top_n", "must be at most 100")),
+            1..=MAX_PAGE_SIZE => i64::from(page_size),
+            n => return Err(LobbyError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE} (got {n})"))),
         };
-        let top = with_pool!(&self.db, |pool| {
+        const SCOPE: &str = "profile.leaderboard";
+        // The cursor is the previous page's last (rating, account id); the
+        // rating travels as its bit pattern so equality survives the trip.
+        let after = page_token::decode::<2>(page_token, SCOPE)?.map(|[bits, id]| (f64::from_bits(bits as u64), id));
+        let (rows, ahead, higher) = with_pool!(&self.db, |pool| {
+            let (after_rating, after_id) = after.unwrap_or((f64::INFINITY, 0));
             let rows = sqlx::query(
                 "SELECT account_id, display_name, rating FROM profiles \
-                 ORDER BY rating DESC, account_id ASC LIMIT $1",
+                 WHERE rating < $1 OR (rating = $1 AND account_id > $2) \
+                 ORDER BY rating DESC, account_id ASC LIMIT $3",
             )
-            .bind(top_n)
+            .bind(after_rating)
+            .bind(after_id)
+            .bind(page_size + 1)
             .fetch_all(pool)
             .await?;
-            let mut top = Vec::with_capacity(rows.len());
-            for (idx, row) in rows.into_iter().enumerate() {
-                top.push(pb::LeaderboardEntry {
-                    rank: idx as u64 + 1,
-                    player_id: row.try_get::<i64, _>("account_id")? as u64,
-                    display_name: row.try_get("display_name")?,
-                    rating: row.try_get("rating")?,
-                });
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in rows {
+                let account_id: i64 = row.try_get("account_id")?;
+                let rating: f64 = row.try_get("rating")?;
+                entries.push((account_id, row.try_get::<String, _>("display_name")?, rating));
             }
-            Ok(top)
+            // Where the page starts: how many players come before its first
+            // entry, and how many of those rate strictly higher.
+            let (ahead, higher) = match entries.first() {
+                Some((first_id, _, first_rating)) if after.is_some() => {
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS ahead, \
+                         COALESCE(SUM(CASE WHEN rating > $1 THEN 1 ELSE 0 END), 0) AS higher FROM profiles \
+                         WHERE rating > $1 OR (rating = $1 AND account_id < $2)",
+                    )
+                    .bind(*first_rating)
+                    .bind(*first_id)
+                    .fetch_one(pool)
+                    .await?;
+                    (row.try_get::<i64, _>("ahead")?, row.try_get::<i64, _>("higher")?)
+                }
+                _ => (0, 0),
+            };
+            Ok((entries, ahead, higher))
         })?;
+        let has_more = rows.len() as i64 > page_size;
+        let mut entries: Vec<pb::LeaderboardEntry> = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for (idx, (account_id, display_name, rating)) in rows.into_iter().take(page_size as usize).enumerate() {
+            // Competition ranking: 1 + the players rated strictly higher. Every
+            // player before a new, lower rating is rated higher than it.
+            let rank = match entries.last() {
+                None => higher as u64 + 1,
+                Some(previous) if previous.rating == rating => previous.rank,
+                Some(_) => (ahead as u64) + idx as u64 + 1,
+            };
+            last = Some((rating, account_id));
+            entries.push(pb::LeaderboardEntry { rank, player_id: account_id as u64, display_name, rating });
+        }
+        let next_page_token = match last {
+            Some((rating, account_id)) if has_more => page_token::encode(SCOPE, &[rating.to_bits() as i64, account_id]),
+            _ => String::new(),
+        };
         let player = if rank_of == 0 {
             None
         } else {
             let profile = self.profile(rank_of).await?;
-            let ahead: i64 = with_pool!(&self.db, |pool| {
-                let row = sqlx::query(
-                    "SELECT COUNT(*) AS ahead FROM profiles \
-                     WHERE rating > $1 OR (rating = $1 AND account_id < $2)",
-                )
-                .bind(profile.rating)
-                .bind(rank_of as i64)
-                .fetch_one(pool)
-                .await?;
-                Ok(row.try_get("ahead")?)
+            let higher: i64 = with_pool!(&self.db, |pool| {
+                let row = sqlx::query("SELECT COUNT(*) AS higher FROM profiles WHERE rating > $1")
+                    .bind(profile.rating)
+                    .fetch_one(pool)
+                    .await?;
+                Ok(row.try_get("higher")?)
             })?;
             Some(pb::LeaderboardEntry {
-                rank: ahead as u64 + 1,
+                rank: higher as u64 + 1,
                 player_id: rank_of,
                 display_name: profile.display_name,
                 rating: profile.rating,
             })
         };
-        Ok(pb::LeaderboardResponse { top, player })
+        Ok(pb::LeaderboardResponse { entries, player, next_page_token })
     }
 }
 
-fn parse_page_token(token: &str) -> Option<(i64, i64)> {
-    let (ended, match_id) = token.split_once(':')?;
-    Some((ended.parse().ok()?, match_id.parse().ok()?))
+/// Largest `page_size` of MatchHistory and Leaderboard.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+fn no_player(player_id: u64) -> LobbyError {
+    LobbyError::NotFound(format!("no player with id {player_id}"))
 }
 
 /// The Profile service (every method needs an access token).
@@ -337,6 +416,15 @@ impl profile_server::Profile for ProfileService {
     ) -> Result<Response<pb::LeaderboardResponse>, Status> {
         require_caller(&request)?;
         let request = request.into_inner();
-        Ok(Response::new(self.store.leaderboard(request.top_n, request.rank_of).await?))
+        Ok(Response::new(self.store.leaderboard(request.page_size, &request.page_token, request.rank_of).await?))
+    }
+
+    async fn find_player(
+        &self,
+        request: Request<pb::FindPlayerRequest>,
+    ) -> Result<Response<pb::FindPlayerResponse>, Status> {
+        require_caller(&request)?;
+        let (player_id, display_name) = self.store.find_player(&request.get_ref().username).await?;
+        Ok(Response::new(pb::FindPlayerResponse { player_id, display_name }))
     }
 }

@@ -1,5 +1,6 @@
-//! Wiring: one tonic server with Auth, Profile, Chat, health and reflection, and a
-//! handle to stop it. `rally lobby` and (later) `rally up` call [`serve`].
+//! Wiring: one tonic server with Auth, Profile, Chat, health and reflection (v1
+//! and v1alpha) behind the [`ContractLayer`] (size, metadata and method rules),
+//! and a handle to stop it. `rally lobby` and (later) `rally up` call [`serve`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
 use crate::auth::AuthService;
+use crate::contract::{ContractLayer, HTTP2_MAX_HEADER_LIST_BYTES};
 use crate::chat::{ChatConfig, ChatService, ChatStore};
 use crate::db::Db;
 use crate::error::LobbyError;
@@ -22,8 +24,7 @@ use crate::proto::{
 use crate::request_span::request_span;
 use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret, TokenInterceptor};
 
-/// Largest request message accepted, in bytes.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub use crate::contract::MAX_REQUEST_BYTES;
 
 /// Everything [`serve`] needs.
 #[derive(Debug, Clone)]
@@ -128,12 +129,15 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     let profiles = ProfileStore::new(db.clone());
 
     let auth = AuthService::new(db.clone(), hasher, issuer, profiles.clone(), &config.limits);
-    let auth = AuthServer::with_interceptor(auth, TokenInterceptor::new(verifier.clone(), false));
+    let auth = tonic::service::interceptor::InterceptedService::new(
+        AuthServer::new(auth).max_decoding_message_size(MAX_REQUEST_BYTES),
+        TokenInterceptor::new(verifier.clone(), false),
+    );
     let profile = tonic::service::interceptor::InterceptedService::new(
         ProfileServer::new(ProfileService::new(profiles.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), true),
     );
-    let chat = ChatStore::new(db.clone(), config.chat.clone(), &config.limits);
+    let chat = ChatStore::new(db.clone(), profiles.clone(), config.chat.clone(), &config.limits);
     let chat_service = tonic::service::interceptor::InterceptedService::new(
         ChatServer::new(ChatService::new(chat.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), true),
@@ -148,6 +152,19 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|err| LobbyError::Internal(format!("reflection: {err}")))?;
+    // grpcurl and grpcio-reflection still ask v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|err| LobbyError::Internal(format!("reflection: {err}")))?;
+    let contract = ContractLayer::new(&[
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .map_err(|err| LobbyError::Internal(format!("descriptors: {err}")))?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -158,8 +175,11 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     let router = Server::builder()
         .trace_fn(request_span)
         .timeout(config.request_timeout)
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .layer(contract)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(auth)
         .add_service(profile)
         .add_service(chat_service);

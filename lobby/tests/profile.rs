@@ -122,14 +122,18 @@ async fn history_pages_newest_first_and_leaderboard_ranks(backend: &Backend) {
     assert_eq!(bad.code(), Code::InvalidArgument);
 
     let board = profiles
-        .leaderboard(authed(pb::LeaderboardRequest { top_n: 2, rank_of: max }, &token))
+        .leaderboard(authed(pb::LeaderboardRequest { page_size: 2, page_token: String::new(), rank_of: max }, &token))
         .await
         .expect("leaderboard")
         .into_inner();
-    assert_eq!(board.top.iter().map(|entry| (entry.rank, entry.player_id)).collect::<Vec<_>>(), [(1, kim), (2, lee)]);
+    assert_eq!(
+        board.entries.iter().map(|entry| (entry.rank, entry.player_id)).collect::<Vec<_>>(),
+        [(1, kim), (2, lee)]
+    );
     let max_entry = board.player.expect("rank_of");
     assert_eq!((max_entry.rank, max_entry.display_name.as_str()), (3, "max"));
-    let too_many = profiles.leaderboard(authed(pb::LeaderboardRequest { top_n: 1000, rank_of: 0 }, &token)).await;
-    assert_eq!(too_many.expect_err("top_n too large").code(), Code::InvalidArgument);
+    let too_many = pb::LeaderboardRequest { page_size: 1000, page_token: String::new(), rank_of: 0 };
+    let too_many = profiles.leaderboard(authed(too_many, &token)).await;
+    assert_eq!(too_many.expect_err("page_size too large").code(), Code::InvalidArgument);
     lobby.shutdown().await.expect("shutdown");
 }

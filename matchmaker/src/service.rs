@@ -19,8 +19,8 @@ use crate::error::MatchmakerError;
 use crate::proto::{self, matchmaker as pb};
 use crate::ticket::{TicketId, TicketState};
 
-/// Largest request message accepted, in bytes.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request message accepted, in bytes: the same for every rally server.
+pub const MAX_REQUEST_BYTES: usize = rally_lobby::contract::MAX_REQUEST_BYTES;
 
 /// Most party members' tokens in one Enqueue.
 const MAX_PARTY_TOKENS: usize = 16;
@@ -199,9 +199,26 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(service);
+    // grpcurl and grpcio-reflection still ask v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("reflection")?;
+    // The lobby's rules for sizes, metadata and unknown methods, so both servers answer alike.
+    let contract = rally_lobby::contract::ContractLayer::new(&[
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .context("descriptors")?;
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_rx.await;
     }));
     tracing::info!(%local_addr, "matchmaker listening");
     Ok(MatchmakerServer { local_addr, shutdown: Some(shutdown_tx), task })
 }
+        .http2_max_header_list_size(rally_lobby::contract::HTTP2_MAX_HEADER_LIST_BYTES)
+        .layer(contract)
+        .add_service(reflection_v1alpha)

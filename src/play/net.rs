@@ -193,10 +193,17 @@ async fn refresh(session: &Session, events: &mpsc::UnboundedSender<NetEvent>) {
         }
         Err(status) => send(events, NetEvent::Error(status_text("profile", &status))),
     }
-    match profiles.leaderboard(session.request(LeaderboardRequest { top_n: 10, rank_of: session.player_id() })).await {
+    match profiles
+        .leaderboard(session.request(LeaderboardRequest {
+            page_size: 10,
+            page_token: String::new(),
+            rank_of: session.player_id(),
+        }))
+        .await
+    {
         Ok(board) => {
             let board = board.into_inner();
-            let top = board.top.into_iter().map(|e| (e.rank, e.display_name, e.rating)).collect();
+            let top = board.entries.into_iter().map(|e| (e.rank, e.display_name, e.rating)).collect();
             let own_rank = board.player.map_or(0, |p| p.rank);
             send(events, NetEvent::Leaderboard { top, own_rank });
         }

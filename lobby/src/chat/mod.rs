@@ -20,7 +20,8 @@
 //! Modules: `channel` (channel ids), `message` (the domain values the store
 //! speaks), `store` (channels, members, messages, live fan-out), `moderation`
 //! (text and rate limits, blocks, mutes, moderators, reports), `filter` (the
-//! word filter moderation applies), `subscription` (one Subscribe stream) and
+//! word filter moderation applies), `text` (the rules for bodies and reasons
+//! that `chat.proto` states), `subscription` (one Subscribe stream) and
 //! `service` (the gRPC boundary, the only one that sees protobuf types).
 
 mod channel;
@@ -31,13 +32,14 @@ mod service;
 mod store;
 mod subscription;
 
+mod text;
 use std::time::Duration;
 
 pub use channel::{ChannelRef, MAX_PUBLIC_NAME_LEN};
 pub use filter::WordFilter;
 pub use moderation::{ChatReport, MAX_REASON_CHARS};
 pub use service::ChatService;
-pub use store::{ChatStats, ChatStore};
+pub use store::{ChatStats, ChatStore, MAX_HISTORY_PAGE};
 
 /// Chat settings. The send rate limit is
 /// [`LobbyLimitsConfig::chat_send_per_account`](crate::limits::LobbyLimitsConfig::chat_send_per_account).

@@ -1,4 +1,4 @@
-//! Chat moderation: what a message may say (length, control characters, the
+//! Chat moderation: what a message may say (the text rules of `text.rs`, the
 //! word filter), how fast a player may send, who blocks whom, who is muted,
 //! who may mute, and reports. Owns `chat_blocks`, `chat_mutes`,
 //! `chat_moderators` and `chat_reports`.
@@ -16,6 +16,7 @@ use super::ChatConfig;
 use super::channel::{ChannelRef, truncate};
 use super::filter::WordFilter;
 use super::message::ChatUser;
+use super::text::check_text;
 use crate::db::{Db, db_id, now_ms, with_pool};
 use crate::error::LobbyError;
 use crate::limits::{Limiter, LobbyLimitsConfig};
@@ -38,25 +39,6 @@ pub struct ChatReport {
     pub reason: String,
     /// Unix milliseconds.
     pub created_at_ms: i64,
-}
-
-/// Checks free text: at most `max_chars`, not blank when `required`, and no
-/// control characters but newline and tab (PostgreSQL refuses NUL in text).
-fn check_text(field: &'static str, text: &str, max_chars: usize, required: bool) -> Result<(), LobbyError> {
-    if required && text.trim().is_empty() {
-        return Err(LobbyError::invalid(field, "is empty; write at least one visible character"));
-    }
-    let n_chars = text.chars().count();
-    if n_chars > max_chars {
-        return Err(LobbyError::invalid(field, format!("is {n_chars} characters; the limit is {max_chars}")));
-    }
-    if let Some(bad) = text.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
-        return Err(LobbyError::invalid(
-            field,
-            format!("contains the control character {bad:?}; only newline and tab are allowed"),
-        ));
-    }
-    Ok(())
 }
 
 /// Chat's rules and the state behind them.
@@ -356,20 +338,5 @@ impl Moderation {
             }
             Ok(reports)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_checks_name_the_field_and_the_limit() {
-        assert!(check_text("body", "hello\n\tthere", 20, true).is_ok());
-        assert!(check_text("reason", "", 20, false).is_ok());
-        let message = |result: Result<(), LobbyError>| result.expect_err("refused").to_string();
-        assert!(message(check_text("body", "  \n", 20, true)).contains("is empty"));
-        assert!(message(check_text("body", "ééé", 2, true)).contains("is 3 characters; the limit is 2"));
-        assert!(message(check_text("reason", "a\0b", 20, true)).contains("control character"));
     }
 }

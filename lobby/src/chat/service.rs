@@ -14,7 +14,9 @@ use super::channel::{ChannelRef, JoinedChannel};
 use super::message::{ChatMessage, ChatUser, HistoryPage};
 use super::store::ChatStore;
 use super::subscription::SubscribeItem;
+use crate::db::db_id;
 use crate::error::LobbyError;
+use crate::page_token;
 use crate::proto::chat::{self as pb, chat_server};
 use crate::tokens::require_caller;
 
@@ -76,13 +78,18 @@ impl From<ChatMessage> for pb::ChatMessage {
     }
 }
 
-impl From<HistoryPage> for pb::HistoryResponse {
-    fn from(page: HistoryPage) -> Self {
-        Self {
-            messages: page.messages.into_iter().map(pb::ChatMessage::from).collect(),
-            next_before_id: page.next_before_id,
-        }
-    }
+/// The scope a History page token is bound to: the channel and the viewer
+/// (whose blocks shape the pages).
+fn history_scope(viewer: &ChatUser, channel: &ChannelRef) -> String {
+    format!("chat.history:{}:{}", channel.id(), viewer.id)
+}
+
+fn wire_history(scope: &str, page: HistoryPage) -> pb::HistoryResponse {
+    let next_page_token = match page.next_before_id {
+        0 => String::new(),
+        before_id => page_token::encode(scope, &[db_id(before_id)]),
+    };
+    pb::HistoryResponse { messages: page.messages.into_iter().map(pb::ChatMessage::from).collect(), next_page_token }
 }
 
 /// One Subscribe stream item on the wire.
@@ -120,8 +127,15 @@ impl chat_server::Chat for ChatService {
         let user = user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
-        let page = self.store.history(&user, &channel, request.before_id, request.page_size).await?;
-        Ok(Response::new(page.into()))
+        let scope = history_scope(&user, &channel);
+        let before_id = match page_token::decode::<1>(&request.page_token, &scope)? {
+            None => 0,
+            Some([before_id]) => u64::try_from(before_id).ok().filter(|id| *id > 0).ok_or_else(|| {
+                LobbyError::invalid("page_token", "is not a token this server issued; pass empty for the first page")
+            })?,
+        };
+        let page = self.store.history(&user, &channel, before_id, request.page_size).await?;
+        Ok(Response::new(wire_history(&scope, page)))
     }
 
     async fn subscribe(

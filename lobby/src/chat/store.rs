@@ -19,6 +19,10 @@ use super::moderation::{ChatReport, Moderation};
 use crate::db::{Db, db_id, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
 use crate::limits::LobbyLimitsConfig;
+use crate::profile::ProfileStore;
+
+/// Largest History `page_size`.
+pub const MAX_HISTORY_PAGE: u32 = 100;
 
 /// Sends to channels hashing to the same stripe are serialized in-process, so
 /// each channel's messages are published in id order.
@@ -42,6 +46,8 @@ pub struct ChatStore {
 #[derive(Debug)]
 pub(super) struct ChatInner {
     pub(super) db: Db,
+    /// Asked whether a player named by id exists (Profile owns that).
+    profiles: ProfileStore,
     pub(super) config: ChatConfig,
     pub(super) moderation: Moderation,
     send_locks: Box<[tokio::sync::Mutex<()>]>,
@@ -102,9 +108,10 @@ where
 }
 
 impl ChatStore {
-    pub(crate) fn new(db: Db, config: ChatConfig, limits: &LobbyLimitsConfig) -> Self {
+    pub(crate) fn new(db: Db, profiles: ProfileStore, config: ChatConfig, limits: &LobbyLimitsConfig) -> Self {
         Self {
             inner: Arc::new(ChatInner {
+                profiles,
                 moderation: Moderation::new(db.clone(), &config, limits),
                 db,
                 send_locks: (0..N_SEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -258,12 +265,15 @@ impl ChatStore {
         let last_message_id = match &channel {
             ChannelRef::Public(_) => self.ensure_channel(&channel, &[user.id]).await?,
             ChannelRef::Direct { low, high } => {
-                if channel.other_player(user.id).is_none() {
+                let Some(other) = channel.other_player(user.id) else {
                     return Err(LobbyError::PermissionDenied(format!(
                         "{} is a direct channel between two other players",
                         channel.id()
                     )));
-                }
+                };
+                // Never for an id nobody holds yet: whoever registers it
+                // later would find messages sent before they existed.
+                self.inner.profiles.require_player(other).await?;
                 self.ensure_channel(&channel, &[*low, *high]).await?
             }
             ChannelRef::Match(_) => self.access(&channel, user.id).await?,
@@ -379,7 +389,7 @@ impl ChatStore {
 
     /// A page of `channel`'s messages older than `before_id` (0: from the
     /// newest), newest first, without those of players `user` blocks.
-    /// `page_size` 0 means 50; at most 100.
+    /// `page_size` 0 means 50; at most [`MAX_HISTORY_PAGE`].
     pub(crate) async fn history(
         &self,
         user: &ChatUser,
@@ -389,19 +399,13 @@ impl ChatStore {
     ) -> Result<HistoryPage, LobbyError> {
         let page_size = match page_size {
             0 => 50,
-            1..=100 => i64::from(page_size),
-            n => return Err(LobbyError::invalid("page_size", format!("must be at most 100 (got {n})"))),
+            1..=MAX_HISTORY_PAGE => i64::from(page_size),
+            n => {
+                return Err(LobbyError::invalid("page_size", format!("must be at most {MAX_HISTORY_PAGE} (got {n})")));
+            }
         };
         let id = channel.id();
-        let last_message_id = self.access(channel, user.id).await?;
-        if before_id > last_message_id + 1 {
-            return Err(LobbyError::invalid(
-                "before_id",
-                format!(
-                    "{before_id} is past {id}'s newest message ({last_message_id}); pass 0 or a next_before_id from a previous page"
-                ),
-            ));
-        }
+        self.access(channel, user.id).await?;
         let before = if before_id == 0 { i64::MAX } else { db_id(before_id) };
         let mut messages: Vec<ChatMessage> = with_pool!(&self.inner.db, |pool| {
             // Blocks are moderation's table, but they are filtered here, in
@@ -468,4 +472,13 @@ impl ChatStore {
         let last_message_id = self.access(channel, user.id).await?;
         moderation.report(user, channel, last_message_id, message_id, reason).await
     }
+    /// `NOT_FOUND` for a non-zero id no account holds (0 is left to the
+    /// callee's own "is required" answer).
+    async fn require_other_player(&self, player_id: u64) -> Result<(), LobbyError> {
+        if player_id == 0 { Ok(()) } else { self.inner.profiles.require_player(player_id).await }
+    }
+
 }
+        self.require_other_player(player_id).await?;
+        self.require_other_player(player_id).await?;
+        self.require_other_player(player_id).await?;

@@ -70,19 +70,10 @@ impl ChatStore {
         let live = self.inner.live_receiver(&id);
         let last_message_id =
             self.last_message_id(&id).await?.ok_or_else(|| LobbyError::NotFound(format!("no channel {id}")))?;
-        let start = match after_id {
-            None => last_message_id,
-            Some(after) if after > last_message_id => {
-                return Err(LobbyError::invalid(
-                    "after_id",
-                    format!(
-                        "{after} is past {id}'s newest message ({last_message_id}); pass the last id you \
-                         received, or leave it unset for new messages only"
-                    ),
-                ));
-            }
-            Some(after) => after,
-        };
+        // A cursor past the newest message (a client that kept an id from a
+        // database since reset, or a guess) starts at the newest: only new
+        // messages, as when it is unset.
+        let start = after_id.map_or(last_message_id, |after| after.min(last_message_id));
         let (tx, rx) = mpsc::channel(self.inner.config.subscriber_buffer.max(1));
         let subscription =
             Subscription { store: self.clone(), viewer: user.id, channel_id: id, last_seen: start, live, tx, closing };
