@@ -60,6 +60,27 @@ pub trait ResultsBus: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<Delivery>, BackendError>;
     /// Acknowledges entries: they are done for `group`.
     async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BackendError>;
+    /// How far `group` is behind, or `None` when this bus cannot tell.
+    async fn lag(&self, group: &str) -> Result<Option<ConsumerLag>, BackendError> {
+        let _ = group;
+        Ok(None)
+    }
+}
+
+/// A consumer group's backlog ([`ResultsBus::lag`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerLag {
+    /// Entries delivered to a consumer and not yet acknowledged.
+    pub pending: u64,
+    /// Entries never delivered to the group.
+    pub undelivered: u64,
+}
+
+impl ConsumerLag {
+    /// Entries not yet done.
+    pub fn backlog(&self) -> u64 {
+        self.pending + self.undelivered
+    }
 }
 
 #[derive(Debug, Default)]
@@ -251,12 +272,15 @@ pub struct ConsumerConfig {
     pub wait: Duration,
     /// Entries pending this long with any consumer are taken over.
     pub claim_idle: Duration,
-    /// How often to look for such entries.
+    /// How often to look for such entries (and to report the group's lag).
     pub claim_every: Duration,
+    /// A backlog (pending and undelivered entries) this large and growing is logged as a warning.
+    pub lag_warn: u64,
 }
 
 impl ConsumerConfig {
-    /// Defaults: batches of 64, 100 ms waits, take over after 30 s idle, look every 5 s.
+    /// Defaults: batches of 64, 100 ms waits, take over after 30 s idle, look
+    /// every 5 s, warn about a growing backlog from 1 000 entries.
     pub fn new(group: impl Into<String>, consumer: impl Into<String>) -> Self {
         Self {
             group: group.into(),
@@ -265,7 +289,16 @@ impl ConsumerConfig {
             wait: Duration::from_millis(100),
             claim_idle: Duration::from_secs(30),
             claim_every: Duration::from_secs(5),
+            lag_warn: 1_000,
         }
+    }
+
+    async fn lag(&self, group: &str) -> Result<Option<ConsumerLag>, BackendError> {
+        let log = self.lock();
+        Ok(log.groups.get(group).map(|state| ConsumerLag {
+            pending: state.pending.len() as u64,
+            undelivered: log.next_seq.saturating_sub(state.next),
+        }))
     }
 }
 
@@ -338,6 +371,7 @@ async fn consume(
     let mut backoff = Duration::from_millis(50);
     let mut ready = false;
     let mut last_claim: Option<Instant> = None;
+    let mut last_backlog = 0u64;
     while !*stop.borrow() {
         let step: Result<(), BackendError> = async {
             if !ready {
@@ -357,6 +391,7 @@ async fn consume(
             }
             if last_claim.is_none_or(|at| at.elapsed() >= config.claim_every) {
                 last_claim = Some(Instant::now());
+                report_lag(&*bus, &config, &mut last_backlog).await?;
                 let claimed = bus.claim_stale(&config.group, &config.consumer, config.claim_idle, config.batch).await?;
                 if !claimed.is_empty() {
                     tracing::info!(n = claimed.len(), group = %config.group, "took over idle results");
@@ -375,6 +410,11 @@ async fn consume(
         match step {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(err) => {
+                // Start again from ensuring the group: if Redis lost it (a
+                // restart without its data, a failover, a flush), it is made
+                // again from the oldest entry kept, so no result is skipped;
+                // one delivered twice is a duplicate the handler ignores.
+                ready = false;
                 tracing::warn!(%err, group = %config.group, retry_in = ?backoff, "results consumer: bus error");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -385,6 +425,26 @@ async fn consume(
         }
     }
     *stats.borrow()
+}
+
+/// Publishes `config.group`'s backlog as `rally_results_consumer_pending` and
+/// `rally_results_consumer_undelivered` gauges, and warns while it grows past
+/// [`ConsumerConfig::lag_warn`].
+async fn report_lag(bus: &dyn ResultsBus, config: &ConsumerConfig, last_backlog: &mut u64) -> Result<(), BackendError> {
+    let Some(lag) = bus.lag(&config.group).await? else { return Ok(()) };
+    metrics::gauge!("rally_results_consumer_pending", "group" => config.group.clone()).set(lag.pending as f64);
+    metrics::gauge!("rally_results_consumer_undelivered", "group" => config.group.clone()).set(lag.undelivered as f64);
+    let backlog = lag.backlog();
+    if backlog >= config.lag_warn && backlog > *last_backlog {
+        tracing::warn!(
+            group = %config.group,
+            pending = lag.pending,
+            undelivered = lag.undelivered,
+            "results consumers are falling behind; start more, or look for a failing handler"
+        );
+    }
+    *last_backlog = backlog;
+    Ok(())
 }
 
 /// Handles each delivery and acknowledges the successes; returns the failures.

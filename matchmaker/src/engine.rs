@@ -27,15 +27,18 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument as _;
 
 use crate::bots::{BotFill, BotSeat};
-use crate::bus::{MemoryBus, ResultsBus};
+use crate::bus::{ConsumerConfig, ConsumerHandle, MemoryBus, ResultHandler, ResultsBus, Settlement, run_consumer};
 use crate::config::{MatchmakerConfig, ModeConfig};
 use crate::error::{BackendError, MatchmakerError};
+use crate::match_events::{MATCH_FORMED_VERSION, MatchEvents, MatchFormed, MemoryMatchEvents};
 use crate::matching::{Occupant, Proposal, ProposedSeat, propose};
 use crate::ratings::RatingSource;
-use crate::redis::{RedisBus, RedisConnection, RedisRegistry, RedisTickets};
-use crate::registry::{MatchRecord, MemoryRegistry, Reservation, SeatRecord, ShardEntry, ShardInfo, ShardRegistry};
-use crate::store::{MemoryTickets, TicketStore};
-use crate::ticket::{Assignment, PartyMember, SeatAssignment, Ticket, TicketId, TicketState};
+use crate::redis::{RedisBus, RedisConnection, RedisMatchEvents, RedisRegistry, RedisTickets};
+use crate::registry::{
+    ExpiredShard, MatchRecord, MemoryRegistry, Reservation, SeatRecord, ShardEntry, ShardInfo, ShardLoss, ShardRegistry,
+};
+use crate::store::{Insertion, MemoryTickets, TicketStore};
+use crate::ticket::{Assignment, PartyMember, RosterSeat, SeatAssignment, Ticket, TicketId, TicketState};
 use crate::token::{SeatGrant, TokenMinter};
 
 /// Most commits of one round in flight at once.
@@ -50,7 +53,7 @@ pub fn is_aborted(result: &MatchResult) -> bool {
     result.winner.is_none() && matches!(result.reason, EndReason::ShardShutdown | EndReason::Abandoned)
 }
 
-/// The three shared backends.
+/// The shared backends.
 #[derive(Clone, Debug)]
 pub struct Backends {
     /// Tickets and their states.
@@ -59,24 +62,28 @@ pub struct Backends {
     pub registry: Arc<dyn ShardRegistry>,
     /// Match results.
     pub bus: Arc<dyn ResultsBus>,
+    /// Matches formed (the lobby opens their chat channels).
+    pub events: Arc<dyn MatchEvents>,
 }
 
 impl Backends {
-    /// All three in this process (the embedded default).
+    /// All in this process (the embedded default).
     pub fn in_memory(ticket_retention: Duration) -> Self {
         Self {
             tickets: Arc::new(MemoryTickets::new(ticket_retention)),
             registry: Arc::new(MemoryRegistry::new()),
             bus: Arc::new(MemoryBus::new()),
+            events: Arc::new(MemoryMatchEvents::new()),
         }
     }
 
-    /// All three on one Redis, under `redis`'s key prefix.
+    /// All on one Redis, under `redis`'s key prefix.
     pub fn redis(redis: &RedisConnection, ticket_retention: Duration) -> Self {
         Self {
             tickets: Arc::new(RedisTickets::new(redis.clone(), ticket_retention.as_millis() as u64)),
             registry: Arc::new(RedisRegistry::new(redis.clone())),
             bus: Arc::new(RedisBus::new(redis.clone())),
+            events: Arc::new(RedisMatchEvents::new(redis.clone())),
         }
     }
 }
@@ -92,6 +99,9 @@ pub struct EnqueueRequest {
     pub region: Option<String>,
     /// Measured latencies per region, ms; the lowest is the preference when `region` is empty.
     pub latencies_ms: Vec<(String, u32)>,
+    /// Display names of the leader and party members (from their access
+    /// tokens); a player not listed is shown as `player-<id>`.
+    pub display_names: Vec<(PlayerId, String)>,
 }
 
 /// What one round did.
@@ -256,10 +266,21 @@ impl Matchmaker {
         if region.as_ref().is_some_and(|region| region.len() > 64) {
             return Err(MatchmakerError::invalid("region", "at most 64 bytes"));
         }
+        if mode.house_bots && self.bots().is_none() {
+            return Err(MatchmakerError::FailedPrecondition(format!(
+                "mode {} needs house bots, and this matchmaker has none; queue for another mode",
+                mode.name
+            )));
+        }
         let mut members = Vec::with_capacity(players.len());
         for player_id in players {
             let rating = self.inner.ratings.rating(player_id).await?.unwrap_or(self.inner.config.default_rating);
-            members.push(PartyMember { player_id, rating });
+            let display_name = request
+                .display_names
+                .iter()
+                .find(|(id, _)| *id == player_id)
+                .map_or_else(|| format!("player-{}", player_id.0), |(_, name)| name.clone());
+            members.push(PartyMember { player_id, rating, display_name });
         }
         let ticket = Ticket {
             id: TicketId::random(),
@@ -269,9 +290,58 @@ impl Matchmaker {
             enqueued_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(mode.ticket_ttl_ms),
         };
-        self.inner.backends.tickets.insert(&ticket).await?;
+        match self.inner.backends.tickets.insert(&ticket).await? {
+            Insertion::Inserted => {}
+            Insertion::Held { player_id, ticket: held } => return self.held(leader, &ticket, player_id, held).await,
+        }
         metrics::counter!("rally_matchmaker_tickets_enqueued_total").increment(1);
         Ok(ticket)
+    }
+
+    /// The answer to an Enqueue one of whose players (`player`) already holds
+    /// live ticket `held`: that ticket again when it is the same request
+    /// repeated (the leader's queued ticket, same mode, same players), else
+    /// `AlreadyExists` naming it, so the client can watch it.
+    async fn held(
+        &self,
+        leader: PlayerId,
+        wanted: &Ticket,
+        player: PlayerId,
+        held: TicketId,
+    ) -> Result<Ticket, MatchmakerError> {
+        let tickets = &self.inner.backends.tickets;
+        let existing = tickets.tickets(&[held]).await?.pop().flatten();
+        let state = tickets.states(&[held]).await?.pop().flatten();
+        let same_players = |ticket: &Ticket| {
+            let mut a: Vec<PlayerId> = ticket.players.iter().map(|member| member.player_id).collect();
+            let mut b: Vec<PlayerId> = wanted.players.iter().map(|member| member.player_id).collect();
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        };
+        let who =
+            if player == leader { format!("player {} (you)", player.0) } else { format!("party member {}", player.0) };
+        match (existing, state) {
+            (Some(existing), Some(TicketState::Queued))
+                if existing.mode == wanted.mode && same_players(&existing) && existing.has_player(leader) =>
+            {
+                Ok(existing)
+            }
+            (Some(existing), Some(TicketState::Queued)) => Err(MatchmakerError::AlreadyExists(format!(
+                "{who} is already queued with ticket {held} for mode {}; Cancel it first, or WatchTicket it",
+                existing.mode
+            ))),
+            (_, Some(TicketState::Matched(assignment))) => Err(MatchmakerError::AlreadyExists(format!(
+                "{who} still holds a seat in match {} (ticket {held}); WatchTicket {held} for its assignment, and \
+                 enqueue again once it has ended",
+                assignment.match_id
+            ))),
+            // It ended between the insert and this read: trying again will find the player free.
+            _ => Err(MatchmakerError::Backend(BackendError::Unavailable(format!(
+                "ticket {held} of player {} ended while this one was made; retry",
+                player.0
+            )))),
+        }
     }
 
     async fn ticket_for(&self, player: PlayerId, id: TicketId) -> Result<Ticket, MatchmakerError> {
@@ -514,6 +584,22 @@ impl Matchmaker {
                 return Err(err);
             }
         };
+        let roster: Vec<RosterSeat> = seats
+            .iter()
+            .zip(&seat_records)
+            .map(|(seat, record)| RosterSeat {
+                player_id: record.player_id,
+                display_name: match seat.occupant {
+                    Occupant::Player { ticket, member } => tickets[ticket].players[member].display_name.clone(),
+                    Occupant::Bot => {
+                        bots.as_ref().map_or_else(|| "bot".to_owned(), |bots| bots.display_name(record.player_id))
+                    }
+                },
+                seat: seat.seat,
+                side: seat.side,
+                bot: record.bot,
+            })
+            .collect();
         let mut claims = Vec::with_capacity(tickets.len());
         for (ticket_idx, ticket) in tickets.iter().enumerate() {
             let seats = seats
@@ -529,6 +615,7 @@ impl Matchmaker {
                 shard_address: shard.address.clone(),
                 certificate_sha256: shard.certificate_sha256.clone(),
                 seats,
+                roster: roster.clone(),
                 matched_at_ms: now_ms,
             };
             claims.push((ticket.id, TicketState::Matched(assignment)));
@@ -546,6 +633,18 @@ impl Matchmaker {
         }
         for (id, state) in &claims {
             self.notify(*id, state);
+        }
+        let formed = MatchFormed {
+            v: MATCH_FORMED_VERSION,
+            match_id,
+            mode: mode.name.clone(),
+            shard: shard.name.clone(),
+            players: seat_records.iter().filter(|record| !record.bot).map(|record| record.player_id).collect(),
+            formed_at_ms: now_ms,
+        };
+        if let Err(err) = self.inner.backends.events.announce(&formed).await {
+            // The match plays on; its chat channel opens when its result arrives instead.
+            tracing::warn!(%err, %match_id, "announcing a formed match failed");
         }
         if let Some(bots) = bots {
             for ((seat, record), grant) in seats.iter().zip(&seat_records).zip(&granted) {
@@ -683,7 +782,40 @@ impl Matchmaker {
                 .instrument(tracing::info_span!("watch_poller")),
             )
         };
-        EngineHandle { stop: stop_tx, tasks: vec![rounds, poller] }
+        let seats = run_consumer(
+            self.inner.backends.bus.clone(),
+            ConsumerConfig::new(SEATS_GROUP, format!("matchmaker-{:016x}", rand::random::<u64>())),
+            Arc::new(SeatReleaser { tickets: self.inner.backends.tickets.clone() }),
+        );
+        EngineHandle { stop: stop_tx, tasks: vec![rounds, poller], seats: Some(seats) }
+    }
+
+    /// Frees the seats of a match that ended (its result is on the bus), so
+    /// its players may enqueue again. [`Matchmaker::start`] runs a consumer
+    /// that calls this for every result; idempotent.
+    pub async fn match_ended(&self, result: &MatchResult) -> Result<(), MatchmakerError> {
+        release_seats(&*self.inner.backends.tickets, result).await.map_err(Into::into)
+    }
+}
+
+/// The consumer group whose consumers (one per running engine) free the seats
+/// of ended matches.
+pub const SEATS_GROUP: &str = "matchmaker-seats";
+
+async fn release_seats(tickets: &dyn TicketStore, result: &MatchResult) -> Result<(), BackendError> {
+    let players: Vec<PlayerId> = result.seats.iter().filter_map(|seat| seat.player_id).collect();
+    tickets.release_seats(result.match_id, &players).await
+}
+
+/// Hands each result on the bus to [`TicketStore::release_seats`].
+struct SeatReleaser {
+    tickets: Arc<dyn TicketStore>,
+}
+
+#[tonic::async_trait]
+impl ResultHandler for SeatReleaser {
+    async fn handle(&self, result: &MatchResult) -> Result<(), String> {
+        release_seats(&*self.tickets, result).await.map_err(|err| err.to_string())
     }
 }
 
@@ -805,6 +937,8 @@ pub fn aborted_result(record: &MatchRecord, now_ms: u64) -> MatchResult {
 pub struct EngineHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The consumer that frees the seats of ended matches.
+    seats: Option<ConsumerHandle>,
 }
 
 impl EngineHandle {
@@ -813,6 +947,9 @@ impl EngineHandle {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(seats) = self.seats {
+            seats.stop().await;
         }
     }
 }
@@ -834,7 +971,7 @@ mod tests {
         Arc::new(Ticket {
             id: TicketId::random(),
             mode: "pong".into(),
-            players: vec![PartyMember { player_id: PlayerId(player), rating: 1500.0 }],
+            players: vec![PartyMember { player_id: PlayerId(player), rating: 1500.0, display_name: String::new() }],
             region: None,
             enqueued_at_ms: 0,
             expires_at_ms: 60_000,

@@ -119,6 +119,15 @@ impl chat_server::Chat for ChatService {
         let user = user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
+        // A match's channel is read-only once the match has ended.
+        if let ChannelRef::Match(match_id) = &channel
+            && self.store.match_channel_ended(*match_id).await?
+        {
+            return Err(LobbyError::FailedPrecondition(format!(
+                "match {match_id} has ended; its channel is read-only"
+            ))
+            .into());
+        }
         let message = self.store.send(&user, &channel, &request.body).await?;
         Ok(Response::new(message.into()))
     }

@@ -131,7 +131,8 @@ impl ChatStore {
 
     /// Creates match `match_id`'s channel with `players` as its only members
     /// and returns its id. Idempotent: calling again adds any new players.
-    /// The matchmaker calls this in-process when it forms a match.
+    /// The lobby's follower of the matchmaker's match-formed events calls it
+    /// when a match forms (`rally_matchmaker::lobby_results::follow_matches`).
     pub async fn create_match_channel(&self, match_id: u64, players: &[u64]) -> Result<String, LobbyError> {
         if let Some(zero) = players.iter().find(|player| **player == 0) {
             return Err(LobbyError::invalid("players", format!("player id {zero} is not a player")));
@@ -139,6 +140,40 @@ impl ChatStore {
         let channel = ChannelRef::Match(match_id);
         self.ensure_channel(&channel, players).await?;
         Ok(channel.id())
+    }
+
+    /// Marks match `match_id`'s channel ended (read-only: Send is refused,
+    /// History still answers), creating it with `players` first if its
+    /// match-formed event never arrived. Idempotent; the first end time stays.
+    pub async fn end_match_channel(&self, match_id: u64, players: &[u64]) -> Result<(), LobbyError> {
+        let players: Vec<u64> = players.iter().copied().filter(|player| *player != 0).collect();
+        let channel = ChannelRef::Match(match_id);
+        self.ensure_channel(&channel, &players).await?;
+        let id = channel.id();
+        let now = now_ms();
+        with_pool!(&self.inner.db, |pool| {
+            sqlx::query("UPDATE chat_channels SET ended_at_ms = $2 WHERE channel_id = $1 AND ended_at_ms IS NULL")
+                .bind(&id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Whether match `match_id`'s channel has ended (false when it does not exist).
+    pub async fn match_channel_ended(&self, match_id: u64) -> Result<bool, LobbyError> {
+        let id = ChannelRef::Match(match_id).id();
+        with_pool!(&self.inner.db, |pool| {
+            let row = sqlx::query("SELECT ended_at_ms FROM chat_channels WHERE channel_id = $1")
+                .bind(&id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row {
+                Some(row) => row.try_get::<Option<i64>, _>("ended_at_ms")?.is_some(),
+                None => false,
+            })
+        })
     }
 
     /// Grants or revokes the moderator role (Mute, Unmute) for `player_id`.

@@ -10,7 +10,7 @@ use rally_protocol::results::MatchResult;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::RedisConnection;
-use crate::bus::{Delivery, ResultsBus};
+use crate::bus::{ConsumerLag, Delivery, ResultsBus, SETTLED_TTL, Settlement};
 use crate::error::BackendError;
 
 /// Longest pause between two polls of an empty stream.
@@ -110,7 +110,7 @@ impl ResultsBus for RedisBus {
             .await?;
         match created {
             Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
-            other => other.map_err(BackendError::from),
+            other => other.map_err(|err| self.redis.error(err)),
         }
     }
 
@@ -173,6 +173,33 @@ impl ResultsBus for RedisBus {
             start = reply.next_stream_id;
         }
         self.decode(group, claimed).await
+    }
+
+    async fn lag(&self, group: &str) -> Result<Option<ConsumerLag>, BackendError> {
+        let mut conn = self.redis.conn();
+        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
+            self.redis.run_raw(redis::cmd("XINFO").arg("GROUPS").arg(self.stream_key()).query_async(&mut conn)).await?;
+        let groups = match groups {
+            Ok(groups) => groups,
+            // No stream yet: nothing behind.
+            Err(err) if err.code() == Some("ERR") && err.to_string().contains("no such key") => return Ok(None),
+            Err(err) => return Err(self.redis.error(err)),
+        };
+        let number = |value: Option<&redis::Value>| match value {
+            Some(redis::Value::Int(n)) => Some((*n).max(0) as u64),
+            _ => None,
+        };
+        for info in groups {
+            let name: Option<String> = info.get("name").and_then(|value| redis::from_redis_value(value.clone()).ok());
+            if name.as_deref() == Some(group) {
+                // `lag` is nil when Redis cannot tell (entries deleted); count none then.
+                return Ok(Some(ConsumerLag {
+                    pending: number(info.get("pending")).unwrap_or(0),
+                    undelivered: number(info.get("lag")).unwrap_or(0),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BackendError> {
