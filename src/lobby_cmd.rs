@@ -84,7 +84,7 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             Some(url) => {
                 let redis =
                     rally_matchmaker::RedisConnection::connect_lazy(url, &args.redis_prefix).context("--redis-url")?;
-                let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis));
+                let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis.with_role("the lobby")));
                 let name = format!("lobby-{}", std::process::id());
                 let (consumer, _) =
                     rally_matchmaker::lobby_results::consume_into_profiles(bus, handle.profiles().clone(), &name);

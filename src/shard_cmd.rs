@@ -277,7 +277,7 @@ pub fn start_shard_agent(
     shard: &ShardHandle,
     mut results: mpsc::UnboundedReceiver<MatchResult>,
 ) -> anyhow::Result<(mpsc::UnboundedReceiver<MatchResult>, ShardAgentRun)> {
-    let redis = RedisConnection::connect_lazy(redis_url, redis_prefix)?;
+    let redis = RedisConnection::connect_lazy(redis_url, redis_prefix)?.with_role("the shard agent");
     let info = ShardInfo {
         name: shard.name.clone(),
         address: public_addr.map_or_else(|| shard.local_addr.to_string(), str::to_owned),

@@ -38,4 +38,8 @@ pub trait BotFill: Send + Sync + std::fmt::Debug + 'static {
     fn bot_players(&self, mode: &str, n: usize, rating: f64) -> Option<Vec<PlayerId>>;
     /// A bot seat was assigned: connect a bot with its token.
     fn seat_assigned(&self, seat: BotSeat);
+    /// The name the match's roster shows for bot `player`.
+    fn display_name(&self, player: PlayerId) -> String {
+        format!("house-bot-{}", player.0)
+    }
 }

@@ -98,6 +98,10 @@ pub struct ModeConfig {
     pub region_relax_after_ms: u64,
     /// After this wait, empty seats may be filled by bots (when a bot hook is installed).
     pub bot_fill_after_ms: Option<u64>,
+    /// A house-bot mode: a ticket never meets another ticket; every seat not
+    /// on it is a bot's, at once. Enqueue is refused (`FailedPrecondition`)
+    /// when no bot hook is installed.
+    pub house_bots: bool,
     /// A queued ticket expires after this long.
     pub ticket_ttl_ms: u64,
 }
@@ -114,8 +118,14 @@ impl ModeConfig {
             window: WindowCurve::default(),
             region_relax_after_ms: 10_000,
             bot_fill_after_ms: None,
+            house_bots: false,
             ticket_ttl_ms: 120_000,
         }
+    }
+
+    /// One player against one house bot, seated at once: `pong-bot`.
+    pub fn against_house_bot(name: impl Into<String>) -> Self {
+        Self { house_bots: true, bot_fill_after_ms: Some(0), ..Self::one_vs_one(name) }
     }
 
     /// Four seats, two per side, parties of two: `pong-doubles`.

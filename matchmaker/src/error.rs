@@ -18,7 +18,15 @@ impl From<redis::RedisError> for BackendError {
         if err.kind() == redis::ErrorKind::Parse || err.kind() == redis::ErrorKind::UnexpectedReturnType {
             return Self::Corrupt(format!("unexpected reply from Redis: {err}"));
         }
-        Self::Unavailable(format!("Redis is unavailable ({err}); the matchmaker reconnects on its own, retry shortly"))
+        if err.code() == Some("NOGROUP") {
+            return Self::Unavailable(format!(
+                "Redis has lost the results consumer group ({err}): it restarted without its data, failed over or \
+                 was flushed; the consumer makes the group again"
+            ));
+        }
+        Self::Unavailable(format!(
+            "Redis is unavailable ({err}); the connection is re-established on its own, retry shortly"
+        ))
     }
 }
 
@@ -49,6 +57,13 @@ pub enum MatchmakerError {
     /// No such ticket (or it was forgotten after its retention).
     #[error("{0}")]
     NotFound(String),
+    /// A player already holds a live ticket or seat; the message names it.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request cannot be served in this deployment as configured (a bot
+    /// mode without house bots).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A shared backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -88,6 +103,8 @@ impl From<MatchmakerError> for tonic::Status {
             MatchmakerError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             MatchmakerError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             MatchmakerError::NotFound(_) => tonic::Status::not_found(message),
+            MatchmakerError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            MatchmakerError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             MatchmakerError::Backend(BackendError::Unavailable(_))
             | MatchmakerError::Ratings(_)
             | MatchmakerError::LobbyDatabase(_) => {

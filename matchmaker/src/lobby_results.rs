@@ -1,19 +1,23 @@
 //! The results consumer that keeps lobby ratings: each `MatchResult` from the
 //! bus goes to `ProfileStore::apply_match_result`, which applies a match id
 //! once however often it is delivered. Aborted matches (lost shard, nobody
-//! played) change no rating and are skipped. It lives here, not in the lobby,
-//! so the lobby does not depend on the matchmaker.
+//! played) change no rating and are skipped. With a [`ChatStore`], every
+//! result (aborted ones too) also makes the match's chat channel read-only.
+//! [`follow_matches`] opens each match's channel when the matchmaker
+//! announces it formed. It lives here, not in the lobby, so the lobby does
+//! not depend on the matchmaker.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use rally_lobby::{ApplyOutcome, ProfileStore};
+use rally_lobby::{ApplyOutcome, ChatStore, ProfileStore};
 use rally_protocol::results::MatchResult;
 
 use crate::bus::{ConsumerConfig, ConsumerHandle, ResultHandler, ResultsBus, run_consumer};
 use crate::engine::is_aborted;
+use crate::match_events::MatchEvents;
 
 /// The consumer group the lobby's rating consumers share.
 pub const LOBBY_GROUP: &str = "lobby-ratings";
@@ -40,6 +44,8 @@ impl ProfileResultsStats {
 #[derive(Debug)]
 pub struct ProfileResults {
     store: ProfileStore,
+    /// Match channels to close as results arrive.
+    chat: Option<ChatStore>,
     /// The counters, watched by [`Self::wait_until`].
     stats: watch::Sender<ProfileResultsStats>,
 }
@@ -47,7 +53,13 @@ pub struct ProfileResults {
 impl ProfileResults {
     /// A handler writing to `store`.
     pub fn new(store: ProfileStore) -> Self {
-        Self { store, stats: watch::channel(ProfileResultsStats::default()).0 }
+        Self { store, chat: None, stats: watch::channel(ProfileResultsStats::default()).0 }
+    }
+
+    /// A handler writing to `store` that also makes each ended match's chat
+    /// channel in `chat` read-only.
+    pub fn with_chat(store: ProfileStore, chat: ChatStore) -> Self {
+        Self { chat: Some(chat), ..Self::new(store) }
     }
 
     /// Waits, up to `timeout`, until the counters satisfy `done` (woken by
@@ -66,6 +78,10 @@ impl ProfileResults {
 #[tonic::async_trait]
 impl ResultHandler for ProfileResults {
     async fn handle(&self, result: &MatchResult) -> Result<(), String> {
+        if let Some(chat) = &self.chat {
+            let players: Vec<u64> = result.seats.iter().filter_map(|seat| seat.player_id).map(|id| id.0).collect();
+            chat.end_match_channel(result.match_id.0, &players).await.map_err(|err| err.to_string())?;
+        }
         if is_aborted(result) {
             self.stats.send_modify(|stats| stats.aborted += 1);
             return Ok(());
@@ -89,4 +105,88 @@ pub fn consume_into_profiles(
     let handler = Arc::new(ProfileResults::new(store));
     let handle = run_consumer(bus, ConsumerConfig::new(LOBBY_GROUP, consumer), handler.clone());
     (handle, handler)
+}
+
+/// Starts a consumer like [`consume_into_profiles`] that also closes each
+/// ended match's chat channel in `chat`, and a follower of `events` that opens
+/// each formed match's channel ([`follow_matches`]).
+pub fn consume_into_lobby(
+    bus: Arc<dyn ResultsBus>,
+    events: Arc<dyn MatchEvents>,
+    store: ProfileStore,
+    chat: ChatStore,
+    consumer: &str,
+) -> (ConsumerHandle, Arc<ProfileResults>, MatchChannels) {
+    let handler = Arc::new(ProfileResults::with_chat(store, chat.clone()));
+    let handle = run_consumer(bus, ConsumerConfig::new(LOBBY_GROUP, consumer), handler.clone());
+    (handle, handler, follow_matches(events, chat))
+}
+
+/// The running follower of [`follow_matches`].
+#[derive(Debug)]
+pub struct MatchChannels {
+    stop: watch::Sender<bool>,
+    opened: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MatchChannels {
+    /// Match channels opened (or found open) so far.
+    pub fn opened(&self) -> u64 {
+        *self.opened.borrow()
+    }
+
+    /// Waits, up to `timeout`, until at least `n` channels were opened; false if the time ran out.
+    pub async fn wait_opened(&self, n: u64, timeout: Duration) -> bool {
+        let mut opened = self.opened.clone();
+        tokio::time::timeout(timeout, opened.wait_for(|count| *count >= n)).await.is_ok_and(|seen| seen.is_ok())
+    }
+
+    /// Stops following.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Follows `events` from the oldest kept and opens each formed match's chat
+/// channel for its players. Errors (Redis or the database down) are logged
+/// and retried with backoff from the same event, so none is skipped.
+pub fn follow_matches(events: Arc<dyn MatchEvents>, chat: ChatStore) -> MatchChannels {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let (opened_tx, opened) = watch::channel(0u64);
+    let task = tokio::spawn(async move {
+        let mut cursor: Option<String> = None;
+        let mut backoff = Duration::from_millis(50);
+        while !*stop.borrow() {
+            let read = tokio::select! {
+                read = events.read_after(cursor.as_deref(), 64, Duration::from_millis(200)) => read,
+                _ = stop.changed() => return,
+            };
+            let step: Result<(), String> = async {
+                for (next, formed) in read.map_err(|err| err.to_string())? {
+                    if !formed.players.is_empty() {
+                        let players: Vec<u64> = formed.players.iter().map(|player| player.0).collect();
+                        chat.create_match_channel(formed.match_id.0, &players).await.map_err(|err| err.to_string())?;
+                        opened_tx.send_modify(|count| *count += 1);
+                    }
+                    cursor = Some(next);
+                }
+                Ok(())
+            }
+            .await;
+            match step {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(err) => {
+                    tracing::warn!(%err, retry_in = ?backoff, "opening match chat channels failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+    MatchChannels { stop: stop_tx, opened, task }
 }

@@ -9,7 +9,9 @@
 //! region until it has waited `region_relax_after_ms`. When the anchor cannot
 //! fill every seat but has waited `bot_fill_after_ms` and bots are available,
 //! the missing seats become bot seats. Otherwise the anchor waits for the next
-//! round and the next oldest ticket becomes the anchor.
+//! round and the next oldest ticket becomes the anchor. In a house-bot mode
+//! ([`ModeConfig::house_bots`]) a ticket meets no other ticket: every seat
+//! not on it is a bot seat, as soon as bots are available.
 
 use std::collections::BTreeMap;
 
@@ -106,7 +108,8 @@ pub fn propose(mode: &ModeConfig, queue: &[&Ticket], now_ms: u64, bots_available
 
         let mut below = index.range(..anchor_key).rev().peekable();
         let mut above = index.range(anchor_key..).peekable();
-        while remaining > 0 {
+        // A house-bot mode looks at no other ticket.
+        while remaining > 0 && !mode.house_bots {
             let distance = |key: &(i64, usize)| (key.0 - anchor_key.0).abs();
             let pick_below = match (below.peek(), above.peek()) {
                 (None, None) => break,
@@ -148,7 +151,8 @@ pub fn propose(mode: &ModeConfig, queue: &[&Ticket], now_ms: u64, bots_available
         drop(below);
         drop(above);
 
-        let bots_allowed = bots_available && mode.bot_fill_after_ms.is_some_and(|after| wait >= after);
+        let bots_allowed =
+            bots_available && (mode.house_bots || mode.bot_fill_after_ms.is_some_and(|after| wait >= after));
         if remaining > 0 && !bots_allowed {
             index.insert(anchor_key, anchor);
             continue;
@@ -202,7 +206,11 @@ mod tests {
             players: ratings
                 .iter()
                 .enumerate()
-                .map(|(idx, &rating)| PartyMember { player_id: PlayerId(id * 10 + idx as u64), rating })
+                .map(|(idx, &rating)| PartyMember {
+                    player_id: PlayerId(id * 10 + idx as u64),
+                    rating,
+                    display_name: String::new(),
+                })
                 .collect(),
             region: region.map(str::to_owned),
             enqueued_at_ms,

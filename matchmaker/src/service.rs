@@ -38,18 +38,24 @@ impl MatchmakerService {
         Self { matchmaker, verifier }
     }
 
-    fn player(&self, token: &str) -> Result<PlayerId, MatchmakerError> {
+    /// The player a token names, with the display name it carries.
+    fn player(&self, token: &str) -> Result<(PlayerId, String), MatchmakerError> {
         let claims = self.verifier.verify(token)?;
-        Ok(PlayerId(claims.player_id()?))
+        Ok((PlayerId(claims.player_id()?), claims.name))
+    }
+
+    /// The authenticated caller and their display name, recorded on the request's span.
+    fn caller_named<T>(&self, request: &Request<T>) -> Result<(PlayerId, String), MatchmakerError> {
+        let header = request.metadata().get("authorization").and_then(|value| value.to_str().ok()).unwrap_or("");
+        let token = header.strip_prefix("Bearer ").unwrap_or("");
+        let (player, name) = self.player(token.trim())?;
+        record_player(player.0);
+        Ok((player, name))
     }
 
     /// The authenticated caller, recorded on the request's span.
     fn caller<T>(&self, request: &Request<T>) -> Result<PlayerId, MatchmakerError> {
-        let header = request.metadata().get("authorization").and_then(|value| value.to_str().ok()).unwrap_or("");
-        let token = header.strip_prefix("Bearer ").unwrap_or("");
-        let player = self.player(token.trim())?;
-        record_player(player.0);
-        Ok(player)
+        self.caller_named(request).map(|(player, _)| player)
     }
 }
 
@@ -70,17 +76,19 @@ fn wire_state(state: &TicketState) -> pb::TicketState {
 #[tonic::async_trait]
 impl pb::matchmaker_server::Matchmaker for MatchmakerService {
     async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
-        let leader = self.caller(&request)?;
+        let (leader, leader_name) = self.caller_named(&request)?;
         let request = request.into_inner();
         if request.party_access_tokens.len() > MAX_PARTY_TOKENS {
             return Err(MatchmakerError::invalid("party_access_tokens", format!("at most {MAX_PARTY_TOKENS}")).into());
         }
         let mut party = Vec::with_capacity(request.party_access_tokens.len());
+        let mut display_names = vec![(leader, leader_name)];
         for (idx, token) in request.party_access_tokens.iter().enumerate() {
-            let member = self.player(token).map_err(|err| {
+            let (member, name) = self.player(token).map_err(|err| {
                 MatchmakerError::invalid("party_access_tokens", format!("party member #{}'s token: {err}", idx + 1))
             })?;
             party.push(member);
+            display_names.push((member, name));
         }
         if request.latencies_ms.len() > 64 {
             return Err(MatchmakerError::invalid("latencies_ms", "at most 64 regions").into());
@@ -92,6 +100,7 @@ impl pb::matchmaker_server::Matchmaker for MatchmakerService {
             party,
             region: Some(request.region).filter(|region| !region.is_empty()),
             latencies_ms,
+            display_names,
         };
         let ticket = self.matchmaker.enqueue(leader, enqueue, unix_ms()).await?;
         Ok(Response::new(pb::EnqueueResponse {

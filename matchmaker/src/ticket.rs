@@ -45,6 +45,9 @@ pub struct PartyMember {
     pub player_id: PlayerId,
     /// Their Glicko-2 rating when the ticket was made.
     pub rating: f64,
+    /// Their display name (the access token's `name` at enqueue time).
+    #[serde(default)]
+    pub display_name: String,
 }
 
 /// A request to be matched: one player or a party, for one mode.
@@ -99,6 +102,21 @@ pub struct SeatAssignment {
     pub token_expires_at_ms: u64,
 }
 
+/// One seat of a match as every player of it sees it (no token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterSeat {
+    /// Who sits there (a house bot's account for a bot).
+    pub player_id: PlayerId,
+    /// Their display name.
+    pub display_name: String,
+    /// The seat.
+    pub seat: Seat,
+    /// Its side.
+    pub side: u8,
+    /// Whether a bot plays it.
+    pub bot: bool,
+}
+
 /// Where a matched ticket plays.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
@@ -114,6 +132,9 @@ pub struct Assignment {
     pub certificate_sha256: String,
     /// The ticket's seats.
     pub seats: Vec<SeatAssignment>,
+    /// Every seat of the match, in seat order: who plays whom.
+    #[serde(default)]
+    pub roster: Vec<RosterSeat>,
     /// When it was matched, Unix ms.
     pub matched_at_ms: u64,
 }
@@ -170,6 +191,17 @@ impl TicketState {
                             side: u32::from(seat.side),
                             connect_token: seat.connect_token.clone(),
                             token_expires_at_ms: seat.token_expires_at_ms as i64,
+                        })
+                        .collect(),
+                    roster: assignment
+                        .roster
+                        .iter()
+                        .map(|seat| pb::MatchSeat {
+                            player_id: seat.player_id.0,
+                            display_name: seat.display_name.clone(),
+                            seat: u32::from(seat.seat),
+                            side: u32::from(seat.side),
+                            bot: seat.bot,
                         })
                         .collect(),
                 });

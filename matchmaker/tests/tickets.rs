@@ -18,7 +18,7 @@ fn ticket(id: u64, enqueued_at_ms: u64) -> Ticket {
     Ticket {
         id: TicketId(id),
         mode: "pong".into(),
-        players: vec![PartyMember { player_id: PlayerId(id), rating: 1500.0 }],
+        players: vec![PartyMember { player_id: PlayerId(id), rating: 1500.0, display_name: String::new() }],
         region: Some("eu".into()),
         enqueued_at_ms,
         expires_at_ms: enqueued_at_ms + 60_000,

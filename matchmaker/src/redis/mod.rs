@@ -9,6 +9,7 @@
 //! when Redis returns.
 
 mod bus;
+mod match_events;
 mod registry;
 mod tickets;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use bus::RedisBus;
+pub use match_events::RedisMatchEvents;
 pub use registry::RedisRegistry;
 pub use tickets::RedisTickets;
 
@@ -30,6 +32,8 @@ pub struct RedisConnection {
     manager: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
+    /// Who holds the connection, for error messages ("the matchmaker", "the lobby").
+    role: &'static str,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -53,7 +57,15 @@ impl RedisConnection {
             .set_max_delay(Duration::from_secs(2));
         let manager = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|err| BackendError::Unavailable(format!("Redis connection manager: {err}")))?;
-        Ok(Self { manager, prefix: prefix.into(), timeout: Duration::from_secs(5) })
+        Ok(Self { manager, prefix: prefix.into(), timeout: Duration::from_secs(5), role: "the matchmaker" })
+    }
+
+    /// Names the process holding the connection in its error messages
+    /// (default "the matchmaker"; the lobby's results consumer and shards set their own).
+    #[must_use]
+    pub fn with_role(mut self, role: &'static str) -> Self {
+        self.role = role;
+        self
     }
 
     /// The key prefix.
@@ -75,11 +87,22 @@ impl RedisConnection {
         F: Future<Output = redis::RedisResult<T>>,
     {
         match tokio::time::timeout(self.timeout, operation).await {
-            Ok(result) => result.map_err(BackendError::from),
+            Ok(result) => result.map_err(|err| self.error(err)),
             Err(_) => Err(BackendError::Unavailable(format!(
-                "Redis did not answer within {:?}; the matchmaker reconnects on its own, retry shortly",
-                self.timeout
+                "Redis did not answer within {:?}; {} reconnects on its own, retry shortly",
+                self.timeout, self.role
             ))),
+        }
+    }
+
+    /// `err` as a [`BackendError`] whose message names who reconnects.
+    pub(crate) fn error(&self, err: redis::RedisError) -> BackendError {
+        match BackendError::from(err) {
+            BackendError::Unavailable(message) => BackendError::Unavailable(message.replace(
+                "the connection is re-established on its own",
+                &format!("{} reconnects on its own", self.role),
+            )),
+            other => other,
         }
     }
 
@@ -90,8 +113,8 @@ impl RedisConnection {
     {
         tokio::time::timeout(self.timeout, operation).await.map_err(|_| {
             BackendError::Unavailable(format!(
-                "Redis did not answer within {:?}; the matchmaker reconnects on its own, retry shortly",
-                self.timeout
+                "Redis did not answer within {:?}; {} reconnects on its own, retry shortly",
+                self.timeout, self.role
             ))
         })
     }

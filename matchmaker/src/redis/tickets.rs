@@ -1,17 +1,57 @@
 //! Tickets on Redis. Keys: `P:t:<id>` the ticket (JSON), `P:s:<id>` its state
 //! (`q` while queued, else JSON), `P:q:<mode>` the queue (a sorted set scored
 //! by enqueue time; equal scores sort by id, and ids are fixed-width hex, so
-//! the order is `(enqueued_at, id)`). Ticket and state keys expire on their
-//! own after the retention.
+//! the order is `(enqueued_at, id)`), `P:p:<player>` the player's newest
+//! ticket id (what keeps a player to one live ticket, see [`crate::store`]).
+//! Ticket, state and player keys expire on their own after the retention.
+//!
+//! The insert script reads the state key of the ticket a player key names,
+//! a key it derives rather than receives: the ticket store needs one Redis
+//! (or every key in one hash slot), not a cluster.
 
 use redis::Script;
 
+use rally_protocol::{MatchId, PlayerId};
+
 use super::RedisConnection;
 use crate::error::BackendError;
-use crate::store::TicketStore;
+use crate::store::{Insertion, TicketStore};
 use crate::ticket::{Ticket, TicketId, TicketState};
 
 const QUEUED: &str = "q";
+
+/// Inserts a ticket unless one of its players holds a live ticket (queued,
+/// or matched and not released). KEYS[1] = ticket key, KEYS[2] = state key,
+/// KEYS[3] = queue, KEYS[4..] = player keys; ARGV[1] = ticket JSON, ARGV[2] =
+/// keep ms, ARGV[3] = enqueue time, ARGV[4] = ticket id, ARGV[5] = the state
+/// key prefix. Returns '' when inserted, else '<player index> <ticket id>'.
+const INSERT: &str = r#"
+for i = 4, #KEYS do
+  local held = redis.call('GET', KEYS[i])
+  if held and held ~= ARGV[4] then
+    local state = redis.call('GET', ARGV[5] .. held)
+    if state and (state == 'q' or string.sub(state, 1, 11) == '{"Matched":') then
+      return (i - 4) .. ' ' .. held
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], 'q', 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[2])
+end
+return ''
+"#;
+
+/// Frees players whose ticket is still the one given. KEYS = player keys,
+/// ARGV = their expected ticket ids.
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]) end
+end
+return 1
+";
 
 /// Claims tickets for a match: all still queued, or nothing changes.
 /// KEYS[1] = queue, KEYS[2..] = state keys; ARGV[1] = retention ms,
@@ -53,6 +93,8 @@ pub struct RedisTickets {
     retention_ms: u64,
     claim: Script,
     finish: Script,
+    insert: Script,
+    release: Script,
 }
 
 impl std::fmt::Debug for RedisTickets {
@@ -64,7 +106,18 @@ impl std::fmt::Debug for RedisTickets {
 impl RedisTickets {
     /// Tickets under `redis`'s prefix; finished ones are kept `retention_ms`.
     pub fn new(redis: RedisConnection, retention_ms: u64) -> Self {
-        Self { redis, retention_ms: retention_ms.max(1), claim: Script::new(CLAIM), finish: Script::new(FINISH) }
+        Self {
+            redis,
+            retention_ms: retention_ms.max(1),
+            claim: Script::new(CLAIM),
+            finish: Script::new(FINISH),
+            insert: Script::new(INSERT),
+            release: Script::new(RELEASE),
+        }
+    }
+
+    fn player_key(&self, player: PlayerId) -> String {
+        self.redis.key(&format!("p:{}", player.0))
     }
 
     fn ticket_key(&self, id: TicketId) -> String {
@@ -93,30 +146,30 @@ fn decode_state(text: &str) -> Result<TicketState, BackendError> {
 
 #[tonic::async_trait]
 impl TicketStore for RedisTickets {
-    async fn insert(&self, ticket: &Ticket) -> Result<(), BackendError> {
+    async fn insert(&self, ticket: &Ticket) -> Result<Insertion, BackendError> {
         let json = serde_json::to_string(ticket)?;
         let keep_ms = ticket.expires_at_ms.saturating_sub(ticket.enqueued_at_ms) + self.retention_ms;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.ticket_key(ticket.id))
+        let mut invocation = self.insert.prepare_invoke();
+        invocation.key(self.ticket_key(ticket.id)).key(self.state_key(ticket.id)).key(self.queue_key(&ticket.mode));
+        for member in &ticket.players {
+            invocation.key(self.player_key(member.player_id));
+        }
+        invocation
             .arg(json)
-            .arg("PX")
             .arg(keep_ms)
-            .ignore()
-            .cmd("SET")
-            .arg(self.state_key(ticket.id))
-            .arg(QUEUED)
-            .arg("PX")
-            .arg(keep_ms)
-            .ignore()
-            .cmd("ZADD")
-            .arg(self.queue_key(&ticket.mode))
             .arg(ticket.enqueued_at_ms)
             .arg(ticket.id.to_string())
-            .ignore();
+            .arg(self.redis.key("s:"));
         let mut conn = self.redis.conn();
-        self.redis.run(pipe.query_async::<()>(&mut conn)).await
+        let held: String = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        if held.is_empty() {
+            return Ok(Insertion::Inserted);
+        }
+        let corrupt = || BackendError::Corrupt(format!("the ticket insert script answered {held:?}"));
+        let (idx, id) = held.split_once(' ').ok_or_else(corrupt)?;
+        let member = idx.parse::<usize>().ok().and_then(|idx| ticket.players.get(idx)).ok_or_else(corrupt)?;
+        let id = id.parse().map_err(|err: String| BackendError::Corrupt(format!("a player key: {err}")))?;
+        Ok(Insertion::Held { player_id: member.player_id, ticket: id })
     }
 
     async fn queued(&self, mode: &str) -> Result<Vec<TicketId>, BackendError> {
@@ -202,5 +255,30 @@ impl TicketStore for RedisTickets {
         }
         let mut conn = self.redis.conn();
         self.redis.run(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn release_seats(&self, match_id: MatchId, players: &[PlayerId]) -> Result<(), BackendError> {
+        if players.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = players.iter().map(|&player| self.player_key(player)).collect();
+        let mut conn = self.redis.conn();
+        let held: Vec<Option<String>> = self.redis.run(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+        let held: Vec<(String, TicketId)> =
+            keys.into_iter().zip(held).filter_map(|(key, id)| Some((key, id?.parse().ok()?))).collect();
+        let ids: Vec<TicketId> = held.iter().map(|(_, id)| *id).collect();
+        let states = self.states(&ids).await?;
+        let mut invocation = self.release.prepare_invoke();
+        let mut n = 0;
+        for ((key, id), state) in held.iter().zip(states) {
+            if matches!(state, Some(TicketState::Matched(assignment)) if assignment.match_id == match_id) {
+                invocation.key(key).arg(id.to_string());
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.redis.run(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
     }
 }
