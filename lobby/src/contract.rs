@@ -11,7 +11,8 @@
 //!   header lists up to [`HTTP2_MAX_HEADER_LIST_BYTES`], so such a request is
 //!   answered as a gRPC status on its own stream and other streams on the
 //!   connection carry on. Only beyond that does HTTP/2 refuse the stream
-//!   (HTTP 431), and beyond twice that it closes the connection.
+//!   (HTTP 431), and a much larger header block (h2 allows about 1.25 times
+//!   the limit in CONTINUATION frames) makes it close the connection.
 //! - A method or service the server does not have is refused with
 //!   `UNIMPLEMENTED` saying which, and what the server has instead.
 
