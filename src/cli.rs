@@ -38,4 +38,6 @@ pub enum Command {
     Up(crate::up_cmd::UpArgs),
     /// Play Pong in the terminal against people or bots: log in, chat, queue, play.
     Play(crate::play::net::PlayArgs),
+    /// Operator commands on the lobby's database: grant and revoke roles (moderator).
+    Admin(crate::admin_cmd::AdminArgs),
 }

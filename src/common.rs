@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use rally_lobby::JwtSecret;
+use rally_lobby::{AccessSigningKeys, AccessTokenPublicKey};
 use rally_matchmaker::TokenMinter;
 use serde::{Deserialize, Serialize};
 
@@ -70,32 +70,62 @@ pub fn parse_minter(spec: &str) -> anyhow::Result<TokenMinter> {
     Ok(TokenMinter::new(SigningKey::from_bytes(&seed), id))
 }
 
-/// The access-token key of every role that issues or checks them (lobby,
-/// matchmaker): `--jwt-secret-file`, else `--jwt-secret`/`RALLY_JWT_SECRET`,
-/// else the development key kept in the data dir (generated on first use; a
-/// warning unless `dev`, since every role of a deployment must share one key).
-pub fn resolve_jwt_secret(
+/// Where the lobby leaves the public halves of its development access-token
+/// keys, one hex key a line, for a matchmaker sharing its data dir.
+pub const DEV_ACCESS_TOKEN_KEYS_FILE: &str = "access_token_keys.pub";
+
+/// The lobby's access-token signing keys: `--access-signing-key-file` (one
+/// Ed25519 seed of 64 hex digits a line, oldest first, the last one signs),
+/// else the development keys kept in the data dir (generated on first use,
+/// with a warning unless `dev`), whose public halves it also writes to
+/// [`DEV_ACCESS_TOKEN_KEYS_FILE`] there for a matchmaker on the same machine.
+pub fn resolve_access_signing_keys(
     file: Option<&Path>,
-    secret: Option<&str>,
     dev: bool,
     data_dir: &Path,
-) -> anyhow::Result<JwtSecret> {
+) -> anyhow::Result<AccessSigningKeys> {
     if let Some(path) = file {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let trimmed = String::from_utf8(bytes.clone()).map(|text| text.trim().as_bytes().to_vec()).unwrap_or(bytes);
-        return JwtSecret::new(trimmed).map_err(anyhow::Error::msg).context("--jwt-secret-file");
-    }
-    if let Some(secret) = secret {
-        return JwtSecret::new(secret.as_bytes().to_vec()).map_err(anyhow::Error::msg).context("RALLY_JWT_SECRET");
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return AccessSigningKeys::parse(&text)
+            .with_context(|| format!("--access-signing-key-file {}", path.display()));
     }
     if !dev {
         tracing::warn!(
-            "no JWT key given; using the development key in {} (pass --dev to silence; every role must share it)",
+            "no --access-signing-key-file; using the development keys in {} (pass --dev to silence)",
             data_dir.display()
         );
     }
-    rally_lobby::load_or_create_dev_secret(data_dir)
-        .with_context(|| format!("development JWT key in {}", data_dir.display()))
+    let keys = AccessSigningKeys::load_or_create_dev(data_dir)
+        .with_context(|| format!("development access-token keys in {}", data_dir.display()))?;
+    let public: String = keys.public_keys().iter().map(|key| format!("{}\n", key.to_hex())).collect();
+    let path = data_dir.join(DEV_ACCESS_TOKEN_KEYS_FILE);
+    std::fs::write(&path, public).with_context(|| format!("writing {}", path.display()))?;
+    Ok(keys)
+}
+
+/// The lobby public keys a verifier (the matchmaker) trusts: each of `specs`
+/// (64 hex digits, what the lobby prints), else the keys in `file` (one a
+/// line, `#` comments), which must then exist.
+pub fn resolve_access_token_keys(specs: &[String], file: &Path) -> anyhow::Result<Vec<AccessTokenPublicKey>> {
+    let parse = |spec: &str| AccessTokenPublicKey::from_hex(spec).map_err(anyhow::Error::from);
+    if !specs.is_empty() {
+        return specs.iter().map(|spec| parse(spec).context("--access-token-key")).collect();
+    }
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "no --access-token-key given and no key file at {}: pass the public key the lobby prints \
+             (--access-token-key HEX), or start the lobby first with the same --data-dir",
+            file.display()
+        )
+    })?;
+    let keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| parse(line).with_context(|| file.display().to_string()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!keys.is_empty(), "{} holds no access-token public key", file.display());
+    Ok(keys)
 }
 
 /// Version of [`ReadyLine`]'s layout; a parent refuses others.
@@ -136,6 +166,10 @@ pub struct ReadyLine {
     /// The issuer key shards must trust, `KEY_ID:HEX` (the matchmaker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_key: Option<String>,
+    /// The lobby's access-token public keys, hex: what the matchmaker must
+    /// trust (`--access-token-key`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_token_keys: Vec<String>,
 }
 
 impl ReadyLine {
@@ -207,6 +241,31 @@ mod tests {
             assert!(parse_minter(bad).is_err(), "{bad}");
             assert!(parse_token_keys(&[bad.to_owned()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_matchmaker_trusts_the_public_keys_the_dev_lobby_leaves_and_no_private_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = resolve_access_signing_keys(None, true, dir.path()).expect("dev keys");
+        let public_file = dir.path().join(DEV_ACCESS_TOKEN_KEYS_FILE);
+        let trusted = resolve_access_token_keys(&[], &public_file).expect("the dev lobby's public keys");
+        assert_eq!(trusted, keys.public_keys());
+        let written = std::fs::read_to_string(&public_file).expect("public file");
+        assert!(!written.contains(&keys.signing_key().to_hex()), "the private seed leaked into {written}");
+        // A flag wins over the file; bad keys are errors naming the flag.
+        let other = rally_lobby::AccessSigningKey::from_seed([5; 32]).public_key().clone();
+        let flagged = resolve_access_token_keys(&[other.to_hex()], &public_file).expect("flag");
+        assert_eq!(flagged, vec![other]);
+        let err = resolve_access_token_keys(&["abcd".into()], &public_file).expect_err("short key");
+        assert!(format!("{err:#}").contains("--access-token-key"), "{err:#}");
+        let err = resolve_access_token_keys(&[], &dir.path().join("absent")).expect_err("no keys at all");
+        assert!(format!("{err:#}").contains("pass the public key the lobby prints"), "{err:#}");
+        // The lobby's key file: the last line signs.
+        let file = dir.path().join("access.key");
+        std::fs::write(&file, format!("{}\n{}\n", "11".repeat(32), "22".repeat(32))).expect("write");
+        let from_file = resolve_access_signing_keys(Some(&file), false, dir.path()).expect("key file");
+        assert_eq!(from_file.signing_key().to_hex(), "22".repeat(32));
+        assert_eq!(from_file.public_keys().len(), 2);
     }
 
     #[test]

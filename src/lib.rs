@@ -8,6 +8,7 @@
 //! several roles share. A role module depends on [`common`] and on no other
 //! role module.
 
+pub mod admin_cmd;
 pub mod bot_cmd;
 pub mod cli;
 pub mod common;
@@ -31,6 +32,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bot(args) => bot_cmd::run(args),
         cli::Command::Play(args) => play_cmd(args),
         cli::Command::Up(args) => up_cmd::run(args),
+        cli::Command::Admin(args) => admin_cmd::run(args),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use rally_lobby::{LobbyConfig, WordFilter};
 
-use crate::common::{READY_JSON_HELP, ReadyLine, resolve_jwt_secret, shutdown_signal};
+use crate::common::{READY_JSON_HELP, ReadyLine, resolve_access_signing_keys, shutdown_signal};
 
 /// `rally lobby` flags.
 #[derive(Debug, Clone, Args)]
@@ -15,24 +15,22 @@ pub struct LobbyArgs {
     /// gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:50051", env = "RALLY_LOBBY_LISTEN")]
     pub listen: SocketAddr,
-    /// Directory for the SQLite database and the development JWT key.
+    /// Directory for the SQLite database and the development access-token keys.
     #[arg(long, default_value = "data", env = "RALLY_DATA_DIR")]
     pub data_dir: PathBuf,
     /// `sqlite://<file>` or `postgres://…` [default: sqlite://<data-dir>/lobby.db].
     #[arg(long, env = "RALLY_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// File holding the access-token signing key (at least 32 bytes).
-    #[arg(long, env = "RALLY_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
-    pub jwt_secret_file: Option<PathBuf>,
-    /// The access-token signing key itself (at least 32 bytes); prefer the file.
-    #[arg(long, env = "RALLY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// Development mode: without a key, generate one and keep it in the data dir (0600).
+    /// File of the Ed25519 keys that sign access tokens: one 32-byte seed as
+    /// 64 hex digits a line (`openssl rand -hex 32`), oldest first. The last
+    /// line signs; earlier ones still verify, so to rotate append a line and
+    /// drop the oldest once its tokens have expired (15 minutes). Without it,
+    /// development keys are kept in the data dir.
+    #[arg(long, env = "RALLY_ACCESS_SIGNING_KEY_FILE")]
+    pub access_signing_key_file: Option<PathBuf>,
+    /// Development mode: without a key file, generate keys and keep them in the data dir (0600).
     #[arg(long)]
     pub dev: bool,
-    /// Chat moderators (may Mute/Unmute) by username; repeat or comma-separate.
-    #[arg(long = "moderator", value_name = "USERNAME", env = "RALLY_CHAT_MODERATORS", value_delimiter = ',')]
-    pub moderators: Vec<String>,
     /// File of words the chat masks with `*` (one a line, `#` comments) [default: none].
     #[arg(long, value_name = "FILE", env = "RALLY_CHAT_WORD_FILTER")]
     pub word_filter: Option<PathBuf>,
@@ -54,8 +52,8 @@ pub struct LobbyArgs {
 
 /// Runs the lobby until Ctrl-C / SIGTERM.
 pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
-    let secret =
-        resolve_jwt_secret(args.jwt_secret_file.as_deref(), args.jwt_secret.as_deref(), args.dev, &args.data_dir)?;
+    let keys = resolve_access_signing_keys(args.access_signing_key_file.as_deref(), args.dev, &args.data_dir)?;
+    let public_keys: Vec<String> = keys.public_keys().iter().map(|key| key.to_hex()).collect();
     let database_url = match &args.database_url {
         Some(url) => url.clone(),
         None => {
@@ -63,8 +61,7 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             format!("sqlite://{}", args.data_dir.join("lobby.db").display())
         }
     };
-    let mut config = LobbyConfig::new(args.listen, database_url, secret);
-    config.chat.moderators = args.moderators.iter().map(|name| name.trim().to_owned()).collect();
+    let mut config = LobbyConfig::new(args.listen, database_url, keys);
     anyhow::ensure!(args.chat_max_message_chars >= 1, "--chat-max-message-chars must be at least 1");
     config.chat.max_message_chars = args.chat_max_message_chars;
     if let Some(path) = &args.word_filter {
@@ -78,7 +75,11 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
         let shutdown = shutdown_signal()?;
         let mut handle = rally_lobby::serve(config).await.context("starting the lobby")?;
         if !args.ready_json {
-            println!("lobby listening on {}", handle.local_addr());
+            println!(
+                "lobby listening on {}; the matchmaker needs --access-token-key {}",
+                handle.local_addr(),
+                public_keys.join(" --access-token-key ")
+            );
         }
         let consumer = match &args.redis_url {
             Some(url) => {
@@ -96,7 +97,8 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             None => None,
         };
         if args.ready_json {
-            ReadyLine { lobby: Some(handle.local_addr()), ..ReadyLine::new("lobby") }.print()?;
+            ReadyLine { lobby: Some(handle.local_addr()), access_token_keys: public_keys, ..ReadyLine::new("lobby") }
+                .print()?;
         }
         tokio::select! {
             served = handle.wait() => return served.context("lobby stopped"),

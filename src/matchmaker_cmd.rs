@@ -14,7 +14,9 @@ use rally_matchmaker::{
     LobbyDbRatings, Matchmaker, MatchmakerConfig, ModeConfig, RedisConnection, TokenMinter, WindowCurve,
 };
 
-use crate::common::{READY_JSON_HELP, ReadyLine, key_from_hex, resolve_jwt_secret, shutdown_signal};
+use crate::common::{
+    DEV_ACCESS_TOKEN_KEYS_FILE, READY_JSON_HELP, ReadyLine, key_from_hex, resolve_access_token_keys, shutdown_signal,
+};
 
 /// `rally matchmaker` flags.
 #[derive(Debug, Clone, Args)]
@@ -32,12 +34,13 @@ pub struct MatchmakerArgs {
     /// Prefix of every Redis key (shards must use the same).
     #[arg(long, default_value = "rally", env = "RALLY_REDIS_PREFIX")]
     pub redis_prefix: String,
-    /// File holding the lobby's access-token key (the same as `rally lobby`'s).
-    #[arg(long, env = "RALLY_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
-    pub jwt_secret_file: Option<PathBuf>,
-    /// The lobby's access-token key itself; prefer the file.
-    #[arg(long, env = "RALLY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    /// A public key of the lobby's, 64 hex digits, whose access tokens are
+    /// accepted (the lobby prints it); repeat or comma-separate to trust the
+    /// old and new keys of a rotation [default: the keys a development lobby
+    /// wrote to <data-dir>/access_token_keys.pub]. Only public keys: the
+    /// matchmaker cannot mint access tokens.
+    #[arg(long = "access-token-key", value_name = "HEX", env = "RALLY_ACCESS_TOKEN_KEYS", value_delimiter = ',')]
+    pub access_token_keys: Vec<String>,
     /// Ed25519 key that signs connect tokens: a file with 64 hex digits. Without
     /// it a development key is kept in the data dir.
     #[arg(long, env = "RALLY_TOKEN_SIGNING_KEY_FILE")]
@@ -140,8 +143,8 @@ impl MatchmakerArgs {
 /// Runs the matchmaker until SIGTERM/SIGINT.
 pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let secret =
-        resolve_jwt_secret(args.jwt_secret_file.as_deref(), args.jwt_secret.as_deref(), args.dev, &args.data_dir)?;
+    let access_keys =
+        resolve_access_token_keys(&args.access_token_keys, &args.data_dir.join(DEV_ACCESS_TOKEN_KEYS_FILE))?;
     let minter = TokenMinter::new(resolve_signing_key(&args)?, args.token_key_id)
         .with_ttl_ms((args.token_ttl.max(1.0) * 1000.0) as u64);
     let lobby_url = match &args.lobby_database_url {
@@ -164,7 +167,7 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
         };
         let matchmaker = Matchmaker::new(config, backends, Arc::new(ratings), minter.clone())?;
         let engine = matchmaker.start();
-        let verifier = rally_lobby::AccessTokenVerifier::new(&secret);
+        let verifier = rally_lobby::AccessTokenVerifier::new(access_keys);
         let mut server = rally_matchmaker::serve(args.listen, matchmaker, verifier).await?;
         let readiness = rally_server::ops::Readiness::default();
         let metrics = rally_server::ops::serve(args.metrics_addr, readiness).await?;

@@ -124,11 +124,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
 
     // Lobby.
-    let secret = rally_lobby::load_or_create_dev_secret(&args.data_dir)
-        .with_context(|| format!("development JWT key in {}", args.data_dir.display()))?;
+    let keys = rally_lobby::AccessSigningKeys::load_or_create_dev(&args.data_dir)
+        .with_context(|| format!("development access-token keys in {}", args.data_dir.display()))?;
     let database_url =
         args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("lobby.db").display()));
-    let lobby = rally_lobby::serve(LobbyConfig::new(args.lobby_addr, database_url, secret))
+    let lobby = rally_lobby::serve(LobbyConfig::new(args.lobby_addr, database_url, keys))
         .await
         .with_context(|| format!("starting the lobby on {} (is another `rally up` running?)", args.lobby_addr))?;
     let lobby_url = format!("http://{}", lobby.local_addr());

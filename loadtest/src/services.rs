@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rally_lobby::limits::RateLimitConfig;
 use rally_lobby::password::PasswordHashConfig;
-use rally_lobby::{JwtSecret, LobbyConfig};
+use rally_lobby::{AccessSigningKeys, LobbyConfig};
 use rally_matchmaker::config::{MatchmakerConfig, ModeConfig};
 use rally_matchmaker::lobby_results::consume_into_profiles;
 use rally_matchmaker::registry::ShardInfo;
@@ -175,7 +175,7 @@ async fn services(
 ) -> anyhow::Result<ServicesReport> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let started = async {
-        let mut lobby_config = LobbyConfig::new(any, url, JwtSecret::random());
+        let mut lobby_config = LobbyConfig::new(any, url, AccessSigningKeys::generate());
         if !config.real_password_hashing {
             lobby_config.password_hash = PasswordHashConfig { memory_kib: 1024, iterations: 1, max_concurrent: 2 };
         }

@@ -8,12 +8,12 @@ use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rally_lobby::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
+use rally_lobby::{AccessSigningKey, AccessSigningKeys, AccessTokenIssuer};
 
 fn validation(c: &mut Criterion) {
-    let secret = JwtSecret::new(vec![7u8; 64]).expect("64 bytes is long enough");
-    let issuer = AccessTokenIssuer::new(&secret);
-    let verifier = AccessTokenVerifier::new(&secret);
+    let secret = AccessSigningKeys::from(AccessSigningKey::from_seed([7; 32]));
+    let issuer = AccessTokenIssuer::new(secret.clone());
+    let verifier = secret.verifier();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs() as i64;
     let (token, _) = issuer.issue(42, "benchmark_player", now).expect("issuing works");
     assert!(verifier.verify(&token).is_ok(), "the benchmark token must be valid");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rally_lobby::limits::RateLimitConfig;
 use rally_lobby::proto::chat::{self as pb, chat_client::ChatClient, join_request::Target};
-use rally_lobby::{AccessTokenIssuer, JwtSecret, LobbyConfig};
+use rally_lobby::{AccessSigningKeys, AccessTokenIssuer, LobbyConfig};
 use tonic::transport::Channel;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,13 +57,13 @@ async fn main() -> Result<(), BoxError> {
         }
         _ => format!("sqlite://{}", dir.path().join("lobby.db").display()),
     };
-    let secret = JwtSecret::random();
+    let secret = AccessSigningKeys::generate();
     let mut config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url.clone(), secret.clone());
     config.limits.chat_send_per_account = RateLimitConfig::new(NonZeroU32::MAX, Duration::from_nanos(1));
     let lobby = rally_lobby::serve(config).await?;
     let endpoint = format!("http://{}", lobby.local_addr());
     // Chat reads no accounts: tokens for made-up player ids are enough.
-    let issuer = AccessTokenIssuer::new(&secret);
+    let issuer = AccessTokenIssuer::new(secret.clone());
     let token = |player_id: u64| issuer.issue(player_id, &format!("p{player_id}"), now_s()).map(|(token, _)| token);
 
     let base = Instant::now();

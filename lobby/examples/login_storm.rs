@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rally_lobby::limits::RateLimitConfig;
 use rally_lobby::proto::auth::{self as pb, auth_client::AuthClient};
-use rally_lobby::{JwtSecret, LobbyConfig};
+use rally_lobby::{AccessSigningKeys, LobbyConfig};
 use tonic::transport::Channel;
 
 const PASSWORD: &str = "storm-password-0123";
@@ -66,7 +66,7 @@ async fn main() -> Result<(), BoxError> {
 
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("lobby.db").display());
-    let mut config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url, JwtSecret::random());
+    let mut config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url, AccessSigningKeys::generate());
     // The storm comes from one IP and few accounts; lift those limits so the
     // hashing pool, not the rate limiter, is what bounds it.
     let unlimited = RateLimitConfig::new(NonZeroU32::MAX, Duration::from_nanos(1));

@@ -124,8 +124,8 @@ impl AuthInner {
     }
 
     fn token_pair(&self, account_id: i64, username: &str, refresh_token: String) -> Result<pb::TokenPair, LobbyError> {
-        let (access_token, access_expires_at) = self.issuer.issue(account_id as u64, username, now_unix_s())?;
-        Ok(pb::TokenPair { access_token, access_expires_at, refresh_token })
+        let (access_token, access_expires_at_ms) = self.issuer.issue(account_id as u64, username, now_unix_s())?;
+        Ok(pb::TokenPair { access_token, access_expires_at_ms, refresh_token })
     }
 
     async fn register(&self, ip: IpAddr, request: pb::RegisterRequest) -> Result<pb::RegisterResponse, LobbyError> {
@@ -180,13 +180,17 @@ impl AuthInner {
                 None => None,
             })
         })?;
-        let Some((account_id, username, hash)) = row else {
-            return Err(bad_login());
+        // An unknown username costs the same argon2 verification as a wrong
+        // password, so the answer's timing does not say which names exist.
+        let (account, hash) = match row {
+            Some((account_id, username, hash)) => (Some((account_id, username)), Some(hash)),
+            None => (None, None),
         };
-        if !self.hasher.verify(request.password, hash).await? {
-            return Err(bad_login());
+        let matches = self.hasher.verify_or_dummy(request.password, hash).await?;
+        match account {
+            Some((account_id, username)) if matches => self.new_session(account_id, &username).await,
+            _ => Err(bad_login()),
         }
-        self.new_session(account_id, &username).await
     }
 
     async fn refresh(&self, request: pb::RefreshRequest) -> Result<pb::TokenPair, LobbyError> {
@@ -317,6 +321,34 @@ impl auth_server::Auth for AuthService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::password::PasswordHashConfig;
+    use crate::tokens::AccessSigningKeys;
+
+    #[tokio::test]
+    async fn a_login_for_an_unknown_username_runs_argon2_like_a_wrong_password() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("lobby.db").display())).await.expect("db");
+        let hasher = PasswordHasherPool::new(PasswordHashConfig { memory_kib: 1024, iterations: 1, max_concurrent: 1 })
+            .expect("hasher");
+        let issuer = AccessTokenIssuer::new(AccessSigningKeys::generate());
+        let limits = crate::limits::LobbyLimitsConfig::default();
+        let auth = AuthService::new(db.clone(), hasher.clone(), issuer, ProfileStore::new(db.clone()), &limits);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let password = "correct horse battery";
+        let register = pb::RegisterRequest { username: "ivan".into(), password: password.into() };
+        auth.inner.register(ip, register).await.expect("registered");
+        let login =
+            |username: &str, password: &str| pb::LoginRequest { username: username.into(), password: password.into() };
+
+        let before = hasher.n_verified();
+        let wrong = auth.inner.login(ip, login("ivan", "not the password")).await.expect_err("wrong password");
+        assert_eq!(hasher.n_verified(), before + 1);
+        let unknown = auth.inner.login(ip, login("nobody", password)).await.expect_err("unknown user");
+        assert_eq!(hasher.n_verified(), before + 2, "an unknown username runs argon2 too");
+        assert_eq!(wrong.to_string(), unknown.to_string());
+        auth.inner.login(ip, login("IVAN", password)).await.expect("the right password");
+        db.close().await;
+    }
 
     #[test]
     fn usernames_follow_the_rules() {

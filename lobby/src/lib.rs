@@ -1,13 +1,14 @@
 //! rally lobby: the player's front door over gRPC (tonic). Auth (accounts,
-//! JWT access tokens, rotating refresh tokens), Profile (Glicko-2 ratings,
+//! EdDSA JWT access tokens, rotating refresh tokens), Profile (Glicko-2 ratings,
 //! match history, leaderboard) and the `MatchResult` consumer, Chat (public,
 //! match and direct channels with moderation), on SQLite by default or
 //! PostgreSQL by URL.
 //!
 //! It does not match players or run games; it only owns accounts, profiles,
 //! chat and their tables. The matchmaker opens a match's chat channel with
-//! [`ChatStore::create_match_channel`]. Other services verify access tokens with
-//! [`AccessTokenVerifier`] without calling the lobby.
+//! [`ChatStore::create_match_channel`]. Only the lobby signs access tokens
+//! ([`AccessSigningKeys`]); other services verify them with the public keys
+//! alone ([`AccessTokenVerifier`]), without calling the lobby.
 
 pub mod auth;
 pub mod chat;
@@ -20,11 +21,15 @@ mod page_token;
 pub mod profile;
 pub mod proto;
 pub mod request_span;
+pub mod roles;
 pub mod server;
 pub mod tokens;
 
 pub use chat::{ChatConfig, ChatStore, WordFilter};
 pub use error::{AuthError, LobbyError};
 pub use profile::{ApplyOutcome, ProfileStore};
-pub use server::{LobbyConfig, LobbyHandle, load_or_create_dev_secret, serve};
-pub use tokens::{AccessTokenIssuer, AccessTokenVerifier, Claims, JwtSecret};
+pub use server::{LobbyConfig, LobbyHandle, serve};
+pub use tokens::{
+    AccessKeyError, AccessSigningKey, AccessSigningKeys, AccessTokenIssuer, AccessTokenPublicKey, AccessTokenVerifier,
+    Claims,
+};

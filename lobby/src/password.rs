@@ -1,7 +1,11 @@
 //! Password policy and argon2id hashing on a bounded pool, so a login storm
 //! occupies at most one blocking thread per core and other RPCs keep running.
+//! A login for an unknown username verifies against a dummy hash of the same
+//! cost ([`PasswordHasherPool::verify_or_dummy`]), so its answer takes as long
+//! as a wrong password's and does not tell which usernames exist.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -62,6 +66,11 @@ impl Default for PasswordHashConfig {
 pub struct PasswordHasherPool {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// A hash with this pool's costs of a random password nobody knows,
+    /// made on first use.
+    dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+    /// argon2 verifications run, dummy ones included.
+    n_verified: Arc<AtomicU64>,
 }
 
 impl PasswordHasherPool {
@@ -72,6 +81,8 @@ impl PasswordHasherPool {
         Ok(Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
+            n_verified: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -94,11 +105,40 @@ impl PasswordHasherPool {
     /// Whether `password` matches the PHC string `hash`.
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, LobbyError> {
         let argon2 = self.argon2.clone();
+        let n_verified = self.n_verified.clone();
         self.run(move || {
             let parsed = PasswordHash::new(&hash).map_err(|err| LobbyError::Internal(format!("stored hash: {err}")))?;
+            n_verified.fetch_add(1, Ordering::Relaxed);
             Ok(argon2.verify_password(password.as_bytes(), &parsed).is_ok())
         })
         .await
+    }
+
+    /// Whether `password` matches `hash`; with no hash (an unknown account)
+    /// it verifies against the dummy hash and answers false, doing the same
+    /// work as a wrong password.
+    pub async fn verify_or_dummy(&self, password: String, hash: Option<String>) -> Result<bool, LobbyError> {
+        match hash {
+            Some(hash) => self.verify(password, hash).await,
+            None => {
+                let dummy = self
+                    .dummy_hash
+                    .get_or_try_init(|| {
+                        let mut unknowable = [0_u8; 32];
+                        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut unknowable);
+                        self.hash(hex::encode(unknowable))
+                    })
+                    .await?
+                    .clone();
+                self.verify(password, dummy).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// How many argon2 verifications this pool has run, dummy ones included.
+    pub fn n_verified(&self) -> u64 {
+        self.n_verified.load(Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(
@@ -113,6 +153,20 @@ impl PasswordHasherPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_account_costs_a_verification_like_a_wrong_password() {
+        let pool = PasswordHasherPool::new(PasswordHashConfig { memory_kib: 1024, iterations: 1, max_concurrent: 1 })
+            .expect("pool");
+        let hash = pool.hash("correct horse battery".into()).await.expect("hash");
+        assert!(pool.verify_or_dummy("correct horse battery".into(), Some(hash.clone())).await.expect("verify"));
+        assert!(!pool.verify_or_dummy("wrong horse".into(), Some(hash)).await.expect("verify"));
+        assert_eq!(pool.n_verified(), 2);
+        for _ in 0..2 {
+            assert!(!pool.verify_or_dummy("correct horse battery".into(), None).await.expect("dummy"));
+        }
+        assert_eq!(pool.n_verified(), 4, "each unknown account ran argon2 once");
+    }
 
     #[test]
     fn policy_rejects_short_and_common_passwords() {

@@ -3,7 +3,6 @@
 //! and a handle to stop it. `rally lobby` and (later) `rally up` call [`serve`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -22,7 +21,7 @@ use crate::proto::{
     self, auth::auth_server::AuthServer, chat::chat_server::ChatServer, profile::profile_server::ProfileServer,
 };
 use crate::request_span::request_span;
-use crate::tokens::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret, TokenInterceptor};
+use crate::tokens::{AccessSigningKeys, AccessTokenIssuer, AccessTokenVerifier, TokenInterceptor};
 
 pub use crate::contract::MAX_REQUEST_BYTES;
 
@@ -33,8 +32,8 @@ pub struct LobbyConfig {
     pub listen: SocketAddr,
     /// `sqlite://<file>` or `postgres://…`.
     pub database_url: String,
-    /// The access-token signing key.
-    pub jwt_secret: JwtSecret,
+    /// The access-token signing keys (the newest signs; all verify).
+    pub access_keys: AccessSigningKeys,
     /// Rate limits.
     pub limits: LobbyLimitsConfig,
     /// argon2id costs.
@@ -48,11 +47,11 @@ pub struct LobbyConfig {
 
 impl LobbyConfig {
     /// A config with default limits and hashing costs.
-    pub fn new(listen: SocketAddr, database_url: impl Into<String>, jwt_secret: JwtSecret) -> Self {
+    pub fn new(listen: SocketAddr, database_url: impl Into<String>, access_keys: AccessSigningKeys) -> Self {
         Self {
             listen,
             database_url: database_url.into(),
-            jwt_secret,
+            access_keys,
             limits: LobbyLimitsConfig::default(),
             password_hash: PasswordHashConfig::default(),
             request_timeout: Duration::from_secs(30),
@@ -89,7 +88,8 @@ impl LobbyHandle {
         &self.chat
     }
 
-    /// Verifies access tokens this lobby issued, without a network hop.
+    /// Verifies access tokens this lobby issued, without a network hop; it
+    /// holds the public keys only, so whoever gets it cannot mint tokens.
     pub fn verifier(&self) -> &AccessTokenVerifier {
         &self.verifier
     }
@@ -123,8 +123,8 @@ impl LobbyHandle {
 /// Connects the database (running migrations), binds, and serves in a task.
 pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     let db = Db::connect(&config.database_url).await?;
-    let verifier = AccessTokenVerifier::new(&config.jwt_secret);
-    let issuer = AccessTokenIssuer::new(&config.jwt_secret);
+    let issuer = AccessTokenIssuer::new(config.access_keys.clone());
+    let verifier = issuer.verifier();
     let hasher = PasswordHasherPool::new(config.password_hash)?;
     let profiles = ProfileStore::new(db.clone());
 
@@ -188,25 +188,4 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     }));
     tracing::info!(%local_addr, "lobby listening");
     Ok(LobbyHandle { local_addr, db, profiles, chat, verifier, shutdown: Some(shutdown_tx), task })
-}
-
-/// The dev signing key at `<data_dir>/jwt_secret`, created (0600) with random
-/// bytes on first use, so dev tokens survive restarts without a committed key.
-pub fn load_or_create_dev_secret(data_dir: &Path) -> std::io::Result<JwtSecret> {
-    let path: PathBuf = data_dir.join("jwt_secret");
-    match std::fs::read(&path) {
-        Ok(bytes) => JwtSecret::new(bytes).map_err(std::io::Error::other),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)?;
-            let secret = JwtSecret::random();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&path)?;
-            std::io::Write::write_all(&mut file, secret.as_bytes())?;
-            Ok(secret)
-        }
-        Err(err) => Err(err),
-    }
 }

@@ -9,7 +9,7 @@ use common::{Backend, PASSWORD, auth_client, authed, config, profile_client, reg
 use rally_lobby::limits::RateLimitConfig;
 use rally_lobby::proto::auth as pb;
 use rally_lobby::proto::profile as profile_pb;
-use rally_lobby::{AccessTokenIssuer, Claims, JwtSecret};
+use rally_lobby::{AccessSigningKey, AccessSigningKeys, AccessTokenIssuer, Claims};
 use tonic::Code;
 
 on_both_backends!(
@@ -37,6 +37,12 @@ async fn register_login_refresh_logout_and_me(backend: &Backend) {
 
     let me = client.me(authed(pb::MeRequest {}, &tokens.access_token)).await.expect("me").into_inner();
     assert_eq!(me, account);
+    // Expiry is in Unix milliseconds, like every other time: 15 minutes from now.
+    let now_ms =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
+            .expect("ms");
+    let ttl_ms = tokens.access_expires_at_ms - now_ms;
+    assert!((14 * 60_000..=15 * 60_000).contains(&ttl_ms), "expires in {ttl_ms} ms");
     let claims = lobby.verifier().verify(&tokens.access_token).expect("library verification");
     assert_eq!(claims.player_id().expect("player id"), account.player_id);
 
@@ -124,11 +130,17 @@ async fn bad_access_tokens_are_unauthenticated(backend: &Backend) {
     let now =
         i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs())
             .expect("seconds");
-    let claims = |exp: i64| Claims { sub: account.player_id.to_string(), name: "erin".into(), iat: now - 7200, exp };
-    let expired = AccessTokenIssuer::new(&common::secret()).sign(&claims(now - 60)).expect("sign");
-    let other_key = JwtSecret::new(vec![9_u8; 32]).expect("secret");
-    let foreign = AccessTokenIssuer::new(&other_key).sign(&claims(now + 600)).expect("sign");
-    let genuine = AccessTokenIssuer::new(&common::secret()).sign(&claims(now + 600)).expect("sign");
+    let claims = |exp: i64| Claims {
+        sub: account.player_id.to_string(),
+        name: "erin".into(),
+        iat: now - 7200,
+        nbf: now - 7200,
+        exp,
+    };
+    let expired = AccessTokenIssuer::new(common::secret()).sign(&claims(now - 60)).expect("sign");
+    let other_key = AccessSigningKeys::from(AccessSigningKey::from_seed([9; 32]));
+    let foreign = AccessTokenIssuer::new(other_key).sign(&claims(now + 600)).expect("sign");
+    let genuine = AccessTokenIssuer::new(common::secret()).sign(&claims(now + 600)).expect("sign");
     let tampered = {
         let mut parts: Vec<String> = genuine.split('.').map(str::to_owned).collect();
         parts[1] = parts[1].chars().rev().collect();
@@ -149,6 +161,10 @@ async fn bad_access_tokens_are_unauthenticated(backend: &Backend) {
         let status = client.me(authed(pb::MeRequest {}, token)).await.expect_err("refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{token}");
         assert!(status.message().contains(needle), "{token}: {}", status.message());
+        // A short reason of ours, never the JWT library's serde text.
+        for leak in ["variant", "expected", "column"] {
+            assert!(!status.message().contains(leak), "{token}: {}", status.message());
+        }
         let status = profiles
             .get_profile(authed(profile_pb::GetProfileRequest { player_id: 0 }, token))
             .await

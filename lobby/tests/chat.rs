@@ -319,11 +319,11 @@ async fn direct_messages_and_blocks(backend: &Backend) {
 
 async fn moderators_mute_word_filter_and_reports(backend: &Backend) {
     let mut config = config(backend);
-    config.chat.moderators = vec!["Mod_Mia".into()];
     config.chat.word_filter = WordFilter::from_list("heck\n");
     let lobby = start(config).await;
     let [mia, dan, eve] =
         <[Player; 3]>::try_from(players(&lobby, &["mod_mia", "dan", "eve"]).await).ok().expect("three");
+    lobby.chat().set_moderator(mia.id, true).await.expect("grant");
     let mut chat = chat_client(&lobby).await;
     for player in [&mia, &dan, &eve] {
         join_public(&mut chat, player, "lobby").await;

@@ -4,7 +4,7 @@
 //! same calls a game client makes.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rally_lobby::proto::auth::{LoginRequest, MeRequest, RefreshRequest, RegisterRequest, auth_client::AuthClient};
 use tonic::metadata::MetadataValue;
@@ -16,8 +16,8 @@ use crate::proto::matchmaker::{
     matchmaker_client::MatchmakerClient,
 };
 
-/// Refresh the access token when it has less than this left (seconds).
-const REFRESH_MARGIN_S: i64 = 60;
+/// Refresh the access token when it has less than this left (milliseconds).
+const REFRESH_MARGIN_MS: i64 = 60_000;
 
 /// Opens a gRPC channel to `url` (`http://host:port`), with a message that
 /// says what to check when it fails.
@@ -40,17 +40,13 @@ pub fn authorized<T>(message: T, access_token: &str) -> Request<T> {
     request
 }
 
-fn now_s() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// The current token pair; clones of a client share it, so a rotation by one
 /// is seen by all (presenting a rotated refresh token would revoke the login).
 #[derive(Debug)]
 struct Tokens {
     access_token: String,
-    /// Unix seconds.
-    access_expires_at: i64,
+    /// Unix milliseconds.
+    access_expires_at_ms: i64,
     refresh_token: String,
 }
 
@@ -89,7 +85,7 @@ impl PlayerClient {
             username: me.username,
             tokens: Arc::new(Mutex::new(Tokens {
                 access_token: pair.access_token,
-                access_expires_at: pair.access_expires_at,
+                access_expires_at_ms: pair.access_expires_at_ms,
                 refresh_token: pair.refresh_token,
             })),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
@@ -137,7 +133,8 @@ impl PlayerClient {
     }
 
     fn is_fresh(&self) -> bool {
-        self.tokens().access_expires_at - now_s() > REFRESH_MARGIN_S
+        self.tokens().access_expires_at_ms - i64::try_from(rally_transport::unix_ms()).unwrap_or(i64::MAX)
+            > REFRESH_MARGIN_MS
     }
 
     /// Swaps the refresh token for a new pair when the access token is about to expire.
@@ -154,7 +151,7 @@ impl PlayerClient {
         let pair = AuthClient::new(self.lobby.clone()).refresh(RefreshRequest { refresh_token }).await?.into_inner();
         *self.tokens() = Tokens {
             access_token: pair.access_token,
-            access_expires_at: pair.access_expires_at,
+            access_expires_at_ms: pair.access_expires_at_ms,
             refresh_token: pair.refresh_token,
         };
         Ok(())

@@ -12,8 +12,16 @@ use crate::error::MatchmakerError;
 /// Reads a player's Glicko-2 rating.
 #[tonic::async_trait]
 pub trait RatingSource: Send + Sync + std::fmt::Debug + 'static {
-    /// The player's rating, `None` when they have no profile.
+    /// The player's rating, `None` when they have no profile. A source that
+    /// knows the accounts refuses a player whose account no longer exists
+    /// with [`MatchmakerError::Unauthenticated`]: their access token outlived
+    /// the account, and Enqueue must not queue it.
     async fn rating(&self, player: PlayerId) -> Result<Option<f64>, MatchmakerError>;
+}
+
+/// The refusal for a token whose account is gone.
+fn account_gone(player: PlayerId) -> MatchmakerError {
+    MatchmakerError::Unauthenticated(format!("account {} no longer exists; log in again", player.0))
 }
 
 /// Ratings from a table; players not in it have none.
@@ -54,7 +62,8 @@ pub const MIN_LOBBY_SCHEMA_VERSION: i64 = 1;
 
 /// Ratings read straight from the lobby's database (`profiles.rating`), for a
 /// matchmaker that runs apart from the lobby: `ProfileStore` can only be made
-/// inside the lobby, so this reads the one column it needs and writes nothing.
+/// inside the lobby, so this reads the one column it needs (and whether the
+/// account still exists, `accounts.id`) and writes nothing.
 /// The lobby owns that database: this neither creates nor migrates it.
 #[derive(Debug, Clone)]
 pub struct LobbyDbRatings {
@@ -120,13 +129,18 @@ fn schema_problem(version: Option<i64>, has_profiles: bool, min_version: i64) ->
 #[tonic::async_trait]
 impl RatingSource for LobbyDbRatings {
     async fn rating(&self, player: PlayerId) -> Result<Option<f64>, MatchmakerError> {
-        const QUERY: &str = "SELECT rating FROM profiles WHERE account_id = $1";
-        let id = player.0 as i64;
-        let rating = match &self.db {
-            Db::Sqlite(pool) => sqlx::query_scalar::<_, f64>(QUERY).bind(id).fetch_optional(pool).await,
-            Db::Postgres(pool) => sqlx::query_scalar::<_, f64>(QUERY).bind(id).fetch_optional(pool).await,
+        // One row per existing account; its rating is NULL without a profile.
+        const QUERY: &str =
+            "SELECT p.rating FROM accounts a LEFT JOIN profiles p ON p.account_id = a.id WHERE a.id = $1";
+        let id = i64::try_from(player.0).unwrap_or(i64::MAX);
+        let row = match &self.db {
+            Db::Sqlite(pool) => sqlx::query_scalar::<_, Option<f64>>(QUERY).bind(id).fetch_optional(pool).await,
+            Db::Postgres(pool) => sqlx::query_scalar::<_, Option<f64>>(QUERY).bind(id).fetch_optional(pool).await,
         };
-        rating.map_err(|err| MatchmakerError::Ratings(err.to_string()))
+        match row.map_err(|err| MatchmakerError::Ratings(err.to_string()))? {
+            Some(rating) => Ok(rating),
+            None => Err(account_gone(player)),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use rally_client::tls::{ServerTrust, client_config};
 use rally_client::{Connection, Transport};
 use rally_lobby::password::PasswordHashConfig;
 use rally_lobby::proto::auth::{RegisterRequest, auth_client::AuthClient};
-use rally_lobby::{JwtSecret, LobbyConfig};
+use rally_lobby::{AccessSigningKey, AccessSigningKeys, LobbyConfig};
 use rally_matchmaker::config::{MatchmakerConfig, ModeConfig};
 use rally_matchmaker::lobby_results::consume_into_profiles;
 use rally_matchmaker::proto::matchmaker::{
@@ -90,7 +90,7 @@ async fn queue_and_play(matchmaker: SocketAddr, access_token: String) -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_queue_play_and_the_result_rates_both_players_once() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = JwtSecret::new(vec![9_u8; 32]).unwrap();
+    let secret = AccessSigningKeys::from(AccessSigningKey::from_seed([9; 32]));
     let url = format!("sqlite://{}", dir.path().join("lobby.db").display());
     let mut lobby_config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url, secret);
     lobby_config.password_hash = PasswordHashConfig { memory_kib: 1024, iterations: 1, max_concurrent: 2 };

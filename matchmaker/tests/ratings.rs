@@ -17,20 +17,34 @@ async fn refusal(url: &str) -> String {
     }
 }
 
-/// Gives player 42 a rating of 1720 in a database the lobby made.
+/// Gives player 42 a rating of 1720 in a database the lobby made, and
+/// player 44 an account without a profile; there is no player 43.
 async fn rate_player_42(lobby: &Db) {
-    const INSERT: &str = "INSERT INTO profiles (account_id, display_name, created_at_ms, rating, deviation, volatility) \
-                          VALUES (42, 'p42', 0, 1720.0, 80.0, 0.06)";
-    match lobby {
-        Db::Sqlite(pool) => drop(sqlx::query(INSERT).execute(pool).await.unwrap()),
-        Db::Postgres(pool) => drop(sqlx::query(INSERT).execute(pool).await.unwrap()),
+    const INSERTS: [&str; 2] = [
+        "INSERT INTO accounts (id, username, username_lower, password_hash, created_at_ms) \
+         VALUES (42, 'p42', 'p42', 'x', 0), (44, 'p44', 'p44', 'x', 0)",
+        "INSERT INTO profiles (account_id, display_name, created_at_ms, rating, deviation, volatility) \
+         VALUES (42, 'p42', 0, 1720.0, 80.0, 0.06)",
+    ];
+    for insert in INSERTS {
+        match lobby {
+            Db::Sqlite(pool) => drop(sqlx::query(insert).execute(pool).await.unwrap()),
+            Db::Postgres(pool) => drop(sqlx::query(insert).execute(pool).await.unwrap()),
+        }
     }
 }
 
 async fn assert_reads_ratings(url: &str) {
     let ratings = LobbyDbRatings::connect(url).await.unwrap();
     assert_eq!(ratings.rating(PlayerId(42)).await.unwrap(), Some(1720.0));
-    assert_eq!(ratings.rating(PlayerId(43)).await.unwrap(), None);
+    assert_eq!(ratings.rating(PlayerId(44)).await.unwrap(), None, "an account without a profile has no rating");
+    // A token can outlive its account: Enqueue is refused, saying what to do.
+    match ratings.rating(PlayerId(43)).await {
+        Err(err @ MatchmakerError::Unauthenticated(_)) => {
+            assert_eq!(err.to_string(), "account 43 no longer exists; log in again");
+        }
+        other => panic!("a missing account was rated: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::{matchmaker, within};
-use rally_lobby::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
+use rally_lobby::{AccessSigningKey, AccessSigningKeys, AccessTokenIssuer};
 use rally_matchmaker::Backends;
 use rally_matchmaker::config::MatchmakerConfig;
 use rally_matchmaker::engine::unix_ms;
@@ -102,12 +102,10 @@ async fn each_request_has_a_span_with_method_peer_and_player() {
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
 
-    let secret = JwtSecret::new(vec![3_u8; 32]).unwrap();
-    let token = AccessTokenIssuer::new(&secret).issue(7, "p", (unix_ms() / 1000) as i64).unwrap().0;
+    let secret = AccessSigningKeys::from(AccessSigningKey::from_seed([3; 32]));
+    let token = AccessTokenIssuer::new(secret.clone()).issue(7, "p", (unix_ms() / 1000) as i64).unwrap().0;
     let mm = matchmaker(MatchmakerConfig::default(), Backends::in_memory(Duration::from_secs(60)), &[]);
-    let server = rally_matchmaker::serve(SocketAddr::from(([127, 0, 0, 1], 0)), mm, AccessTokenVerifier::new(&secret))
-        .await
-        .unwrap();
+    let server = rally_matchmaker::serve(SocketAddr::from(([127, 0, 0, 1], 0)), mm, secret.verifier()).await.unwrap();
     let channel = Channel::from_shared(format!("http://{}", server.local_addr())).unwrap().connect().await.unwrap();
     let mut client = MatchmakerClient::new(channel);
 

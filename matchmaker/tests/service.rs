@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Backend, eventually, matchmaker, shard, within};
-use rally_lobby::{AccessTokenIssuer, AccessTokenVerifier, JwtSecret};
+use rally_lobby::{AccessSigningKey, AccessSigningKeys, AccessTokenIssuer};
 use rally_matchmaker::config::MatchmakerConfig;
 use rally_matchmaker::engine::unix_ms;
 use rally_matchmaker::proto::matchmaker::{
@@ -24,13 +24,13 @@ use tonic::transport::Channel;
 
 on_both_backends!(watch_ticket_follows_a_ticket_across_replicas_to_an_abort);
 
-fn secret() -> JwtSecret {
-    JwtSecret::new(vec![3_u8; 32]).unwrap()
+fn secret() -> AccessSigningKeys {
+    AccessSigningKeys::from(AccessSigningKey::from_seed([3; 32]))
 }
 
 fn token(player: u64) -> String {
     let now = (unix_ms() / 1000) as i64;
-    AccessTokenIssuer::new(&secret()).issue(player, "p", now).unwrap().0
+    AccessTokenIssuer::new(secret()).issue(player, "p", now).unwrap().0
 }
 
 fn authed<T>(message: T, access_token: &str) -> tonic::Request<T> {
@@ -44,10 +44,7 @@ fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
 }
 
 async fn serve(mm: Matchmaker) -> (MatchmakerServer, MatchmakerClient<Channel>) {
-    let server =
-        rally_matchmaker::serve(SocketAddr::from(([127, 0, 0, 1], 0)), mm, AccessTokenVerifier::new(&secret()))
-            .await
-            .unwrap();
+    let server = rally_matchmaker::serve(SocketAddr::from(([127, 0, 0, 1], 0)), mm, secret().verifier()).await.unwrap();
     let channel = Channel::from_shared(format!("http://{}", server.local_addr())).unwrap().connect().await.unwrap();
     (server, MatchmakerClient::new(channel))
 }
@@ -65,7 +62,10 @@ async fn bad_requests_get_the_right_codes() {
     let err = client.enqueue(authed(pong(), "not-a-jwt")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("Auth.Login"), "{}", err.message());
-    let forged = AccessTokenIssuer::new(&JwtSecret::new(vec![4_u8; 32]).unwrap()).issue(1, "p", 0).unwrap().0;
+    let forged = AccessTokenIssuer::new(AccessSigningKeys::from(AccessSigningKey::from_seed([4; 32])))
+        .issue(1, "p", 0)
+        .unwrap()
+        .0;
     assert_eq!(code(client.enqueue(authed(pong(), &forged)).await), Code::Unauthenticated);
 
     let unknown_mode = EnqueueRequest { mode: "chess".into(), ..EnqueueRequest::default() };

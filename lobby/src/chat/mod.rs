@@ -14,8 +14,9 @@
 //!   was not delivered.
 //! - In public and match channels a blocked player's messages are stored and
 //!   seen by everyone else; only the blocker's History and Subscribe skip them.
-//! - Moderators are the usernames in [`ChatConfig::moderators`] plus the
-//!   players granted with [`ChatStore::set_moderator`].
+//! - Moderators are the players granted the role in the database (`rally
+//!   admin grant moderator`, [`crate::roles`], or [`ChatStore::set_moderator`]),
+//!   never a username: whoever registers a name gets no role with it.
 //!
 //! Modules: `channel` (channel ids), `message` (the domain values the store
 //! speaks), `store` (channels, members, messages, live fan-out), `moderation`
@@ -47,8 +48,6 @@ pub use store::{ChatStats, ChatStore, MAX_HISTORY_PAGE};
 pub struct ChatConfig {
     /// Longest message body, in characters.
     pub max_message_chars: usize,
-    /// Usernames (case-insensitive) that may Mute and Unmute.
-    pub moderators: Vec<String>,
     /// Words masked in message bodies.
     pub word_filter: WordFilter,
     /// Messages a channel's live broadcast holds for slow subscribers; one
@@ -64,7 +63,6 @@ impl Default for ChatConfig {
     fn default() -> Self {
         Self {
             max_message_chars: 500,
-            moderators: Vec::new(),
             word_filter: WordFilter::default(),
             broadcast_capacity: 1024,
             subscriber_buffer: 64,

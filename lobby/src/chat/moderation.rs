@@ -48,8 +48,6 @@ pub(super) struct Moderation {
     max_message_chars: usize,
     max_mute: Duration,
     word_filter: WordFilter,
-    /// [`ChatConfig::moderators`], lowercase.
-    moderator_names: HashSet<String>,
     send_limiter: Limiter<u64>,
     /// Who each player blocks, loaded on first use; every load and change
     /// happens under `blocks_write`, so the cache never goes stale.
@@ -64,7 +62,6 @@ impl Moderation {
             max_message_chars: config.max_message_chars,
             max_mute: config.max_mute,
             word_filter: config.word_filter.clone(),
-            moderator_names: config.moderators.iter().map(|name| name.trim().to_ascii_lowercase()).collect(),
             send_limiter: Limiter::new("this account's chat messages", limits.chat_send_per_account),
             blocks: RwLock::new(HashMap::new()),
             blocks_write: tokio::sync::Mutex::new(()),
@@ -205,10 +202,9 @@ impl Moderation {
         })
     }
 
+    /// Whether `user` holds the moderator role in the database (granted with
+    /// `rally admin grant moderator`); the name in their token plays no part.
     async fn is_moderator(&self, user: &ChatUser) -> Result<bool, LobbyError> {
-        if self.moderator_names.contains(&user.name.to_ascii_lowercase()) {
-            return Ok(true);
-        }
         with_pool!(&self.db, |pool| {
             let row = sqlx::query("SELECT player_id FROM chat_moderators WHERE player_id = $1")
                 .bind(db_id(user.id))

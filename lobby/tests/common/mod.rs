@@ -13,7 +13,7 @@ use rally_lobby::password::PasswordHashConfig;
 use rally_lobby::proto::auth::{self as auth_pb, auth_client::AuthClient};
 use rally_lobby::proto::chat::chat_client::ChatClient;
 use rally_lobby::proto::profile::profile_client::ProfileClient;
-use rally_lobby::{JwtSecret, LobbyConfig, LobbyHandle};
+use rally_lobby::{AccessSigningKey, AccessSigningKeys, LobbyConfig, LobbyHandle};
 use tonic::transport::Channel;
 
 /// Where a test's lobby keeps its data.
@@ -64,8 +64,8 @@ impl Backend {
     }
 }
 
-pub fn secret() -> JwtSecret {
-    JwtSecret::new(vec![7_u8; 32]).expect("secret")
+pub fn secret() -> AccessSigningKeys {
+    AccessSigningKeys::from(AccessSigningKey::from_seed([7; 32]))
 }
 
 pub fn config(backend: &Backend) -> LobbyConfig {
