@@ -35,6 +35,9 @@ pub struct SimArgs {
     /// Seats per match (2, or 4 for doubles).
     #[arg(long, default_value_t = 2)]
     pub seats: u8,
+    /// Regulation time of each match in seconds of 60 Hz ticks (sudden death adds half).
+    #[arg(long, default_value_t = rally_protocol::token::DEFAULT_TIME_LIMIT_S)]
+    pub time_limit_s: u16,
     /// Write the input log of every finished match into this directory.
     #[arg(long)]
     pub record_dir: Option<PathBuf>,
@@ -140,7 +143,11 @@ fn demo<G: Game>(
     args: &SimArgs,
     mut on_finished: impl FnMut(&mut G, MatchId) -> anyhow::Result<()>,
 ) -> anyhow::Result<DemoSummary> {
-    let spec = MatchSpec { n_seats: args.seats, points_to_win: args.points_to_win };
+    let spec = MatchSpec {
+        n_seats: args.seats,
+        points_to_win: args.points_to_win,
+        time_limit_ticks: u32::from(args.time_limit_s) * 60,
+    };
     let schema = G::schema(args.seats);
     let mut next_id = 0u64;
     let mut new_match = |game: &mut G| -> anyhow::Result<Seated> {

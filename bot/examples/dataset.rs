@@ -134,7 +134,11 @@ fn play(
         let id = MatchId(u64::from(idx));
         world.create_match(
             id,
-            MatchSpec { n_seats: 2, points_to_win: points },
+            MatchSpec {
+                n_seats: 2,
+                points_to_win: points,
+                time_limit_ticks: u32::from(rally_protocol::token::DEFAULT_TIME_LIMIT_S) * 60,
+            },
             seed.wrapping_mul(1_000_003) + u64::from(idx),
         )?;
         world.set_seat_connected(id, 0, true)?;

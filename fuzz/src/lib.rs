@@ -57,7 +57,7 @@ pub fn assert_in_range(schema: &Schema, snapshot: &Snapshot) {
 }
 
 /// The signing context of PROTOCOL.md, "Connect token".
-pub const TOKEN_SIGNING_CONTEXT: &[u8] = b"rally connect token v1\0";
+pub const TOKEN_SIGNING_CONTEXT: &[u8] = b"rally connect token v2\0";
 
 /// The shard name the fuzz verifier answers to.
 pub const FUZZ_SHARD: &str = "shard-a";
@@ -84,13 +84,15 @@ pub struct RawClaims {
     pub n_seats: u8,
     /// Offset 21.
     pub points_to_win: u8,
-    /// Offset 22, u64 LE.
+    /// Offset 22, u16 LE.
+    pub time_limit_s: u16,
+    /// Offset 24, u64 LE.
     pub issued_at_ms: u64,
-    /// Offset 30, u64 LE.
+    /// Offset 32, u64 LE.
     pub expires_at_ms: u64,
-    /// Offset 38, 16 bytes.
+    /// Offset 40, 16 bytes.
     pub nonce: [u8; 16],
-    /// Offset 54 holds its length; the bytes follow at 55.
+    /// Offset 56 holds its length; the bytes follow at 57.
     pub shard: Vec<u8>,
 }
 
@@ -104,6 +106,7 @@ pub fn spec_token(claims: &RawClaims, key: &SigningKey) -> Vec<u8> {
     body.push(claims.seat);
     body.push(claims.n_seats);
     body.push(claims.points_to_win);
+    body.extend_from_slice(&claims.time_limit_s.to_le_bytes());
     body.extend_from_slice(&claims.issued_at_ms.to_le_bytes());
     body.extend_from_slice(&claims.expires_at_ms.to_le_bytes());
     body.extend_from_slice(&claims.nonce);
@@ -135,13 +138,13 @@ pub fn expected_after_signature(claims: &RawClaims, now_ms: u64, skew_ms: u64) -
     Ok(())
 }
 
-/// Whether the layout rules of PROTOCOL.md accept `len` bytes with `shard_len` at offset 54.
+/// Whether the layout rules of PROTOCOL.md accept `len` bytes with `shard_len` at offset 56.
 pub fn spec_layout_ok(bytes: &[u8]) -> bool {
-    if bytes.len() < 120 || bytes.len() > 247 {
+    if bytes.len() < 122 || bytes.len() > 249 {
         return false;
     }
-    let shard_len = usize::from(bytes[54]);
-    bytes.len() == 55 + shard_len + 64 && std::str::from_utf8(&bytes[55..55 + shard_len]).is_ok()
+    let shard_len = usize::from(bytes[56]);
+    bytes.len() == 57 + shard_len + 64 && std::str::from_utf8(&bytes[57..57 + shard_len]).is_ok()
 }
 
 /// The version tokens must carry.

@@ -45,6 +45,7 @@ pub fn mint_connect_token(
         seat: grant.seat,
         n_seats: grant.n_seats,
         points_to_win: grant.points_to_win,
+        time_limit_s: rally_protocol::token::DEFAULT_TIME_LIMIT_S,
         issued_at_ms: now_ms,
         expires_at_ms: now_ms.saturating_add(ttl_ms),
         nonce: rand::random(),

@@ -230,6 +230,9 @@ pub enum EndReason {
     Abandoned,
     /// The shard shut down before the match could finish.
     ShardShutdown,
+    /// The clock ran out: the side leading at the time limit or scoring first in
+    /// sudden death won, or nobody did (level at the end of sudden death).
+    TimeLimit,
 }
 
 /// The final word on a match.
@@ -366,6 +369,9 @@ mod tests {
         let end =
             MatchEnd { tick: 9, scores: vec![5, 2], winner: Some(0), reason: EndReason::Score, forfeited: vec![] };
         assert_eq!(round_trip(&ServerMessage::MatchEnded(end)), [4, 9, 2, 5, 2, 1, 0, 0, 0]);
+        let draw =
+            MatchEnd { tick: 9, scores: vec![1, 1], winner: None, reason: EndReason::TimeLimit, forfeited: vec![] };
+        assert_eq!(round_trip(&ServerMessage::MatchEnded(draw)), [4, 9, 2, 1, 1, 0, 4, 0], "TimeLimit is variant 4");
         let kick = ServerMessage::Disconnect { reason: DisconnectReason::Idle, message: String::new() };
         assert_eq!(round_trip(&kick), [5, 2, 0], "Idle is code 2");
         assert!(decode_payload::<ServerMessage>(&[5, 99, 0]).is_err(), "unknown codes are refused");

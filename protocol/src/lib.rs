@@ -29,9 +29,14 @@ pub use snapshot::{FieldSpec, Prediction, Schema, SchemaError, Snapshot};
 
 /// Version of the wire protocol. Both peers must speak the same one; the
 /// handshake refuses a mismatch with [`control::RefuseReason::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added the match time limit (the token's `time_limit_s`, the
+/// `TimeLimit` end reason).
+pub const PROTOCOL_VERSION: u16 = 2;
 
-/// ALPN protocol id of rally's QUIC transport; it changes with the protocol version.
+/// ALPN protocol id of rally's QUIC transport. It names the framing, not the
+/// protocol version: the hello preamble (PROTOCOL.md 4.2) never changes, so it
+/// stays `rally/1` and a peer of another version is refused in-band with
+/// `VersionMismatch` rather than by a failed TLS handshake.
 pub const ALPN: &[u8] = b"rally/1";
 
 /// Largest datagram either side sends. quinn reported 1162 bytes of datagram

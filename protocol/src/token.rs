@@ -12,16 +12,20 @@ use crate::{MatchId, PROTOCOL_VERSION, PlayerId, Seat};
 
 /// Prepended to the token bytes before signing, so a token signature can never
 /// be replayed as a signature over some other message type.
-const SIGNING_CONTEXT: &[u8] = b"rally connect token v1\0";
+const SIGNING_CONTEXT: &[u8] = b"rally connect token v2\0";
 
 /// Longest shard name a token may carry.
 pub const MAX_SHARD_NAME: usize = 128;
 
-const FIXED_LEN: usize = 55;
+const FIXED_LEN: usize = 57;
 const SIGNATURE_LEN: usize = 64;
 
 /// Longest possible encoded token.
 pub const MAX_TOKEN_LEN: usize = FIXED_LEN + MAX_SHARD_NAME + SIGNATURE_LEN;
+
+/// The time limit issuers put in a token unless a mode asks for another: five minutes
+/// of regulation (the match spec adds sudden death, PROTOCOL.md section 10).
+pub const DEFAULT_TIME_LIMIT_S: u16 = 300;
 
 /// Clock difference tolerated between the issuer and the shard.
 pub const DEFAULT_CLOCK_SKEW_MS: u64 = 5_000;
@@ -43,6 +47,8 @@ pub struct TokenClaims {
     pub n_seats: u8,
     /// Points to win.
     pub points_to_win: u8,
+    /// Regulation time of the match in seconds (1 or more; shards refuse 0).
+    pub time_limit_s: u16,
     /// When it was minted.
     pub issued_at_ms: u64,
     /// After this instant the token is refused.
@@ -120,6 +126,7 @@ impl TokenClaims {
         bytes.push(self.seat);
         bytes.push(self.n_seats);
         bytes.push(self.points_to_win);
+        bytes.extend_from_slice(&self.time_limit_s.to_le_bytes());
         bytes.extend_from_slice(&self.issued_at_ms.to_le_bytes());
         bytes.extend_from_slice(&self.expires_at_ms.to_le_bytes());
         bytes.extend_from_slice(&self.nonce);
@@ -154,7 +161,7 @@ fn split(bytes: &[u8]) -> Result<(TokenClaims, &[u8], [u8; SIGNATURE_LEN]), Toke
         word.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(word)
     };
-    let shard_len = usize::from(bytes[54]);
+    let shard_len = usize::from(bytes[56]);
     if bytes.len() != FIXED_LEN + shard_len + SIGNATURE_LEN {
         return Err(TokenError::Malformed("shard name length does not match token length"));
     }
@@ -162,7 +169,7 @@ fn split(bytes: &[u8]) -> Result<(TokenClaims, &[u8], [u8; SIGNATURE_LEN]), Toke
     let shard = std::str::from_utf8(&bytes[FIXED_LEN..body_len])
         .map_err(|_| TokenError::Malformed("shard name is not UTF-8"))?;
     let mut nonce = [0u8; 16];
-    nonce.copy_from_slice(&bytes[38..54]);
+    nonce.copy_from_slice(&bytes[40..56]);
     let claims = TokenClaims {
         protocol_version: u16::from_le_bytes([bytes[0], bytes[1]]),
         key_id: bytes[2],
@@ -171,8 +178,9 @@ fn split(bytes: &[u8]) -> Result<(TokenClaims, &[u8], [u8; SIGNATURE_LEN]), Toke
         seat: bytes[19],
         n_seats: bytes[20],
         points_to_win: bytes[21],
-        issued_at_ms: u64_at(22),
-        expires_at_ms: u64_at(30),
+        time_limit_s: u16::from_le_bytes([bytes[22], bytes[23]]),
+        issued_at_ms: u64_at(24),
+        expires_at_ms: u64_at(32),
         nonce,
         shard: shard.to_owned(),
     };
@@ -253,6 +261,7 @@ mod tests {
             seat: 1,
             n_seats: 2,
             points_to_win: 5,
+            time_limit_s: 300,
             issued_at_ms: 1_000_000,
             expires_at_ms: 1_030_000,
             nonce: [9; 16],
@@ -275,11 +284,12 @@ mod tests {
     fn golden_layout_is_pinned() {
         let bytes = claims().sign(&key(1)).unwrap();
         let expected_body: Vec<u8> = [
-            &[1u8, 0][..],               // version
+            &[2u8, 0][..],               // version
             &[1],                        // key id
             &42u64.to_le_bytes(),        // player
             &7u64.to_le_bytes(),         // match
             &[1, 2, 5],                  // seat, n_seats, points
+            &300u16.to_le_bytes(),       // time limit
             &1_000_000u64.to_le_bytes(), // issued
             &1_030_000u64.to_le_bytes(), // expires
             &[9; 16],                    // nonce
@@ -288,9 +298,15 @@ mod tests {
         ]
         .concat();
         assert_eq!(&bytes[..expected_body.len()], &expected_body[..]);
-        // Ed25519 signatures are deterministic: pin the first bytes too.
+        // Ed25519 signatures are deterministic: pin them too (PROTOCOL.md 9.2 prints them).
         let again = claims().sign(&key(1)).unwrap();
         assert_eq!(bytes, again);
+        assert_eq!(bytes.len(), 128);
+        let signature: String = bytes[expected_body.len()..].iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(
+            signature,
+            "1e4253aea39d27fcc4f8e9458438b664fcb3a8f19301302af4f3ead5d111da6abdb8b8875bc80b18b4b9f4fd15ecdee54447cc868f66d3ad8752e4ad3c8e7e02"
+        );
     }
 
     #[test]

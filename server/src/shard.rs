@@ -370,12 +370,20 @@ impl<G: Game> Shard<G> {
                 format!("match {} has already finished", claims.match_id),
             ));
         }
-        let spec = MatchSpec { n_seats: claims.n_seats, points_to_win: claims.points_to_win };
+        let spec = MatchSpec {
+            n_seats: claims.n_seats,
+            points_to_win: claims.points_to_win,
+            time_limit_ticks: u32::from(claims.time_limit_s) * u32::from(self.config.tick_rate_hz),
+        };
         if let Some(slot) = self.matches.get(&claims.match_id) {
             if slot.spec != spec {
                 return Err(refusal(
                     RefuseReason::BadMatchSpec,
-                    format!("token's match settings {spec:?} differ from the running match's {:?}", slot.spec),
+                    format!(
+                        "the token's match settings ({}) differ from the running match's ({})",
+                        describe_spec(&spec, self.config.tick_rate_hz),
+                        describe_spec(&slot.spec, self.config.tick_rate_hz)
+                    ),
                 ));
             }
             let seat = &slot.seats[usize::from(claims.seat)];
@@ -671,6 +679,7 @@ impl<G: Game> Shard<G> {
                     EndReason::Score => WireEndReason::Score,
                     EndReason::Forfeit => WireEndReason::Forfeit,
                     EndReason::Abandoned => WireEndReason::Abandoned,
+                    EndReason::TimeLimit => WireEndReason::TimeLimit,
                 };
                 let end = MatchEnd {
                     tick,
@@ -811,6 +820,16 @@ fn refusal(reason: RefuseReason, message: String) -> Refusal {
     Refusal { reason, message }
 }
 
+/// A match spec as a person reads it, for refusals.
+fn describe_spec(spec: &MatchSpec, tick_rate_hz: u16) -> String {
+    format!(
+        "{} seats, {} points to win, {} s time limit",
+        spec.n_seats,
+        spec.points_to_win,
+        spec.time_limit_ticks / u32::from(tick_rate_hz.max(1))
+    )
+}
+
 fn ticks_to_ms(ticks: u32, tick_rate_hz: u16) -> u32 {
     (u64::from(ticks) * 1000 / u64::from(tick_rate_hz.max(1))) as u32
 }
@@ -819,7 +838,6 @@ fn constant_time_eq(a: &[u8; RESUME_SECRET_LEN], b: &[u8; RESUME_SECRET_LEN]) ->
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Lower-case hex of `bytes`.
 /// A metrics label for an end reason.
 pub fn end_reason_label(reason: WireEndReason) -> &'static str {
     match reason {
@@ -827,5 +845,6 @@ pub fn end_reason_label(reason: WireEndReason) -> &'static str {
         WireEndReason::Forfeit => "forfeit",
         WireEndReason::Abandoned => "abandoned",
         WireEndReason::ShardShutdown => "shard_shutdown",
+        WireEndReason::TimeLimit => "time_limit",
     }
 }

@@ -80,7 +80,7 @@ mod matches {
         assert!(stepper.run_until(Duration::from_secs(600), |s| s.clients.iter().all(|c| c.ended.is_some())));
         assert_eq!(stepper.results.len(), 1);
         let result = &stepper.results[0];
-        assert_eq!(result.reason, EndReason::Score);
+        assert_eq!(result.reason, EndReason::Score, "{result:?}");
         assert_eq!(result.scores.iter().max(), Some(&3));
         assert_eq!(
             result.seats.iter().map(|seat| seat.player_id).collect::<Vec<_>>(),
@@ -182,6 +182,33 @@ mod matches {
             (result.scores, result.duration_ticks, result.input_log_digest, stepper.shard.stats().clone())
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_match_still_going_at_its_time_limit_ends_on_the_clock() {
+        // Autopilots score about a point a minute: to 99 points the clock ends the match.
+        let mut stepper = Stepper::new(config(), LinkConditions::perfect(), 13);
+        let [a, b] = [0, 1].map(|seat| {
+            let claims = TokenClaims { points_to_win: 99, time_limit_s: 3, ..claims(1, seat) };
+            stepper.add_client(&connect(&claims), true)
+        });
+        assert!(stepper.run_until(Duration::from_secs(30), |s| s.results.len() == 1), "the clock ends the match");
+        let result = &stepper.results[0];
+        assert_eq!(result.reason, EndReason::TimeLimit, "{result:?}");
+        // Regulation (3 s) plus at most sudden death (1.5 s), from the first countdown.
+        let tick_rate = u32::from(config().tick_rate_hz);
+        assert!(result.duration_ticks <= 3 * tick_rate + 3 * tick_rate / 2 + 2, "{result:?}");
+        let leader = match result.scores[0].cmp(&result.scores[1]) {
+            std::cmp::Ordering::Greater => Some(0),
+            std::cmp::Ordering::Less => Some(1),
+            std::cmp::Ordering::Equal => None,
+        };
+        assert_eq!(result.winner, leader, "the leader wins, level is a draw: {result:?}");
+        for idx in [a, b] {
+            let end = stepper.clients[idx].ended.as_ref().unwrap();
+            assert_eq!((end.reason, end.winner, &end.scores), (EndReason::TimeLimit, result.winner, &result.scores));
+        }
+        assert_eq!(stepper.shard.stats().matches_ended_by_reason.get("time_limit"), Some(&1));
     }
 
     #[test]
@@ -351,6 +378,8 @@ mod refusals {
             ("a seat count the game does not play", TokenClaims { n_seats: 3, ..claims(2, 0) }),
             ("no points to win", TokenClaims { points_to_win: 0, ..claims(3, 0) }),
             ("more points to win than the game allows", TokenClaims { points_to_win: 100, ..claims(4, 0) }),
+            ("another time limit than the running match's", TokenClaims { time_limit_s: 60, ..claims(1, 1) }),
+            ("no time limit", TokenClaims { time_limit_s: 0, ..claims(5, 0) }),
         ];
         let refused: Vec<usize> = cases.iter().map(|(_, claims)| stepper.add_client(&connect(claims), false)).collect();
         until_closed(&mut stepper, &refused);

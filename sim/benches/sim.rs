@@ -24,7 +24,9 @@ fn playing_world(n_matches: u64) -> PongWorld {
     let mut world = PongWorld::new(lifecycle);
     for id in 0..n_matches {
         let match_id = MatchId(id);
-        world.create_match(match_id, MatchSpec { n_seats: 2, points_to_win: 99 }, id).expect("valid spec");
+        world
+            .create_match(match_id, MatchSpec { n_seats: 2, points_to_win: 99, time_limit_ticks: u32::MAX }, id)
+            .expect("valid spec");
         for seat in 0..2 {
             world.set_seat_connected(match_id, seat, true).expect("valid seat");
         }

@@ -16,12 +16,33 @@ use rally_protocol::{Input, MatchId, Schema, Seat, Snapshot, Tick};
 use serde::{Deserialize, Serialize};
 
 /// What the matchmaker decides about a match; carried in the connect token.
+///
+/// Every match ends: a side reaches `points_to_win`, or the clock runs out. The clock
+/// counts the ticks of countdown and play since every seat was first filled. When it
+/// reaches `time_limit_ticks`, a side that leads wins at once; if the scores are level,
+/// the match goes to sudden death (the next point wins), and if they are still level
+/// [`MatchSpec::sudden_death_ticks`] later it ends as a draw. So no match plays longer
+/// than [`MatchSpec::max_play_ticks`], however well both sides defend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MatchSpec {
     /// Number of seats (Pong: 2, or 4 for doubles).
     pub n_seats: u8,
     /// Points a side needs to win.
     pub points_to_win: u8,
+    /// Regulation time in ticks, at least 1 (Pong refuses 0).
+    pub time_limit_ticks: u32,
+}
+
+impl MatchSpec {
+    /// How long sudden death lasts before a level match is a draw: half the regulation time.
+    pub const fn sudden_death_ticks(&self) -> u32 {
+        self.time_limit_ticks / 2
+    }
+
+    /// The most ticks of countdown and play a match can last: regulation plus sudden death.
+    pub const fn max_play_ticks(&self) -> u32 {
+        self.time_limit_ticks.saturating_add(self.sudden_death_ticks())
+    }
 }
 
 /// Timing rules shared by every match of a world, in ticks.
@@ -66,6 +87,9 @@ pub enum EndReason {
     Forfeit,
     /// Seats were never all filled, or every seat left: no winner.
     Abandoned,
+    /// The clock ran out ([`MatchSpec`]): the side leading at the time limit or
+    /// scoring first in sudden death won, or, level at the end of sudden death, nobody did.
+    TimeLimit,
 }
 
 /// The outcome of one match, emitted exactly once.

@@ -30,7 +30,7 @@ pub const MAX_REPLAY_TICKS: u32 = 60 * 60 * 60 * 24;
 
 /// Version of the encoded log, written before it. Bumped on any change to the layout
 /// or to the meaning of a field.
-pub const LOG_FORMAT_VERSION: u16 = 1;
+pub const LOG_FORMAT_VERSION: u16 = 2;
 
 /// The id a replayed match gets in its fresh world. Match hashes do not cover the id,
 /// so it does not matter which.

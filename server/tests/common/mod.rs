@@ -32,6 +32,9 @@ pub fn claims(shard: &str, match_id: u64, seat: Seat, player: u64, now_ms: u64) 
         seat,
         n_seats: 2,
         points_to_win: 3,
+        // The longest limit a token carries, so matches played to test something
+        // else end by score; the time limit's own tests set a short one.
+        time_limit_s: u16::MAX,
         issued_at_ms: now_ms,
         expires_at_ms: now_ms + 600_000,
         nonce,

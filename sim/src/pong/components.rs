@@ -25,6 +25,9 @@ pub(crate) struct MatchKey(pub(crate) MatchId);
 pub(crate) struct Rules {
     pub(crate) n_seats: u8,
     pub(crate) points_to_win: u8,
+    pub(crate) time_limit_ticks: u32,
+    /// Regulation plus sudden death: a level match ends as a draw here.
+    pub(crate) max_play_ticks: u32,
 }
 
 /// How a finished match ended.
@@ -45,6 +48,9 @@ pub(crate) struct Progress {
     /// Steps taken since creation (frozen once finished). Matches count their own
     /// time so that a match replays identically in a world of any age.
     pub(crate) age: u32,
+    /// Ticks of countdown and play since every seat was first filled: the match clock
+    /// the time limit is judged on.
+    pub(crate) clock: u32,
     pub(crate) ending: Option<Ending>,
 }
 

@@ -178,6 +178,9 @@ impl Game for PongWorld {
                 spec.points_to_win
             )));
         }
+        if spec.time_limit_ticks == 0 {
+            return Err(SimError::BadSpec("the time limit must be at least one tick".into()));
+        }
         if self.matches.contains_key(&match_id) {
             return Err(SimError::DuplicateMatch(match_id));
         }
@@ -185,8 +188,13 @@ impl Game for PongWorld {
             .world
             .spawn((
                 MatchKey(match_id),
-                Rules { n_seats: spec.n_seats, points_to_win: spec.points_to_win },
-                Progress { phase: Phase::Waiting, countdown: 0, age: 0, ending: None },
+                Rules {
+                    n_seats: spec.n_seats,
+                    points_to_win: spec.points_to_win,
+                    time_limit_ticks: spec.time_limit_ticks,
+                    max_play_ticks: spec.max_play_ticks(),
+                },
+                Progress { phase: Phase::Waiting, countdown: 0, age: 0, clock: 0, ending: None },
                 Seats::EMPTY,
                 Paddles::CENTRED,
                 Ball::CENTRE,
@@ -298,7 +306,9 @@ mod tests {
     fn stepping_does_not_spawn_or_leak_entities() {
         let mut world = PongWorld::new(LifecycleConfig::default());
         for id in 0..10 {
-            world.create_match(MatchId(id), MatchSpec { n_seats: 2, points_to_win: 5 }, id).expect("valid");
+            world
+                .create_match(MatchId(id), MatchSpec { n_seats: 2, points_to_win: 5, time_limit_ticks: 3600 }, id)
+                .expect("valid");
         }
         let before = world.world.entities().len();
         for _ in 0..100 {

@@ -143,7 +143,7 @@ mod tests {
         let n_seats = plays.len() as u8;
         let match_id = MatchId(1);
         let mut world = PongWorld::new(TIMING);
-        world.create_match(match_id, MatchSpec { n_seats, points_to_win }, seed).unwrap();
+        world.create_match(match_id, MatchSpec { n_seats, points_to_win, time_limit_ticks: 3600 }, seed).unwrap();
         let predictor = PaddlePredictor::new(&PongWorld::schema(n_seats), seat).unwrap();
         let [y_field, vy_field] = predictor.fields();
         let mut view = Snapshot::default();

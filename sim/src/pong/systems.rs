@@ -1,10 +1,11 @@
 //! The three systems of a Pong step, run in this order by the world's schedule:
 //!
-//! 1. [`advance_lifecycle`]: counts the match's own tick, tracks empty seats, moves
-//!    through waiting, countdown and serve, and ends matches by forfeit or abandonment;
+//! 1. [`advance_lifecycle`]: counts the match's own tick and its clock, tracks empty
+//!    seats, moves through waiting, countdown and serve, and ends matches by forfeit,
+//!    abandonment or the time limit;
 //! 2. [`move_paddles`]: applies each seat's held intent at the fixed paddle speed;
 //! 3. [`fly_ball`]: flies the ball through the tick against the moved paddles and
-//!    scores goals.
+//!    scores goals; a goal in sudden death ends the match.
 //!
 //! Each iterates every match of the world at once. None allocates except to build the
 //! rare event (a point, a phase change), and none reads anything outside its match but
@@ -69,6 +70,11 @@ fn finish(
 /// both sides pass the timeout on the same tick (every seat gone, in particular)
 /// nobody is blamed more: the match is abandoned. A waiting match that is not full
 /// `fill_timeout_ticks` after creation, or that a player left, is abandoned too.
+///
+/// Time limit: the clock counts countdown and play. Once it reaches the limit, a side
+/// that leads wins; level scores play on in sudden death ([`fly_ball`] ends the match
+/// at the next point) until `max_play_ticks`, where the match is a draw. Forfeits are
+/// judged first, so a seat that is gone loses even when the clock runs out with it.
 pub(crate) fn advance_lifecycle(
     mut matches: Query<(&MatchKey, &Rules, &mut Progress, &mut Seats, &mut Ball, &mut MatchRng, &Score)>,
     timing: Res<Timing>,
@@ -120,6 +126,20 @@ pub(crate) fn advance_lifecycle(
                     finish(key, rules, progress, score, ending, tick, events);
                     continue;
                 }
+                progress.clock = progress.clock.saturating_add(1);
+                if progress.clock >= rules.time_limit_ticks {
+                    let [left, right] = score.0;
+                    let winner = match left.cmp(&right) {
+                        std::cmp::Ordering::Greater => Some(0),
+                        std::cmp::Ordering::Less => Some(1),
+                        std::cmp::Ordering::Equal => None,
+                    };
+                    if winner.is_some() || progress.clock >= rules.max_play_ticks {
+                        let ending = Ending { reason: EndReason::TimeLimit, winner, forfeited: 0 };
+                        finish(key, rules, progress, score, ending, tick, events);
+                        continue;
+                    }
+                }
                 if progress.phase == Phase::Countdown {
                     progress.countdown = progress.countdown.saturating_sub(1);
                     if progress.countdown == 0 {
@@ -159,7 +179,8 @@ pub(crate) fn move_paddles(mut matches: Query<(&Rules, &Progress, &Seats, &mut P
 
 /// Flies the ball of every playing match and scores goals. After a point the ball
 /// rests on the centre spot and the match counts down again, or ends if the scorer
-/// reached the points to win.
+/// reached the points to win or the point came in sudden death (past the time limit,
+/// where the scores were level, so the scorer now leads).
 pub(crate) fn fly_ball(
     mut matches: Query<(&MatchKey, &Rules, &mut Progress, &Paddles, &mut Ball, &mut Score)>,
     timing: Res<Timing>,
@@ -184,6 +205,9 @@ pub(crate) fn fly_ball(
         events.push(SimEvent::PointScored { match_id: key.0, tick, side: scorer, scores: score.0.to_vec() });
         if score.0[side] >= u32::from(rules.points_to_win) {
             let ending = Ending { reason: EndReason::Score, winner: Some(scorer), forfeited: 0 };
+            finish(key, rules, progress, score, ending, tick, events);
+        } else if progress.clock >= rules.time_limit_ticks {
+            let ending = Ending { reason: EndReason::TimeLimit, winner: Some(scorer), forfeited: 0 };
             finish(key, rules, progress, score, ending, tick, events);
         } else {
             enter_countdown(progress, timing);

@@ -108,6 +108,8 @@ impl MatchParts<'_> {
         buf.put(&[self.rules.n_seats, self.rules.points_to_win, self.progress.phase as u8]);
         buf.put(&self.progress.countdown.to_le_bytes());
         buf.put(&self.progress.age.to_le_bytes());
+        buf.put(&self.rules.time_limit_ticks.to_le_bytes());
+        buf.put(&self.progress.clock.to_le_bytes());
         let (reason, winner, forfeited) = match self.progress.ending {
             None => (0, u8::MAX, 0),
             Some(Ending { reason, winner, forfeited }) => {
@@ -115,6 +117,7 @@ impl MatchParts<'_> {
                     EndReason::Score => 1,
                     EndReason::Forfeit => 2,
                     EndReason::Abandoned => 3,
+                    EndReason::TimeLimit => 4,
                 };
                 (reason, winner.unwrap_or(u8::MAX), forfeited)
             }
@@ -137,7 +140,7 @@ impl MatchParts<'_> {
     }
 }
 
-/// A stack buffer for the hash input: 107 bytes at most, so hashing never allocates.
+/// A stack buffer for the hash input: 115 bytes at most, so hashing never allocates.
 struct HashBuf {
     bytes: [u8; 128],
     len: usize,

@@ -12,7 +12,7 @@ pub(crate) const QUICK: LifecycleConfig =
     LifecycleConfig { countdown_ticks: 5, forfeit_after_ticks: 40, fill_timeout_ticks: 100 };
 
 pub(crate) fn spec(n_seats: u8, points_to_win: u8) -> MatchSpec {
-    MatchSpec { n_seats, points_to_win }
+    MatchSpec { n_seats, points_to_win, time_limit_ticks: 60 * 60 * 60 }
 }
 
 pub(crate) fn connect_all<G: Game>(game: &mut G, match_id: MatchId, n_seats: u8) {
