@@ -85,14 +85,23 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             Some(url) => {
                 let redis =
                     rally_matchmaker::RedisConnection::connect_lazy(url, &args.redis_prefix).context("--redis-url")?;
-                let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis.with_role("the lobby")));
+                let redis = redis.with_role("the lobby");
+                let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis.clone()));
+                let events = std::sync::Arc::new(rally_matchmaker::redis::RedisMatchEvents::new(redis));
                 let name = format!("lobby-{}", std::process::id());
-                let (consumer, _) =
-                    rally_matchmaker::lobby_results::consume_into_profiles(bus, handle.profiles().clone(), &name);
+                let (consumer, _, channels) = rally_matchmaker::lobby_results::consume_into_lobby(
+                    bus,
+                    events,
+                    handle.profiles().clone(),
+                    handle.chat().clone(),
+                    &name,
+                );
                 if !args.ready_json {
-                    println!("applying match results from {url} to ratings (consumer {name})");
+                    println!(
+                        "applying match results from {url} to ratings and opening match chat channels (consumer {name})"
+                    );
                 }
-                Some(consumer)
+                Some((consumer, channels))
             }
             None => None,
         };
@@ -105,7 +114,8 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             () = shutdown => {}
         }
         tracing::info!("shutting down the lobby");
-        if let Some(consumer) = consumer {
+        if let Some((consumer, channels)) = consumer {
+            channels.stop().await;
             consumer.stop().await;
         }
         handle.shutdown().await.context("shutting down")

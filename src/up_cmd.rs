@@ -107,8 +107,7 @@ fn parse_policy(name: &str) -> Result<PolicyKind, String> {
 /// `pong-bot` (a bot at once), both first to `points_to_win`.
 pub fn modes(points_to_win: u8) -> Vec<ModeConfig> {
     let pong = ModeConfig { points_to_win, bot_fill_after_ms: Some(15_000), ..ModeConfig::one_vs_one("pong") };
-    let against_bot = ModeConfig { bot_fill_after_ms: Some(0), ..ModeConfig::one_vs_one("pong-bot") };
-    let against_bot = ModeConfig { points_to_win, ..against_bot };
+    let against_bot = ModeConfig { points_to_win, ..ModeConfig::against_house_bot("pong-bot") };
     vec![pong, against_bot]
 }
 
@@ -185,8 +184,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     ));
 
     // Results → ratings.
-    let (consumer, applied) =
-        rally_matchmaker::lobby_results::consume_into_profiles(backends.bus.clone(), lobby.profiles().clone(), "up");
+    let (consumer, applied, match_channels) = rally_matchmaker::lobby_results::consume_into_lobby(
+        backends.bus.clone(),
+        backends.events.clone(),
+        lobby.profiles().clone(),
+        lobby.chat().clone(),
+        "up",
+    );
     let engine = matchmaker.start();
 
     // Bots: one decider batches every bot's decisions.
@@ -297,6 +301,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     tracing::info!("results flushed; stopping the matchmaker");
+    match_channels.stop().await;
     consumer.stop().await;
     engine.stop().await;
     matchmaker_server.shutdown().await.context("matchmaker shutdown")?;

@@ -41,6 +41,10 @@ use crate::store::{Insertion, MemoryTickets, TicketStore};
 use crate::ticket::{Assignment, PartyMember, RosterSeat, SeatAssignment, Ticket, TicketId, TicketState};
 use crate::token::{SeatGrant, TokenMinter};
 
+/// How long an Enqueue that finds a player seated waits for the seat to be
+/// freed (the match's result on its way) before answering `AlreadyExists`.
+pub const SEAT_RELEASE_GRACE: Duration = Duration::from_secs(2);
+
 /// Most commits of one round in flight at once.
 const MAX_COMMITS_IN_FLIGHT: usize = 256;
 
@@ -290,12 +294,33 @@ impl Matchmaker {
             enqueued_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(mode.ticket_ttl_ms),
         };
-        match self.inner.backends.tickets.insert(&ticket).await? {
-            Insertion::Inserted => {}
-            Insertion::Held { player_id, ticket: held } => return self.held(leader, &ticket, player_id, held).await,
+        // A player whose match just ended may ask again before the match's
+        // result has freed the seat (the shard tells players first, then
+        // publishes): a seat conflict is retried for a short grace.
+        let grace = tokio::time::Instant::now() + SEAT_RELEASE_GRACE;
+        loop {
+            match self.inner.backends.tickets.insert(&ticket).await? {
+                Insertion::Inserted => break,
+                Insertion::Held { player_id, ticket: held } => {
+                    match self.held(leader, &ticket, player_id, held).await {
+                        Err(MatchmakerError::AlreadyExists(_))
+                            if tokio::time::Instant::now() < grace && self.seated(held).await? =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        answer => return answer,
+                    }
+                }
+            }
         }
         metrics::counter!("rally_matchmaker_tickets_enqueued_total").increment(1);
         Ok(ticket)
+    }
+
+    /// Whether ticket `id` is matched (its players hold seats).
+    async fn seated(&self, id: TicketId) -> Result<bool, MatchmakerError> {
+        let state = self.inner.backends.tickets.states(&[id]).await?.pop().flatten();
+        Ok(matches!(state, Some(TicketState::Matched(_))))
     }
 
     /// The answer to an Enqueue one of whose players (`player`) already holds
