@@ -285,6 +285,8 @@ pub fn start_shard_agent(
         capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         certificate_sha256: shard.fingerprint.clone(),
+        // This process's own: a restart registers a new one, which settles the old one's matches.
+        incarnation: ShardInfo::new_incarnation(),
     };
     let (file_tx, file_rx) = mpsc::unbounded_channel();
     let (agent_tx, agent_rx) = mpsc::unbounded_channel();

@@ -169,6 +169,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         capacity,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         certificate_sha256: shard.fingerprint.clone(),
+        incarnation: ShardInfo::new_incarnation(),
     };
     let live = shard.live.clone();
     let load: shard_agent::LoadProbe =

@@ -425,6 +425,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
                         capacity: 10_000_000,
                         version: env!("CARGO_PKG_VERSION").into(),
                         certificate_sha256: String::new(),
+                        incarnation: ShardInfo::new_incarnation(),
                     },
                     results: forward_rx,
                     load: Arc::new(|| ShardLoad { matches: 0, players: 0 }),
@@ -446,6 +447,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
                     capacity: u32::try_from(shard_config.max_matches).unwrap_or(u32::MAX),
                     version: env!("CARGO_PKG_VERSION").into(),
                     certificate_sha256: embedded.fingerprint.clone(),
+                    incarnation: ShardInfo::new_incarnation(),
                 };
                 shard = Some(embedded);
                 Some(AgentSetup {

@@ -40,6 +40,7 @@ fn shard(idx: usize) -> ShardInfo {
         capacity: 1_000_000,
         version: "bench".into(),
         certificate_sha256: "00".repeat(32),
+        incarnation: 1,
     }
 }
 

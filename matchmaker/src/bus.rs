@@ -10,16 +10,31 @@
 //! Consumers must therefore be idempotent by match id, as
 //! `ProfileStore::apply_match_result` is. [`run_consumer`] drives that loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rally_protocol::MatchId;
 use rally_protocol::results::MatchResult;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::error::BackendError;
+
+/// How long a match id stays settled ([`ResultsBus::settle`]): a late result
+/// for it within this time is dropped. Longer than any outage a shard's outbox
+/// rides out.
+pub const SETTLED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What settling a match's outcome found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// This was the match's first outcome: published under this entry id.
+    Published(String),
+    /// The match already had an outcome on the bus; this one was not published.
+    AlreadySettled,
+}
 
 /// One result handed to a consumer, with the id to acknowledge it by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +50,11 @@ pub struct Delivery {
 pub trait ResultsBus: Send + Sync + std::fmt::Debug + 'static {
     /// Appends a result; returns its entry id.
     async fn publish(&self, result: &MatchResult) -> Result<String, BackendError>;
+    /// Publishes `result` only if its match has no outcome yet, in one atomic
+    /// step (marks the match id settled for [`SETTLED_TTL`] and appends): a
+    /// shard's real result and the matchmaker's abort of the same match go
+    /// through here, so each match id has exactly one outcome on the bus.
+    async fn settle(&self, result: &MatchResult) -> Result<Settlement, BackendError>;
     /// Creates `group` if missing; a new group starts from the oldest entry kept.
     async fn ensure_group(&self, group: &str) -> Result<(), BackendError>;
     /// Up to `max` entries never delivered to `group`, now pending with
@@ -96,6 +116,9 @@ struct MemoryLog {
     entries: BTreeMap<u64, MatchResult>,
     next_seq: u64,
     groups: HashMap<String, MemoryGroup>,
+    /// Match ids settled, with when (oldest first), forgotten after [`SETTLED_TTL`].
+    settled: HashSet<MatchId>,
+    settled_order: VecDeque<(Instant, MatchId)>,
 }
 
 impl MemoryLog {
@@ -158,6 +181,30 @@ impl ResultsBus for MemoryBus {
         };
         self.published.notify_waiters();
         Ok(seq.to_string())
+    }
+
+    async fn settle(&self, result: &MatchResult) -> Result<Settlement, BackendError> {
+        let seq = {
+            let mut log = self.lock();
+            let now = Instant::now();
+            while let Some(&(at, match_id)) = log.settled_order.front() {
+                if now.duration_since(at) < SETTLED_TTL {
+                    break;
+                }
+                log.settled_order.pop_front();
+                log.settled.remove(&match_id);
+            }
+            if !log.settled.insert(result.match_id) {
+                return Ok(Settlement::AlreadySettled);
+            }
+            log.settled_order.push_back((now, result.match_id));
+            let seq = log.next_seq;
+            log.next_seq += 1;
+            log.entries.insert(seq, result.clone());
+            seq
+        };
+        self.published.notify_waiters();
+        Ok(Settlement::Published(seq.to_string()))
     }
 
     async fn ensure_group(&self, group: &str) -> Result<(), BackendError> {
@@ -249,6 +296,14 @@ impl ResultsBus for MemoryBus {
         log.trim();
         Ok(())
     }
+
+    async fn lag(&self, group: &str) -> Result<Option<ConsumerLag>, BackendError> {
+        let log = self.lock();
+        Ok(log.groups.get(group).map(|state| ConsumerLag {
+            pending: state.pending.len() as u64,
+            undelivered: log.next_seq.saturating_sub(state.next),
+        }))
+    }
 }
 
 /// What a consumer does with one result. An `Err` leaves the entry
@@ -291,14 +346,6 @@ impl ConsumerConfig {
             claim_every: Duration::from_secs(5),
             lag_warn: 1_000,
         }
-    }
-
-    async fn lag(&self, group: &str) -> Result<Option<ConsumerLag>, BackendError> {
-        let log = self.lock();
-        Ok(log.groups.get(group).map(|state| ConsumerLag {
-            pending: state.pending.len() as u64,
-            undelivered: log.next_seq.saturating_sub(state.next),
-        }))
     }
 }
 

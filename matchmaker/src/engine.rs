@@ -1,9 +1,9 @@
 //! The matchmaker engine: enqueue, cancel and watch tickets, and the matching
 //! round that turns queued tickets into reserved, token-carrying assignments.
 //!
-//! A round: reap shards whose heartbeat lapsed (their matches are reported
-//! aborted and their tickets told), read the live shards, then per mode read
-//! the queue, expire old tickets, [`propose`] matches, and commit each one:
+//! A round: reap shards whose heartbeat lapsed or that restarted (their
+//! matches are reported aborted, one outcome per match id, and their tickets
+//! told), read the live shards, then per mode read the queue, expire old tickets, [`propose`] matches, and commit each one:
 //! reserve a slot on the chosen shard (atomic in the registry), mint one
 //! connect token per seat, then claim the tickets (atomic in the ticket
 //! store). If another replica claimed a ticket first, the reservation is
@@ -123,7 +123,8 @@ pub struct RoundStats {
     pub no_capacity: usize,
     /// Proposed matches lost to another replica (a ticket was already claimed).
     pub conflicts: usize,
-    /// Matches reported aborted because their shard's heartbeat lapsed.
+    /// Matches reported aborted because their shard's heartbeat lapsed or
+    /// it restarted (matches that already had a result are not counted).
     pub aborted_matches: usize,
 }
 
@@ -456,10 +457,13 @@ impl Matchmaker {
         let started = Instant::now();
         let mut stats = RoundStats::default();
         let backends = &self.inner.backends;
-        for expired in backends.registry.reap_expired(now_ms).await? {
-            tracing::warn!(shard = %expired.name, matches = expired.matches.len(), "shard heartbeat lapsed; its matches are aborted");
-            stats.aborted_matches += expired.matches.len();
-            self.abort_matches(&expired.name, expired.matches, now_ms).await?;
+        for lost in backends.registry.reap_expired(now_ms).await? {
+            let why = match lost.loss {
+                ShardLoss::Lapsed => "shard heartbeat lapsed",
+                ShardLoss::Restarted => "shard restarted",
+            };
+            tracing::warn!(shard = %lost.name, matches = lost.matches.len(), "{why}; its matches are aborted");
+            stats.aborted_matches += self.abort_matches(lost, now_ms).await?;
         }
         let mut shards: Vec<(ShardEntry, u32)> = backends
             .registry
@@ -728,14 +732,27 @@ impl Matchmaker {
             .collect()
     }
 
-    /// Reports a lost shard's matches aborted: their tickets are told, and an
-    /// aborted `MatchResult` (no winner, `ShardShutdown`) goes on the bus.
-    async fn abort_matches(&self, shard: &str, records: Vec<MatchRecord>, now_ms: u64) -> Result<(), MatchmakerError> {
-        for record in records {
-            let reason = format!(
-                "shard {shard} stopped sending heartbeats, so match {} was lost; enqueue again",
-                record.match_id
-            );
+    /// Reports a lost shard's matches aborted: an aborted `MatchResult` (no
+    /// winner, `ShardShutdown`) is settled on the bus and their tickets are
+    /// told. A match whose real result was settled first keeps it: its
+    /// tickets are left alone. Returns the matches aborted.
+    async fn abort_matches(&self, lost: ExpiredShard, now_ms: u64) -> Result<usize, MatchmakerError> {
+        let shard = &lost.name;
+        let mut aborted = 0;
+        for record in lost.matches {
+            if self.inner.backends.bus.settle(&aborted_result(&record, now_ms)).await? == Settlement::AlreadySettled {
+                tracing::info!(match_id = %record.match_id, %shard, "the lost shard's match already has a result; kept");
+                continue;
+            }
+            let reason = match lost.loss {
+                ShardLoss::Lapsed => format!(
+                    "shard {shard} stopped sending heartbeats, so match {} was lost; enqueue again",
+                    record.match_id
+                ),
+                ShardLoss::Restarted => {
+                    format!("shard {shard} restarted, so match {} was lost; enqueue again", record.match_id)
+                }
+            };
             let updates: Vec<(TicketId, TicketState)> = record
                 .tickets
                 .iter()
@@ -745,10 +762,10 @@ impl Matchmaker {
             for (id, state) in &updates {
                 self.notify(*id, state);
             }
-            self.inner.backends.bus.publish(&aborted_result(&record, now_ms)).await?;
+            aborted += 1;
             metrics::counter!("rally_matchmaker_matches_aborted_total").increment(1);
         }
-        Ok(())
+        Ok(aborted)
     }
 
     /// Runs rounds every `round_interval` and polls watched tickets every

@@ -5,6 +5,22 @@
 //! never chosen. In memory by default; on Redis ([`crate::redis::RedisRegistry`])
 //! for several matchmaker replicas and shard processes.
 //!
+//! Each shard process has an **incarnation**, a random id chosen when it starts
+//! ([`ShardInfo::incarnation`]). A registration by a new incarnation of a name
+//! proves the old process dead: its matches are taken off the shard in the same
+//! atomic step (the slots are free at once) and handed to the next
+//! [`ShardRegistry::reap_expired`], which returns them as
+//! [`ShardLoss::Restarted`] so the matchmaker reports them aborted. A heartbeat
+//! or deregistration from an incarnation that no longer holds the name changes
+//! nothing.
+//!
+//! A lapsed entry that has not been reaped yet is taken back by its own
+//! incarnation's next heartbeat, matches and all. On Redis, leases are judged on
+//! Redis's own clock (`TIME` inside each script, never the caller's `now_ms`),
+//! and a matchmaker that has just (re)connected reaps a lapsed shard only once
+//! it has been connected for that shard's whole TTL, so a Redis outage cannot
+//! reap shards that were alive all along.
+//!
 //! Capacity is counted in matches: [`ShardRegistry::reserve`] atomically
 //! checks that the shard is alive, not draining and below its capacity, and
 //! records the match; [`ShardRegistry::release`] frees the slot when the
@@ -34,6 +50,19 @@ pub struct ShardInfo {
     pub version: String,
     /// SHA-256 of its TLS certificate (hex), for clients to pin.
     pub certificate_sha256: String,
+    /// This shard process's incarnation: chosen at random when the process
+    /// starts ([`ShardInfo::new_incarnation`]) and kept for its whole life. A
+    /// registration with another incarnation of the same name means the old
+    /// process is gone, and its matches are reported aborted.
+    #[serde(default)]
+    pub incarnation: u64,
+}
+
+impl ShardInfo {
+    /// A fresh incarnation id for a shard process that is starting.
+    pub fn new_incarnation() -> u64 {
+        rand::random::<u64>().max(1)
+    }
 }
 
 /// A shard's load, sent with each heartbeat.
@@ -112,38 +141,100 @@ pub enum Reservation {
     Gone,
 }
 
-/// A shard whose heartbeat lapsed, removed from the registry, with the
-/// matches it had not finished.
+/// What a registration found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Matches an earlier incarnation of this shard still held: taken off the
+    /// shard, to be reported aborted by the next [`ShardRegistry::reap_expired`].
+    pub orphaned: usize,
+}
+
+/// What a heartbeat found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The entry is this incarnation's and now lives another TTL (a lapsed
+    /// entry not yet reaped is taken back, with its matches).
+    Alive,
+    /// No entry (never registered, deregistered or reaped): register again.
+    Unknown,
+    /// Another incarnation holds the name: a newer process took it over.
+    Superseded,
+}
+
+/// Why a shard's matches came back from [`ShardRegistry::reap_expired`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShardLoss {
+    /// Its heartbeat lapsed past its TTL.
+    Lapsed,
+    /// A new incarnation of it registered: the old process is gone.
+    Restarted,
+}
+
+/// A lost shard's unfinished matches, taken out of the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpiredShard {
     /// The shard's name.
     pub name: String,
+    /// Why its matches are lost.
+    pub loss: ShardLoss,
     /// Its unfinished matches.
     pub matches: Vec<MatchRecord>,
 }
 
-/// Where shards are registered.
+/// Groups matches orphaned by restarts by shard, ordered by match id.
+pub(crate) fn restarted_shards(mut records: Vec<MatchRecord>) -> Vec<ExpiredShard> {
+    records.sort_by(|a, b| a.shard.cmp(&b.shard).then(a.match_id.cmp(&b.match_id)));
+    let mut lost: Vec<ExpiredShard> = Vec::new();
+    for record in records {
+        match lost.last_mut() {
+            Some(shard) if shard.name == record.shard => shard.matches.push(record),
+            _ => lost.push(ExpiredShard {
+                name: record.shard.clone(),
+                loss: ShardLoss::Restarted,
+                matches: vec![record],
+            }),
+        }
+    }
+    lost
+}
+
+/// Where shards are registered. `now_ms` is the caller's clock (Unix ms); the
+/// in-memory registry judges leases on it, the Redis registry on Redis's own
+/// clock (it uses `now_ms` only to time its reaping grace).
 #[tonic::async_trait]
 pub trait ShardRegistry: Send + Sync + std::fmt::Debug + 'static {
-    /// Registers (or re-registers) a shard, alive for `ttl_ms` from `now_ms`.
-    /// Reservations of an entry that is still alive are kept.
-    async fn register(&self, info: &ShardInfo, ttl_ms: u64, now_ms: u64) -> Result<(), BackendError>;
-    /// Extends a live shard's entry and records its load. `false` when the
-    /// shard is unknown or lapsed: register again.
-    async fn heartbeat(&self, name: &str, load: ShardLoad, ttl_ms: u64, now_ms: u64) -> Result<bool, BackendError>;
+    /// Registers (or re-registers) a shard, alive for `ttl_ms`. The same
+    /// incarnation keeps the reservations of its entry; a new incarnation
+    /// replaces the entry, and the old incarnation's matches are handed to the
+    /// next [`ShardRegistry::reap_expired`] (atomically: their slots are free
+    /// at once and they are reported exactly once).
+    async fn register(&self, info: &ShardInfo, ttl_ms: u64, now_ms: u64) -> Result<Registration, BackendError>;
+    /// Extends the entry of `name` held by `incarnation` (even a lapsed one
+    /// not yet reaped) and records its load.
+    async fn heartbeat(
+        &self,
+        name: &str,
+        incarnation: u64,
+        load: ShardLoad,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Heartbeat, BackendError>;
     /// Marks a shard draining (or not); `false` when unknown.
     async fn set_draining(&self, name: &str, draining: bool) -> Result<bool, BackendError>;
-    /// Removes a shard; returns the matches it still held.
-    async fn deregister(&self, name: &str) -> Result<Vec<MatchRecord>, BackendError>;
+    /// Removes a shard if `incarnation` still holds it; returns the matches it still held.
+    async fn deregister(&self, name: &str, incarnation: u64) -> Result<Vec<MatchRecord>, BackendError>;
     /// Every live shard (draining ones included), by name.
     async fn shards(&self, now_ms: u64) -> Result<Vec<ShardEntry>, BackendError>;
     /// Atomically reserves one match slot on `shard` for `record`.
     async fn reserve(&self, shard: &str, record: &MatchRecord, now_ms: u64) -> Result<Reservation, BackendError>;
     /// Frees a match's slot; `false` if it was not held (released before, or its shard was reaped).
     async fn release(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError>;
-    /// Removes every shard whose entry expired before `now_ms` and returns
-    /// them with their unfinished matches. Each expired shard is returned to
-    /// exactly one caller, however many replicas reap at once.
+    /// Removes every shard whose entry expired and returns them with their
+    /// unfinished matches ([`ShardLoss::Lapsed`]), together with the matches
+    /// of restarted shards ([`ShardLoss::Restarted`]). Each is returned to
+    /// exactly one caller, however many replicas reap at once. On Redis a
+    /// lapsed shard is reaped only once this registry has been connected to
+    /// Redis for that shard's TTL (a grace after every outage).
     async fn reap_expired(&self, now_ms: u64) -> Result<Vec<ExpiredShard>, BackendError>;
 }
 
@@ -156,10 +247,17 @@ struct MemoryShard {
     matches: BTreeMap<MatchId, MatchRecord>,
 }
 
+#[derive(Debug, Default)]
+struct MemoryState {
+    shards: HashMap<String, MemoryShard>,
+    /// Matches of replaced incarnations, waiting for the next reap.
+    orphans: Vec<MatchRecord>,
+}
+
 /// The embedded registry: one process, one mutex.
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
-    shards: Mutex<HashMap<String, MemoryShard>>,
+    state: Mutex<MemoryState>,
 }
 
 impl MemoryRegistry {
@@ -168,62 +266,72 @@ impl MemoryRegistry {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MemoryShard>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // Every critical section is a few infallible map operations.
-        self.shards.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 #[tonic::async_trait]
 impl ShardRegistry for MemoryRegistry {
-    async fn register(&self, info: &ShardInfo, ttl_ms: u64, now_ms: u64) -> Result<(), BackendError> {
-        let mut shards = self.lock();
+    async fn register(&self, info: &ShardInfo, ttl_ms: u64, now_ms: u64) -> Result<Registration, BackendError> {
+        let mut state = self.lock();
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
-        match shards.get_mut(&info.name) {
-            Some(shard) => {
-                shard.info = info.clone();
-                shard.draining = false;
-                shard.expires_at_ms = expires_at_ms;
+        let mut orphaned = Vec::new();
+        let matches = match state.shards.remove(&info.name) {
+            Some(old) if old.info.incarnation == info.incarnation => old.matches,
+            Some(old) => {
+                orphaned.extend(old.matches.into_values());
+                BTreeMap::new()
             }
-            None => {
-                shards.insert(
-                    info.name.clone(),
-                    MemoryShard {
-                        info: info.clone(),
-                        draining: false,
-                        load: ShardLoad::default(),
-                        expires_at_ms,
-                        matches: BTreeMap::new(),
-                    },
-                );
-            }
-        }
-        Ok(())
+            None => BTreeMap::new(),
+        };
+        let load = ShardLoad::default();
+        state.shards.insert(
+            info.name.clone(),
+            MemoryShard { info: info.clone(), draining: false, load, expires_at_ms, matches },
+        );
+        let registration = Registration { orphaned: orphaned.len() };
+        state.orphans.extend(orphaned);
+        Ok(registration)
     }
 
-    async fn heartbeat(&self, name: &str, load: ShardLoad, ttl_ms: u64, now_ms: u64) -> Result<bool, BackendError> {
-        let mut shards = self.lock();
-        match shards.get_mut(name) {
-            Some(shard) if shard.expires_at_ms >= now_ms => {
+    async fn heartbeat(
+        &self,
+        name: &str,
+        incarnation: u64,
+        load: ShardLoad,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Heartbeat, BackendError> {
+        let mut state = self.lock();
+        Ok(match state.shards.get_mut(name) {
+            Some(shard) if shard.info.incarnation == incarnation => {
                 shard.load = load;
                 shard.expires_at_ms = now_ms.saturating_add(ttl_ms);
-                Ok(true)
+                Heartbeat::Alive
             }
-            _ => Ok(false),
-        }
+            Some(_) => Heartbeat::Superseded,
+            None => Heartbeat::Unknown,
+        })
     }
 
     async fn set_draining(&self, name: &str, draining: bool) -> Result<bool, BackendError> {
-        Ok(self.lock().get_mut(name).map(|shard| shard.draining = draining).is_some())
+        Ok(self.lock().shards.get_mut(name).map(|shard| shard.draining = draining).is_some())
     }
 
-    async fn deregister(&self, name: &str) -> Result<Vec<MatchRecord>, BackendError> {
-        Ok(self.lock().remove(name).map(|shard| shard.matches.into_values().collect()).unwrap_or_default())
+    async fn deregister(&self, name: &str, incarnation: u64) -> Result<Vec<MatchRecord>, BackendError> {
+        let mut state = self.lock();
+        if state.shards.get(name).is_none_or(|shard| shard.info.incarnation != incarnation) {
+            return Ok(Vec::new());
+        }
+        Ok(state.shards.remove(name).map(|shard| shard.matches.into_values().collect()).unwrap_or_default())
     }
 
     async fn shards(&self, now_ms: u64) -> Result<Vec<ShardEntry>, BackendError> {
-        let shards = self.lock();
-        let mut live: Vec<ShardEntry> = shards
+        let state = self.lock();
+        let mut live: Vec<ShardEntry> = state
+            .shards
             .values()
             .filter(|shard| shard.expires_at_ms >= now_ms)
             .map(|shard| ShardEntry {
@@ -239,8 +347,8 @@ impl ShardRegistry for MemoryRegistry {
     }
 
     async fn reserve(&self, shard: &str, record: &MatchRecord, now_ms: u64) -> Result<Reservation, BackendError> {
-        let mut shards = self.lock();
-        let Some(entry) = shards.get_mut(shard).filter(|entry| entry.expires_at_ms >= now_ms) else {
+        let mut state = self.lock();
+        let Some(entry) = state.shards.get_mut(shard).filter(|entry| entry.expires_at_ms >= now_ms) else {
             return Ok(Reservation::Gone);
         };
         if entry.draining {
@@ -254,19 +362,28 @@ impl ShardRegistry for MemoryRegistry {
     }
 
     async fn release(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError> {
-        Ok(self.lock().get_mut(shard).is_some_and(|entry| entry.matches.remove(&match_id).is_some()))
+        Ok(self.lock().shards.get_mut(shard).is_some_and(|entry| entry.matches.remove(&match_id).is_some()))
     }
 
     async fn reap_expired(&self, now_ms: u64) -> Result<Vec<ExpiredShard>, BackendError> {
-        let mut shards = self.lock();
-        let expired: Vec<String> =
-            shards.iter().filter(|(_, shard)| shard.expires_at_ms < now_ms).map(|(name, _)| name.clone()).collect();
+        let mut state = self.lock();
+        let expired: Vec<String> = state
+            .shards
+            .iter()
+            .filter(|(_, shard)| shard.expires_at_ms < now_ms)
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut reaped: Vec<ExpiredShard> = expired
             .into_iter()
-            .filter_map(|name| shards.remove(&name))
-            .map(|shard| ExpiredShard { name: shard.info.name, matches: shard.matches.into_values().collect() })
+            .filter_map(|name| state.shards.remove(&name))
+            .map(|shard| ExpiredShard {
+                name: shard.info.name,
+                loss: ShardLoss::Lapsed,
+                matches: shard.matches.into_values().collect(),
+            })
             .collect();
-        reaped.sort_by(|a, b| a.name.cmp(&b.name));
+        reaped.extend(restarted_shards(std::mem::take(&mut state.orphans)));
+        reaped.sort_by(|a, b| a.name.cmp(&b.name).then(a.loss.cmp(&b.loss)));
         Ok(reaped)
     }
 }

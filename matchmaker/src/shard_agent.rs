@@ -3,10 +3,19 @@
 //! reservation, deregister at the end. `rally shard --redis-url` runs it next
 //! to the shard loop; the embedded form runs it in process.
 //!
-//! Results are never dropped: one that cannot be published (Redis down) waits
+//! Results are never lost: one that cannot be published (Redis down) waits
 //! in an in-memory outbox, in order, and is retried every heartbeat. When the
 //! shard's result channel closes (the shard stopped), the outbox is flushed
-//! (retrying for up to `final_flush`) before deregistering.
+//! (retrying for up to `final_flush`) before deregistering. Each result is
+//! published through [`ResultsBus::settle`], so a match the matchmaker already
+//! reported aborted (its shard was reaped or restarted) keeps that one outcome:
+//! the late real result is dropped, counted in
+//! `rally_shard_agent_results_dropped_total` and logged.
+//!
+//! The agent registers with the shard's incarnation ([`ShardInfo::incarnation`]).
+//! When the registry has forgotten the shard (it was reaped while alive), the
+//! next heartbeat registers it again; when a newer incarnation holds the name,
+//! the agent stops heartbeating and leaves the entry to it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,9 +24,9 @@ use std::time::Duration;
 use rally_protocol::results::MatchResult;
 use tokio::sync::{mpsc, watch};
 
-use crate::bus::ResultsBus;
+use crate::bus::{ResultsBus, Settlement};
 use crate::engine::unix_ms;
-use crate::registry::{ShardInfo, ShardLoad, ShardRegistry};
+use crate::registry::{Heartbeat, ShardInfo, ShardLoad, ShardRegistry};
 
 /// Reads the shard's current load for each heartbeat.
 pub type LoadProbe = Arc<dyn Fn() -> ShardLoad + Send + Sync>;
@@ -56,6 +65,9 @@ pub struct AgentReport {
     pub heartbeats: u64,
     /// Results published.
     pub published: u64,
+    /// Results not published because their match already had an outcome
+    /// (reported aborted after its shard was reaped or restarted).
+    pub dropped: u64,
     /// Reservations released.
     pub released: u64,
     /// Results still unpublished when it gave up (lost unless the shard's own file has them).
@@ -70,16 +82,26 @@ struct Agent {
     report: AgentReport,
     registered: bool,
     draining: bool,
+    /// A newer incarnation holds the name: register no more.
+    superseded: bool,
 }
 
 impl Agent {
     async fn register(&mut self) {
         let ttl_ms = self.config.ttl.as_millis() as u64;
+        if self.superseded {
+            return;
+        }
         match self.registry.register(&self.config.info, ttl_ms, unix_ms()).await {
-            Ok(()) => {
+            Ok(registration) => {
                 self.registered = true;
                 self.report.registrations += 1;
-                tracing::info!(shard = %self.config.info.name, "registered with the shard registry");
+                tracing::info!(
+                    shard = %self.config.info.name,
+                    incarnation = self.config.info.incarnation,
+                    previous_incarnations_matches = registration.orphaned,
+                    "registered with the shard registry"
+                );
                 if self.draining {
                     self.mark_draining().await;
                 }
@@ -101,12 +123,23 @@ impl Agent {
             return;
         }
         let ttl_ms = self.config.ttl.as_millis() as u64;
-        match self.registry.heartbeat(&self.config.info.name, load, ttl_ms, unix_ms()).await {
-            Ok(true) => self.report.heartbeats += 1,
-            Ok(false) => {
-                tracing::warn!(shard = %self.config.info.name, "the registry had forgotten this shard; registering again");
+        let info = &self.config.info;
+        match self.registry.heartbeat(&info.name, info.incarnation, load, ttl_ms, unix_ms()).await {
+            Ok(Heartbeat::Alive) => self.report.heartbeats += 1,
+            Ok(Heartbeat::Unknown) => {
+                tracing::warn!(shard = %info.name, "the registry had forgotten this shard; registering again");
                 self.registered = false;
                 self.register().await;
+            }
+            Ok(Heartbeat::Superseded) => {
+                tracing::error!(
+                    shard = %info.name,
+                    incarnation = info.incarnation,
+                    "another process registered under this shard's name; this one takes no new matches \
+                     (give each shard process its own --name)"
+                );
+                self.registered = false;
+                self.superseded = true;
             }
             Err(err) => tracing::warn!(%err, "heartbeat failed"),
         }
@@ -115,11 +148,21 @@ impl Agent {
     /// Publishes queued results in order; stops at the first failure.
     async fn flush(&mut self) {
         while let Some(result) = self.outbox.front() {
-            if let Err(err) = self.bus.publish(result).await {
-                tracing::warn!(%err, queued = self.outbox.len(), "could not publish a match result; will retry");
-                return;
+            match self.bus.settle(result).await {
+                Ok(Settlement::Published(_)) => self.report.published += 1,
+                Ok(Settlement::AlreadySettled) => {
+                    self.report.dropped += 1;
+                    metrics::counter!("rally_shard_agent_results_dropped_total").increment(1);
+                    tracing::warn!(
+                        match_id = %result.match_id,
+                        "match already reported (aborted when this shard was reaped or restarted); its result is dropped"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(%err, queued = self.outbox.len(), "could not publish a match result; will retry");
+                    return;
+                }
             }
-            self.report.published += 1;
             match self.registry.release(&self.config.info.name, result.match_id).await {
                 Ok(true) => self.report.released += 1,
                 Ok(false) => {}
@@ -130,7 +173,7 @@ impl Agent {
     }
 }
 
-/// Runs until `results` closes: registers `config.info`, heartbeats with
+/// Runs until `results` closes: registers `config.info` (with its incarnation), heartbeats with
 /// `load()`, marks the shard draining when `draining` turns true, publishes
 /// every result to `bus` and releases its reservation, then deregisters.
 pub async fn run(
@@ -151,6 +194,7 @@ pub async fn run(
         report: AgentReport::default(),
         registered: false,
         draining: false,
+        superseded: false,
     };
     let mut watching_drain = true;
     loop {
@@ -186,7 +230,7 @@ pub async fn run(
     if agent.report.unpublished > 0 {
         tracing::error!(n = agent.report.unpublished, "results could not be published before shutdown");
     }
-    match agent.registry.deregister(&agent.config.info.name).await {
+    match agent.registry.deregister(&agent.config.info.name, agent.config.info.incarnation).await {
         Ok(left) if !left.is_empty() => {
             tracing::warn!(n = left.len(), "deregistered with reservations that never produced a result");
         }

@@ -121,6 +121,7 @@ async fn register_queue_play_and_the_result_rates_both_players_once() {
         capacity: 10,
         version: env!("CARGO_PKG_VERSION").into(),
         certificate_sha256: shard.fingerprint.clone(),
+        incarnation: ShardInfo::new_incarnation(),
     };
     let live = shard.live.clone();
     let load = Arc::new(move || ShardLoad { matches: live.matches(), players: live.connections() });

@@ -232,7 +232,10 @@ async fn a_lost_shards_matches_are_aborted_and_watchers_told(backend: &Backend) 
     assert_eq!(mm.run_round(100).await.unwrap().matches, 1);
     let (_, mut watcher) = mm.watch(PlayerId(1), a.id).await.unwrap();
     let match_id = assignment(watcher.borrow_and_update().as_ref().unwrap()).match_id;
-    // The shard stops heartbeating; the next round past its TTL reaps it.
+    // The shard stops heartbeating; the next round past its TTL reaps it. (On
+    // Redis leases run on Redis's own clock: wait until the entry lapsed there.)
+    let registry = backends.registry.clone();
+    common::eventually("the shard's entry lapses", || async { registry.shards(5_000).await.unwrap().is_empty() }).await;
     let stats = mm.run_round(5_000).await.unwrap();
     assert_eq!(stats.aborted_matches, 1);
     watcher.changed().await.unwrap();

@@ -132,7 +132,8 @@ async fn watch_ticket_follows_a_ticket_across_replicas_to_an_abort(backend: &Bac
             loop {
                 beat.tick().await;
                 let load = rally_matchmaker::ShardLoad::default();
-                if !registry.heartbeat("flaky", load, 300, unix_ms()).await.unwrap() {
+                let beat = registry.heartbeat("flaky", 1, load, 300, unix_ms()).await.unwrap();
+                if beat != rally_matchmaker::registry::Heartbeat::Alive {
                     registry.register(&shard("flaky", "eu", 10), 300, unix_ms()).await.unwrap();
                 }
             }

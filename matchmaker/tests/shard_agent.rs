@@ -1,6 +1,8 @@
 //! The shard agent on each backend: registration with load, draining,
 //! results published in order and reservations released, results kept and
-//! retried while the bus is down, deregistration at the end.
+//! retried while the bus is down, deregistration at the end; one outcome per
+//! match id, registering again when forgotten, and a restarted shard's
+//! predecessor's matches reported aborted.
 
 #![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
@@ -10,17 +12,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Backend, eventually, shard, within};
-use rally_matchmaker::bus::{Delivery, ResultsBus};
+use common::{Backend, eventually, matchmaker, shard, within};
+use rally_matchmaker::bus::{Delivery, ResultsBus, Settlement};
+use rally_matchmaker::config::{MatchmakerConfig, ModeConfig};
 use rally_matchmaker::engine::{aborted_result, unix_ms};
-use rally_matchmaker::registry::{MatchRecord, Reservation, SeatRecord, ShardLoad};
+use rally_matchmaker::registry::{MatchRecord, Reservation, SeatRecord, ShardInfo, ShardLoad};
 use rally_matchmaker::shard_agent::{self, ShardAgentConfig};
-use rally_matchmaker::{BackendError, TicketId};
+use rally_matchmaker::{BackendError, EnqueueRequest, TicketId, TicketState};
+use rally_protocol::control::EndReason;
 use rally_protocol::results::MatchResult;
 use rally_protocol::{MatchId, PlayerId};
 use tokio::sync::{mpsc, watch};
 
-on_both_backends!(the_agent_registers_drains_and_publishes_through_an_outage);
+on_both_backends!(
+    the_agent_registers_drains_and_publishes_through_an_outage,
+    a_late_result_for_a_match_already_reported_aborted_is_dropped,
+    a_forgotten_shard_that_is_alive_registers_again,
+    a_restarted_shards_predecessors_matches_are_reported_aborted_and_free_their_slots,
+);
 
 /// A bus that refuses the first `failures` publishes, as Redis being down would.
 #[derive(Debug)]
@@ -37,6 +46,13 @@ impl ResultsBus for Flaky {
             return Err(BackendError::Unavailable("Redis is down (test)".into()));
         }
         self.inner.publish(result).await
+    }
+    async fn settle(&self, result: &MatchResult) -> Result<Settlement, BackendError> {
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(BackendError::Unavailable("Redis is down (test)".into()));
+        }
+        self.inner.settle(result).await
     }
     async fn ensure_group(&self, group: &str) -> Result<(), BackendError> {
         self.inner.ensure_group(group).await
@@ -107,4 +123,128 @@ async fn the_agent_registers_drains_and_publishes_through_an_outage(backend: &Ba
     assert_eq!((report.published, report.released, report.unpublished), (3, 3, 0));
     assert!(report.heartbeats >= 1 && report.registrations >= 1, "{report:?}");
     assert!(registry.shards(unix_ms()).await.unwrap().is_empty(), "deregistered");
+}
+
+fn agent_config(info: ShardInfo) -> ShardAgentConfig {
+    ShardAgentConfig { heartbeat_interval: Duration::from_millis(20), ..ShardAgentConfig::new(info) }
+}
+
+fn no_load() -> shard_agent::LoadProbe {
+    Arc::new(ShardLoad::default)
+}
+
+/// Issue #14: a match reported aborted (its shard was reaped) had its real
+/// result published after it, two outcomes for one match id.
+async fn a_late_result_for_a_match_already_reported_aborted_is_dropped(backend: &Backend) {
+    let backends = backend.backends();
+    backends.bus.ensure_group("audit").await.unwrap();
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (_drain_tx, drain_rx) = watch::channel(false);
+    let config = agent_config(shard("agent-shard", "eu", 5));
+    let agent = tokio::spawn(shard_agent::run(
+        backends.registry.clone(),
+        backends.bus.clone(),
+        config,
+        results_rx,
+        no_load(),
+        drain_rx,
+    ));
+    // The matchmaker already reported match 1 aborted.
+    let aborted = aborted_result(&record(1), 5);
+    assert!(matches!(backends.bus.settle(&aborted).await.unwrap(), Settlement::Published(_)));
+    assert_eq!(backends.bus.settle(&aborted).await.unwrap(), Settlement::AlreadySettled);
+    // The shard, cut off meanwhile, finishes matches 1 and 2 for real.
+    for match_id in [1, 2] {
+        let real = MatchResult { winner: Some(0), reason: EndReason::Score, ..aborted_result(&record(match_id), 9) };
+        results_tx.send(real).unwrap();
+    }
+    drop(results_tx);
+    let report = within(agent).await.unwrap();
+    assert_eq!((report.published, report.dropped, report.unpublished), (1, 1, 0), "{report:?}");
+    let outcomes = backends.bus.read_new("audit", "t", 10, Duration::from_millis(100)).await.unwrap();
+    let outcomes: Vec<(u64, Option<u8>)> =
+        outcomes.iter().map(|delivery| (delivery.result.match_id.0, delivery.result.winner)).collect();
+    assert_eq!(outcomes, [(1, None), (2, Some(0))], "one outcome per match id, the first one");
+}
+
+/// The reaper removed a live shard's entry (say it was cut off from Redis
+/// past its TTL): its next heartbeat registers it again.
+async fn a_forgotten_shard_that_is_alive_registers_again(backend: &Backend) {
+    let backends = backend.backends();
+    let (results_tx, results_rx) = mpsc::unbounded_channel::<MatchResult>();
+    let (_drain_tx, drain_rx) = watch::channel(false);
+    let info = shard("agent-shard", "eu", 5);
+    let registry = backends.registry.clone();
+    let agent = tokio::spawn(shard_agent::run(
+        registry.clone(),
+        backends.bus.clone(),
+        agent_config(info.clone()),
+        results_rx,
+        no_load(),
+        drain_rx,
+    ));
+    eventually("the shard registers", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
+    registry.deregister(&info.name, info.incarnation).await.unwrap();
+    eventually("the shard registers again", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
+    drop(results_tx);
+    let report = within(agent).await.unwrap();
+    assert!(report.registrations >= 2, "{report:?}");
+}
+
+/// Issue #14: a shard restarted inside the registry TTL leaked the dead
+/// process's reservations (6 of 10 slots) and its matches were never reported.
+async fn a_restarted_shards_predecessors_matches_are_reported_aborted_and_free_their_slots(backend: &Backend) {
+    let backends = backend.backends();
+    backends.bus.ensure_group("audit").await.unwrap();
+    let registry = backends.registry.clone();
+    let start = |info: ShardInfo| {
+        let (results_tx, results_rx) = mpsc::unbounded_channel::<MatchResult>();
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let agent = tokio::spawn(shard_agent::run(
+            registry.clone(),
+            backends.bus.clone(),
+            agent_config(info),
+            results_rx,
+            no_load(),
+            drain_rx,
+        ));
+        (agent, results_tx, drain_tx)
+    };
+    let first = shard("restarts", "eu", 10);
+    let (agent, _results, _drain) = start(first.clone());
+    eventually("the shard registers", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
+    let mode = ModeConfig::one_vs_one("pong");
+    let mm = matchmaker(MatchmakerConfig { modes: vec![mode], ..MatchmakerConfig::default() }, backends.clone(), &[]);
+    let mut tickets = Vec::new();
+    for player in 1..=12 {
+        let request = EnqueueRequest { mode: "pong".into(), ..EnqueueRequest::default() };
+        tickets.push((player, mm.enqueue(PlayerId(player), request, unix_ms()).await.unwrap().id));
+    }
+    assert_eq!(mm.run_round(unix_ms()).await.unwrap().matches, 6);
+    assert_eq!(registry.shards(unix_ms()).await.unwrap()[0].reserved, 6);
+
+    // kill -9: no deregistration; a new process of the same name starts at once.
+    agent.abort();
+    let _ = agent.await;
+    let second = ShardInfo { incarnation: 2, ..first };
+    let (agent, results, _drain) = start(second);
+    eventually("the new incarnation registers", || async {
+        registry.shards(unix_ms()).await.unwrap().first().is_some_and(|entry| entry.info.incarnation == 2)
+    })
+    .await;
+    assert_eq!(registry.shards(unix_ms()).await.unwrap()[0].free(), 10, "the dead process's slots are free");
+    assert_eq!(mm.run_round(unix_ms()).await.unwrap().aborted_matches, 6);
+    assert_eq!(mm.run_round(unix_ms()).await.unwrap().aborted_matches, 0, "reported once");
+    let reported = backends.bus.read_new("audit", "t", 100, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(reported.len(), 6);
+    assert!(reported.iter().all(|delivery| rally_matchmaker::engine::is_aborted(&delivery.result)));
+    for (player, ticket) in tickets {
+        let (_, receiver) = mm.watch(PlayerId(player), ticket).await.unwrap();
+        match receiver.borrow().clone() {
+            Some(TicketState::Aborted { reason, .. }) => assert!(reason.contains("restarted"), "{reason}"),
+            other => panic!("player {player}: {other:?}"),
+        }
+    }
+    drop(results);
+    within(agent).await.unwrap();
 }

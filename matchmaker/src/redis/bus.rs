@@ -3,7 +3,10 @@
 //! groups give at-least-once delivery; `XAUTOCLAIM` hands entries idle with a
 //! dead consumer to a live one. Reads poll without `BLOCK`, so they never tie
 //! up the shared multiplexed connection; an empty read waits a short while.
+//! A match's outcome is settled with `P:settled:<match id>` (a marker with a
+//! TTL) set and the entry appended in one script, so a match has one outcome.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rally_protocol::results::MatchResult;
@@ -15,6 +18,15 @@ use crate::error::BackendError;
 
 /// Longest pause between two polls of an empty stream.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// KEYS = the match's settled marker, the stream; ARGV = marker TTL ms, result JSON.
+/// Returns the entry id, or nil when the match was already settled.
+const SETTLE: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return false end
+return redis.call('XADD', KEYS[2], '*', 'result', ARGV[2])
+";
+
+static SETTLE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(SETTLE));
 
 /// The results bus on a Redis stream.
 #[derive(Clone, Debug)]
@@ -92,6 +104,19 @@ impl ResultsBus for RedisBus {
         self.redis
             .run(redis::cmd("XADD").arg(self.stream_key()).arg("*").arg("result").arg(json).query_async(&mut conn))
             .await
+    }
+
+    async fn settle(&self, result: &MatchResult) -> Result<Settlement, BackendError> {
+        let json = serde_json::to_string(result)?;
+        let mut invocation = SETTLE_SCRIPT.prepare_invoke();
+        invocation
+            .key(self.redis.key(&format!("settled:{}", result.match_id.0)))
+            .key(self.stream_key())
+            .arg(SETTLED_TTL.as_millis() as u64)
+            .arg(json);
+        let mut conn = self.redis.conn();
+        let id: Option<String> = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(id.map_or(Settlement::AlreadySettled, Settlement::Published))
     }
 
     async fn ensure_group(&self, group: &str) -> Result<(), BackendError> {

@@ -1,51 +1,91 @@
 //! The shard registry on Redis. Keys: `P:shards` (a sorted set of shard names
-//! scored by entry expiry, Unix ms), `P:shard:<name>` (a hash: `info` JSON,
-//! `capacity`, `draining`, `reserved`, `load` JSON) and `P:shard:<name>:m`
-//! (a hash of reserved matches: match id → record JSON). Every change that
-//! reads before it writes is one Lua script, so replicas can never reserve
-//! past capacity or reap one shard twice.
+//! scored by entry expiry, Unix ms on Redis's clock), `P:shard:<name>` (a hash:
+//! `info` JSON, `capacity`, `draining`, `reserved`, `load` JSON, `incarnation`,
+//! `ttl` ms), `P:shard:<name>:m` (a hash of reserved matches: match id → record
+//! JSON) and `P:orphans` (matches of replaced incarnations, match id → record
+//! JSON, until the next reap). Every change that reads before it writes is one
+//! Lua script, so replicas can never reserve past capacity or reap one shard
+//! twice.
+//!
+//! Leases are set and judged on Redis's own clock (`TIME` in each script), so
+//! the clocks of shard and matchmaker machines never matter. The registry
+//! remembers since when its calls have been succeeding (on the caller's
+//! `now_ms`): after an outage it reaps a lapsed shard only once it has been
+//! connected again for that shard's TTL, which gives every live shard a
+//! heartbeat's chance to take its entry back first.
+
+use std::sync::{Arc, Mutex};
 
 use rally_protocol::MatchId;
 use redis::Script;
 
 use super::RedisConnection;
 use crate::error::BackendError;
-use crate::registry::{ExpiredShard, MatchRecord, Reservation, ShardEntry, ShardInfo, ShardLoad, ShardRegistry};
+use crate::registry::{
+    ExpiredShard, Heartbeat, MatchRecord, Registration, Reservation, ShardEntry, ShardInfo, ShardLoad, ShardLoss,
+    ShardRegistry, restarted_shards,
+};
 
-/// KEYS[1] = shards, KEYS[2] = shard hash; ARGV = name, expiry, info, capacity.
-const REGISTER: &str = r"
-local alive = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not alive then
-  redis.call('DEL', KEYS[2], KEYS[2] .. ':m')
+/// Prepends `now`, Redis's clock in Unix ms, to a script's body.
+macro_rules! on_redis_time {
+    ($body:literal) => {
+        concat!(
+            "local clock = redis.call('TIME')\n",
+            "local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)\n",
+            $body
+        )
+    };
+}
+
+/// KEYS = shards, shard hash, its matches, orphans;
+/// ARGV = name, ttl, info, capacity, incarnation. Returns the matches orphaned.
+const REGISTER: &str = on_redis_time!(
+    r"
+local orphaned = 0
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[5] then
+    local held = redis.call('HGETALL', KEYS[3])
+    for i = 1, #held, 2 do
+      redis.call('HSET', KEYS[4], held[i], held[i + 1])
+    end
+    orphaned = #held / 2
+    redis.call('DEL', KEYS[2], KEYS[3])
+  end
+else
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
-redis.call('HSET', KEYS[2], 'info', ARGV[3], 'capacity', ARGV[4], 'draining', '0')
+redis.call('HSET', KEYS[2], 'info', ARGV[3], 'capacity', ARGV[4], 'draining', '0', 'incarnation', ARGV[5], 'ttl', ARGV[2])
 redis.call('HSETNX', KEYS[2], 'reserved', '0')
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-return 1
-";
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return orphaned
+"
+);
 
-/// KEYS[1] = shards, KEYS[2] = shard hash; ARGV = name, now, expiry, load.
-const HEARTBEAT: &str = r"
-local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not expires or tonumber(expires) < tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[2], 'load', ARGV[4])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-";
+/// KEYS = shards, shard hash; ARGV = name, ttl, load, incarnation.
+const HEARTBEAT: &str = on_redis_time!(
+    r"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'unknown' end
+if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[4] then return 'superseded' end
+redis.call('HSET', KEYS[2], 'load', ARGV[3], 'ttl', ARGV[2])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 'alive'
+"
+);
 
-/// KEYS[1] = shards, KEYS[2] = shard hash, KEYS[3] = its matches;
-/// ARGV = name, now, match id, record.
-const RESERVE: &str = r"
+/// KEYS = shards, shard hash, its matches; ARGV = name, match id, record.
+const RESERVE: &str = on_redis_time!(
+    r"
 local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not expires or tonumber(expires) < tonumber(ARGV[2]) then return 'gone' end
+if not expires or tonumber(expires) < now then return 'gone' end
 local fields = redis.call('HMGET', KEYS[2], 'draining', 'reserved', 'capacity')
 if fields[1] == '1' then return 'draining' end
 if tonumber(fields[2] or '0') >= tonumber(fields[3] or '0') then return 'full' end
-if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[4]) == 1 then
+if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'reserved', 1)
 end
 return 'ok'
-";
+"
+);
 
 /// KEYS[1] = shard hash, KEYS[2] = its matches; ARGV[1] = match id.
 const RELEASE: &str = r"
@@ -56,48 +96,61 @@ end
 return 0
 ";
 
-/// KEYS[1] = shards; ARGV[1] = now, ARGV[2] = key prefix.
-/// Returns {name, {match records…}} per expired shard.
-const REAP: &str = r"
-local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local out = {}
+/// KEYS = shards, orphans; ARGV = key prefix, how long the caller has been
+/// connected (ms). Returns {{name, {match records…}} per reaped shard, {orphaned records…}}.
+const REAP: &str = on_redis_time!(
+    r"
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local lapsed = {}
 for _, name in ipairs(names) do
-  local key = ARGV[2] .. ':shard:' .. name
-  local matches = redis.call('HVALS', key .. ':m')
-  redis.call('DEL', key, key .. ':m')
-  redis.call('ZREM', KEYS[1], name)
-  table.insert(out, {name, matches})
+  local key = ARGV[1] .. ':shard:' .. name
+  local ttl = tonumber(redis.call('HGET', key, 'ttl') or '0')
+  if ttl <= tonumber(ARGV[2]) then
+    local matches = redis.call('HVALS', key .. ':m')
+    redis.call('DEL', key, key .. ':m')
+    redis.call('ZREM', KEYS[1], name)
+    table.insert(lapsed, {name, matches})
+  end
 end
-return out
-";
+local orphans = redis.call('HVALS', KEYS[2])
+redis.call('DEL', KEYS[2])
+return {lapsed, orphans}
+"
+);
 
-/// KEYS[1] = shards, KEYS[2] = shard hash; ARGV[1] = name.
+/// KEYS[1] = shards, KEYS[2] = shard hash; ARGV = name, incarnation.
 const DEREGISTER: &str = r"
+if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[2] then return {} end
 local matches = redis.call('HVALS', KEYS[2] .. ':m')
 redis.call('DEL', KEYS[2], KEYS[2] .. ':m')
 redis.call('ZREM', KEYS[1], ARGV[1])
 return matches
 ";
 
-/// KEYS[1] = shards; ARGV[1] = now, ARGV[2] = key prefix.
+/// KEYS[1] = shards; ARGV[1] = key prefix.
 /// Returns {name, expiry, info, draining, reserved, load} per live shard.
-const LIST: &str = r"
-local entries = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
+const LIST: &str = on_redis_time!(
+    r"
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
 local out = {}
 for i = 1, #entries, 2 do
   local name = entries[i]
-  local fields = redis.call('HMGET', ARGV[2] .. ':shard:' .. name, 'info', 'draining', 'reserved', 'load')
+  local fields = redis.call('HMGET', ARGV[1] .. ':shard:' .. name, 'info', 'draining', 'reserved', 'load')
   if fields[1] then
     table.insert(out, {name, entries[i + 1], fields[1], fields[2] or '0', fields[3] or '0', fields[4] or ''})
   end
 end
 return out
-";
+"
+);
 
 /// The shard registry on Redis.
 #[derive(Clone)]
 pub struct RedisRegistry {
     redis: RedisConnection,
+    /// Since when (caller's `now_ms`) every call has succeeded; `None` after a
+    /// failure until the next success.
+    connected_since_ms: Arc<Mutex<Option<u64>>>,
     register: Script,
     heartbeat: Script,
     reserve: Script,
@@ -118,6 +171,7 @@ impl RedisRegistry {
     pub fn new(redis: RedisConnection) -> Self {
         Self {
             redis,
+            connected_since_ms: Arc::new(Mutex::new(None)),
             register: Script::new(REGISTER),
             heartbeat: Script::new(HEARTBEAT),
             reserve: Script::new(RESERVE),
@@ -139,6 +193,38 @@ impl RedisRegistry {
     fn matches_key(&self, name: &str) -> String {
         format!("{}:m", self.shard_key(name))
     }
+
+    fn orphans_key(&self) -> String {
+        self.redis.key("orphans")
+    }
+
+    fn connected_since(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        // Critical sections are single assignments.
+        self.connected_since_ms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one call, keeping track of whether Redis has been answering: a
+    /// failure ends the connected stretch, the next success at `now_ms` starts one.
+    async fn call<T>(
+        &self,
+        now_ms: Option<u64>,
+        operation: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BackendError> {
+        let outcome = self.redis.run(operation).await;
+        match &outcome {
+            Err(BackendError::Unavailable(_)) => *self.connected_since() = None,
+            Ok(_) => {
+                if let Some(now_ms) = now_ms {
+                    let mut since = self.connected_since();
+                    if since.is_none() {
+                        *since = Some(now_ms);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
 }
 
 fn decode_records(values: Vec<String>) -> Result<Vec<MatchRecord>, BackendError> {
@@ -150,61 +236,78 @@ fn decode_records(values: Vec<String>) -> Result<Vec<MatchRecord>, BackendError>
 
 #[tonic::async_trait]
 impl ShardRegistry for RedisRegistry {
-    async fn register(&self, info: &ShardInfo, ttl_ms: u64, now_ms: u64) -> Result<(), BackendError> {
+    async fn register(&self, info: &ShardInfo, ttl_ms: u64, now_ms: u64) -> Result<Registration, BackendError> {
         let mut invocation = self.register.prepare_invoke();
         invocation
             .key(self.shards_key())
             .key(self.shard_key(&info.name))
+            .key(self.matches_key(&info.name))
+            .key(self.orphans_key())
             .arg(&info.name)
-            .arg(now_ms.saturating_add(ttl_ms))
+            .arg(ttl_ms)
             .arg(serde_json::to_string(info)?)
-            .arg(info.capacity);
+            .arg(info.capacity)
+            .arg(info.incarnation);
         let mut conn = self.redis.conn();
-        self.redis.run(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
+        let orphaned: i64 = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
+        Ok(Registration { orphaned: usize::try_from(orphaned).unwrap_or(0) })
     }
 
-    async fn heartbeat(&self, name: &str, load: ShardLoad, ttl_ms: u64, now_ms: u64) -> Result<bool, BackendError> {
+    async fn heartbeat(
+        &self,
+        name: &str,
+        incarnation: u64,
+        load: ShardLoad,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Heartbeat, BackendError> {
         let mut invocation = self.heartbeat.prepare_invoke();
         invocation
             .key(self.shards_key())
             .key(self.shard_key(name))
             .arg(name)
-            .arg(now_ms)
-            .arg(now_ms.saturating_add(ttl_ms))
-            .arg(serde_json::to_string(&load)?);
+            .arg(ttl_ms)
+            .arg(serde_json::to_string(&load)?)
+            .arg(incarnation);
         let mut conn = self.redis.conn();
-        let alive: i64 = self.redis.run(invocation.invoke_async(&mut conn)).await?;
-        Ok(alive == 1)
+        let outcome: String = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
+        Ok(match outcome.as_str() {
+            "alive" => Heartbeat::Alive,
+            "superseded" => Heartbeat::Superseded,
+            _ => Heartbeat::Unknown,
+        })
     }
 
     async fn set_draining(&self, name: &str, draining: bool) -> Result<bool, BackendError> {
         let mut conn = self.redis.conn();
         let exists: bool =
-            self.redis.run(redis::cmd("EXISTS").arg(self.shard_key(name)).query_async(&mut conn)).await?;
+            self.call(None, redis::cmd("EXISTS").arg(self.shard_key(name)).query_async(&mut conn)).await?;
         if !exists {
             return Ok(false);
         }
         let value = if draining { "1" } else { "0" };
-        self.redis
-            .run(redis::cmd("HSET").arg(self.shard_key(name)).arg("draining").arg(value).query_async::<()>(&mut conn))
-            .await?;
+        self.call(
+            None,
+            redis::cmd("HSET").arg(self.shard_key(name)).arg("draining").arg(value).query_async::<()>(&mut conn),
+        )
+        .await?;
         Ok(true)
     }
 
-    async fn deregister(&self, name: &str) -> Result<Vec<MatchRecord>, BackendError> {
+    async fn deregister(&self, name: &str, incarnation: u64) -> Result<Vec<MatchRecord>, BackendError> {
         let mut invocation = self.deregister.prepare_invoke();
-        invocation.key(self.shards_key()).key(self.shard_key(name)).arg(name);
+        invocation.key(self.shards_key()).key(self.shard_key(name)).arg(name).arg(incarnation);
         let mut conn = self.redis.conn();
-        let values: Vec<String> = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let values: Vec<String> = self.call(None, invocation.invoke_async(&mut conn)).await?;
         decode_records(values)
     }
 
     async fn shards(&self, now_ms: u64) -> Result<Vec<ShardEntry>, BackendError> {
         let mut invocation = self.list.prepare_invoke();
-        invocation.key(self.shards_key()).arg(now_ms).arg(self.redis.prefix());
+        invocation.key(self.shards_key()).arg(self.redis.prefix());
         let mut conn = self.redis.conn();
         type Row = (String, String, String, String, String, String);
-        let rows: Vec<Row> = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let rows: Vec<Row> = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
         let mut entries = Vec::with_capacity(rows.len());
         for (_name, expires, info, draining, reserved, load) in rows {
             let info: ShardInfo = serde_json::from_str(&info)?;
@@ -228,11 +331,10 @@ impl ShardRegistry for RedisRegistry {
             .key(self.shard_key(shard))
             .key(self.matches_key(shard))
             .arg(shard)
-            .arg(now_ms)
             .arg(record.match_id.0)
             .arg(serde_json::to_string(record)?);
         let mut conn = self.redis.conn();
-        let outcome: String = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let outcome: String = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
         Ok(match outcome.as_str() {
             "ok" => Reservation::Reserved,
             "full" => Reservation::Full,
@@ -245,20 +347,26 @@ impl ShardRegistry for RedisRegistry {
         let mut invocation = self.release.prepare_invoke();
         invocation.key(self.shard_key(shard)).key(self.matches_key(shard)).arg(match_id.0);
         let mut conn = self.redis.conn();
-        let released: i64 = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let released: i64 = self.call(None, invocation.invoke_async(&mut conn)).await?;
         Ok(released == 1)
     }
 
     async fn reap_expired(&self, now_ms: u64) -> Result<Vec<ExpiredShard>, BackendError> {
+        // Not yet connected (a failure since): only orphans and shards with no TTL to wait out.
+        let connected_for_ms = self.connected_since().map_or(0, |since| now_ms.saturating_sub(since));
         let mut invocation = self.reap.prepare_invoke();
-        invocation.key(self.shards_key()).arg(now_ms).arg(self.redis.prefix());
+        invocation.key(self.shards_key()).key(self.orphans_key()).arg(self.redis.prefix()).arg(connected_for_ms);
         let mut conn = self.redis.conn();
-        let rows: Vec<(String, Vec<String>)> = self.redis.run(invocation.invoke_async(&mut conn)).await?;
-        let mut reaped = rows
+        type Reaped = (Vec<(String, Vec<String>)>, Vec<String>);
+        let (lapsed, orphans): Reaped = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
+        let mut reaped = lapsed
             .into_iter()
-            .map(|(name, matches)| Ok(ExpiredShard { name, matches: decode_records(matches)? }))
+            .map(|(name, matches)| {
+                Ok(ExpiredShard { name, loss: ShardLoss::Lapsed, matches: decode_records(matches)? })
+            })
             .collect::<Result<Vec<_>, BackendError>>()?;
-        reaped.sort_by(|a, b| a.name.cmp(&b.name));
+        reaped.extend(restarted_shards(decode_records(orphans)?));
+        reaped.sort_by(|a, b| a.name.cmp(&b.name).then(a.loss.cmp(&b.loss)));
         Ok(reaped)
     }
 }

@@ -99,6 +99,8 @@ pub fn shard(name: &str, region: &str, capacity: u32) -> ShardInfo {
         capacity,
         version: "test".into(),
         certificate_sha256: "ab".repeat(32),
+        // One process per name unless a test restarts it with another incarnation.
+        incarnation: 1,
     }
 }
 
