@@ -13,6 +13,9 @@
 //! `now_ms`): after an outage it reaps a lapsed shard only once it has been
 //! connected again for that shard's TTL, which gives every live shard a
 //! heartbeat's chance to take its entry back first.
+//!
+//! Needs Redis 5 or later: the scripts read `TIME` before they write, which
+//! relies on scripts replicating their effects.
 
 use std::sync::{Arc, Mutex};
 
