@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
-use rally_bot::queue::{QueueConfig, QueueStats, run_queue_bot};
+use rally_bot::queue::{QueueConfig, QueueStats, run_queue_bot_until};
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
 use rally_client::TransportKind;
 use rally_client::tls::ServerTrust;
@@ -68,6 +68,9 @@ pub struct BotPlayArgs {
     #[arg(long)]
     pub matches_per_bot: Option<u32>,
     /// New bots started per second (so that logins and handshakes do not all land at once).
+    /// A bot refused by the lobby's per-address sign-in limit waits what the
+    /// refusal names and tries again; to run more bots from one address than
+    /// the limit allows, have the lobby exempt it (`rally lobby --login-limit-exempt`).
     #[arg(long, default_value_t = 100.0)]
     pub ramp_per_sec: f64,
 }
@@ -176,13 +179,35 @@ fn play(args: BotPlayArgs) -> anyhow::Result<()> {
         let stats = Arc::new(QueueStats::default());
         let config = Arc::new(config);
         let mut bots = tokio::task::JoinSet::new();
+        // Ctrl-C stops the bots cleanly: each cancels a queued ticket and returns.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Registered before the first bot starts, so an early Ctrl-C is not fatal.
+        let interrupted = crate::common::shutdown_signal()?;
+        tokio::pin!(interrupted);
+        let mut stopping = false;
         let mut ramp = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp_per_sec.max(0.1)));
         for index in 0..args.count {
-            ramp.tick().await;
+            tokio::select! {
+                _ = ramp.tick() => {}
+                _ = &mut interrupted => {
+                    stopping = true;
+                    break;
+                }
+            }
             let (config, handle, stats) = (config.clone(), decider.handle(), stats.clone());
-            bots.spawn(async move { run_queue_bot(&config, index, handle, stats).await });
+            let mut stop = stop_rx.clone();
+            bots.spawn(async move {
+                let stop = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                run_queue_bot_until(&config, index, handle, stats, stop).await
+            });
         }
-        tracing::info!(bots = args.count, policy = args.policy.name(), "bots queueing");
+        tracing::info!(bots = bots.len(), policy = args.policy.name(), "bots queueing");
+        if stopping {
+            tracing::info!("interrupted; stopping the bots");
+            let _ = stop_tx.send(true);
+        }
         let mut report = tokio::time::interval(Duration::from_secs(10));
         let mut first_error = None;
         loop {
@@ -202,20 +227,26 @@ fn play(args: BotPlayArgs) -> anyhow::Result<()> {
                     matches = stats.matches.load(Ordering::Relaxed),
                     wins = stats.wins.load(Ordering::Relaxed),
                     failures = stats.failures.load(Ordering::Relaxed),
+                    aborted = stats.aborted.load(Ordering::Relaxed),
+                    resumed = stats.resumed.load(Ordering::Relaxed),
                     "bots"
                 ),
-                _ = tokio::signal::ctrl_c() => {
+                _ = &mut interrupted, if !stopping => {
                     tracing::info!("interrupted; stopping the bots");
-                    bots.abort_all();
+                    stopping = true;
+                    let _ = stop_tx.send(true);
                 }
             }
         }
         let decided = decider.finish();
         println!(
-            "{} matches, {} won, {} failures; {} decisions in {} calls (mean batch {:.1})",
+            "{} matches, {} won, {} failures, {} aborted by the matchmaker, {} seats resumed; \
+             {} decisions in {} calls (mean batch {:.1})",
             stats.matches.load(Ordering::Relaxed),
             stats.wins.load(Ordering::Relaxed),
             stats.failures.load(Ordering::Relaxed),
+            stats.aborted.load(Ordering::Relaxed),
+            stats.resumed.load(Ordering::Relaxed),
             decided.decisions,
             decided.calls,
             decided.batch_sizes.mean()

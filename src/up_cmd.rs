@@ -284,7 +284,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Drain: no new matches; bots finish the match they are in, then stop queueing.
     let _ = draining_tx.send(true);
     shard.drain();
-    let live = shard.live.clone();
     let report = shard.wait().await.context("draining the shard")?;
     tracing::info!("shard drained; stopping bots");
     let _ = stop_bots_tx.send(true);
@@ -321,7 +320,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!(
         "rally up stopped: {} matches finished ({} cut short), {} results applied to ratings, {} late ticks of {}",
-        live.matches_ended(),
+        // The shard's own count: the live figures stop at the last tick, before the matches cut at the deadline.
+        report.stats.matches_ended,
         report.aborted_matches,
         applied.stats().applied,
         report.late_ticks,

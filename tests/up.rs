@@ -33,10 +33,17 @@ struct Up {
 
 /// Starts `rally up` on `data_dir` with ephemeral ports and reads its addresses.
 fn start_up(data_dir: &std::path::Path, bots: u32) -> Up {
+    start_up_with(data_dir, bots, 1, 20)
+}
+
+/// [`start_up`] with matches to `points_to_win` and a drain deadline of `drain_timeout_s`.
+fn start_up_with(data_dir: &std::path::Path, bots: u32, points_to_win: u32, drain_timeout_s: u32) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rally"))
-        .args(["up", "--bots", &bots.to_string(), "--points-to-win", "1", "--bot-difficulty", "easy"])
+        .args(["up", "--bots", &bots.to_string(), "--points-to-win", &points_to_win.to_string()])
+        .args(["--bot-difficulty", "easy"])
         .args(["--lobby-addr", "127.0.0.1:0", "--matchmaker-addr", "127.0.0.1:0", "--shard-addr", "127.0.0.1:0"])
-        .args(["--udp-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "20"])
+        .args(["--udp-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--drain-timeout", &drain_timeout_s.to_string()])
         .args(["--status-interval", "1", "--ready-json", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -149,6 +156,7 @@ async fn rally_up_plays_matches_a_person_can_join_and_sigint_loses_nothing() {
         bot_mode: "pong-bot".into(),
         transport: rally_client::TransportKind::Udp,
         shard_udp: up.udp,
+        state_dir: Some(dir.path().join("play")),
     };
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
@@ -214,4 +222,117 @@ async fn rally_up_plays_matches_a_person_can_join_and_sigint_loses_nothing() {
     }
     assert!(after_restart.contains_key("casual-human"), "{after_restart:?}");
     assert!(tokio::task::spawn_blocking(move || sigint_and_wait(&mut again.child)).await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_cut_at_the_drain_deadline_count_among_those_rally_up_says_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long matches and no time to finish them: whatever runs at SIGINT is cut.
+    let mut up = start_up_with(dir.path(), 2, 1000, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = up.lines.recv_timeout(Duration::from_secs(120)).expect("rally up prints status lines");
+        if line.starts_with("[status] matches running 1 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bots' match never started");
+    }
+    let (status, said) = tokio::task::spawn_blocking(move || {
+        let status = sigint_and_wait(&mut up.child);
+        let said: Vec<String> = up.lines.try_iter().collect();
+        (status, said)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "rally up exited with {status:?}; it said {said:?}");
+    let last = said.iter().find(|line| line.starts_with("rally up stopped")).unwrap_or_else(|| panic!("{said:?}"));
+    // "rally up stopped: N matches finished (M cut short), ..."
+    let counts: Vec<u64> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|word| !word.is_empty())
+        .take(2)
+        .map(|number| number.parse().unwrap())
+        .collect();
+    let (ended, cut) = (counts[0], counts[1]);
+    assert!(cut >= 1, "the running match was cut at the deadline: {last}");
+    assert!(ended >= cut, "the matches cut short are among those that ended: {last}");
+}
+
+/// Logs in through `rally play`'s loop with `state_dir` as its seat store and
+/// returns the app, its key sender and the network task.
+async fn play_client(
+    up: &Up,
+    state_dir: &std::path::Path,
+    username: &str,
+    register: bool,
+) -> (App, mpsc::UnboundedSender<KeyEvent>, PlayLoop) {
+    let args = PlayArgs {
+        lobby: up.lobby.clone(),
+        matchmaker: up.matchmaker.clone(),
+        mode: "pong".into(),
+        bot_mode: "pong-bot".into(),
+        transport: rally_client::TransportKind::Quic,
+        shard_udp: up.udp,
+        state_dir: Some(state_dir.to_owned()),
+    };
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let net = tokio::spawn(rally::play::net::run(args, command_rx, event_tx));
+    let (key_tx, key_rx) = mpsc::unbounded_channel();
+    let app = App::new();
+    type_text(&key_tx, username);
+    key_tx.send(key(KeyCode::Tab)).unwrap();
+    type_text(&key_tx, "a long enough passphrase");
+    let enter = if register { KeyEvent::new(KeyCode::Char('r'), KeyModifiers::CONTROL) } else { key(KeyCode::Enter) };
+    key_tx.send(enter).unwrap();
+    (app, key_tx, PlayLoop { net, keys: key_rx, events: event_rx, commands: command_tx })
+}
+
+struct PlayLoop {
+    net: tokio::task::JoinHandle<anyhow::Result<()>>,
+    keys: mpsc::UnboundedReceiver<KeyEvent>,
+    events: mpsc::UnboundedReceiver<rally::play::app::NetEvent>,
+    commands: mpsc::UnboundedSender<AppCommand>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_rally_play_resumes_its_seat_instead_of_queueing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough matches that the restart lands in the middle of one.
+    let up = start_up_with(dir.path(), 0, 3, 20);
+    let state_dir = dir.path().join("play-state");
+
+    // The first client queues against a bot and is welcomed to a seat.
+    let (mut app, keys, mut play) = play_client(&up, &state_dir, "restarting-human", true).await;
+    play_until(&mut app, &mut play.keys, &mut play.events, &play.commands, 60, |app| app.screen_name() == "home").await;
+    keys.send(key(KeyCode::Char('b'))).unwrap();
+    play_until(&mut app, &mut play.keys, &mut play.events, &play.commands, 60, |app| {
+        app.screen_name() == "game" && app.status().starts_with("You defend")
+    })
+    .await;
+    let seat_files: Vec<_> = std::fs::read_dir(&state_dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(seat_files.len(), 1, "the seat is kept while the match runs: {seat_files:?}");
+    let held: rally::play::seat_file::HeldSeat =
+        serde_json::from_str(&std::fs::read_to_string(&seat_files[0]).unwrap()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&seat_files[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only its user reads the seat file: {mode:o}");
+    }
+
+    // The client dies mid-match (no Leave) and a new one starts and logs in.
+    play.net.abort();
+    let _ = play.net.await;
+    drop((app, keys));
+    let (mut app, _keys, mut play) = play_client(&up, &state_dir, "restarting-human", false).await;
+    // It takes the same seat back and plays that match to its end, without queueing.
+    play_until(&mut app, &mut play.keys, &mut play.events, &play.commands, 120, |app| app.screen_name() == "result")
+        .await;
+    let end = app.last_match_end().cloned().unwrap_or_else(|| panic!("no match end; status: {}", app.status()));
+    assert!(end.winner.is_some(), "the resumed match was played to its end: {end:?}");
+    assert!(!seat_files[0].exists(), "the seat file of match {} is removed when it ends", held.match_id);
+    play.net.abort();
+    let mut up = up;
+    assert!(tokio::task::spawn_blocking(move || sigint_and_wait(&mut up.child)).await.unwrap().success());
 }

@@ -88,34 +88,74 @@ pub async fn play_connection(
     style: BotStyle,
 ) -> anyhow::Result<BotMatch> {
     let mut connection = connection.into();
-    let welcome = connection.welcome().clone();
-    let encoder = ObsEncoder::new(&welcome.schema, welcome.seat, welcome.n_seats)?;
-    let mut handicap = Handicap::new(style.difficulty, style.seed);
-    let mut decisions = 0u64;
-    let mut current = Action::Stop;
-    while let Some(event) = connection.next_event().await {
-        match event {
-            ClientEvent::Snapshot(view) => {
-                let Some(obs) = encoder.encode(&view) else { continue };
-                let action = decider.decide(handicap.observe(obs)).await.context("deciding")?;
-                decisions += 1;
-                if action != current {
-                    connection.set_input(action.input());
-                    current = action;
-                }
-            }
-            ClientEvent::Ended(end) => {
-                connection.leave();
-                return Ok(BotMatch { seat: welcome.seat, end, decisions });
-            }
-            ClientEvent::Disconnected { reason, message } => {
-                bail!("the shard disconnected the bot: {reason:?} {message}")
-            }
-            _ => {}
-        }
+    let mut play = SeatPlay::new(&connection, style)?;
+    match play.play_on(&mut connection, decider).await? {
+        Played::Ended(result) => Ok(result),
+        Played::Dropped(why) => bail!("{why}"),
     }
-    match connection.close_reason() {
-        Some(reason) => bail!("the connection closed before the match ended: {reason}"),
-        None => bail!("the connection closed before the match ended"),
+}
+
+/// How play on one connection stopped.
+#[derive(Debug)]
+pub enum Played {
+    /// The match ended.
+    Ended(BotMatch),
+    /// The connection was lost (or the shard closed it) before the end: the
+    /// seat may be resumed within the welcome's grace window.
+    Dropped(String),
+}
+
+/// One bot's play of one seat, across the connections that carry it (a
+/// resumed connection continues the same handicap and counters).
+#[derive(Debug)]
+pub struct SeatPlay {
+    welcome: rally_protocol::control::Welcome,
+    encoder: ObsEncoder,
+    handicap: Handicap,
+    decisions: u64,
+}
+
+impl SeatPlay {
+    /// Play of the seat `connection` was welcomed to.
+    pub fn new(connection: &Connection, style: BotStyle) -> anyhow::Result<Self> {
+        let welcome = connection.welcome().clone();
+        let encoder = ObsEncoder::new(&welcome.schema, welcome.seat, welcome.n_seats)?;
+        Ok(Self { welcome, encoder, handicap: Handicap::new(style.difficulty, style.seed), decisions: 0 })
+    }
+
+    /// Plays on `connection` until the match ends or the connection drops.
+    /// Errors are the bot's own (its decider failed).
+    pub async fn play_on(&mut self, connection: &mut Connection, decider: &DeciderHandle) -> anyhow::Result<Played> {
+        let mut current = Action::Stop;
+        while let Some(event) = connection.next_event().await {
+            match event {
+                ClientEvent::Snapshot(view) => {
+                    let Some(obs) = self.encoder.encode(&view) else { continue };
+                    let action = decider.decide(self.handicap.observe(obs)).await.context("deciding")?;
+                    self.decisions += 1;
+                    if action != current {
+                        connection.set_input(action.input());
+                        current = action;
+                    }
+                }
+                ClientEvent::Ended(end) => {
+                    connection.leave();
+                    return Ok(Played::Ended(BotMatch { seat: self.welcome.seat, end, decisions: self.decisions }));
+                }
+                ClientEvent::Disconnected { reason, message } => {
+                    return Ok(Played::Dropped(format!("the shard disconnected the bot: {reason:?} {message}")));
+                }
+                _ => {}
+            }
+        }
+        Ok(Played::Dropped(match connection.close_reason() {
+            Some(reason) => format!("the connection closed before the match ended: {reason}"),
+            None => "the connection closed before the match ended".to_owned(),
+        }))
+    }
+
+    /// How long after a drop the shard holds the seat.
+    pub fn resume_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.welcome.resume_grace_ms))
     }
 }

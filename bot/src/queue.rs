@@ -5,6 +5,13 @@
 //! Both go through the same public services a person's client uses: the lobby's
 //! Auth gRPC service, the matchmaker's gRPC service
 //! ([`rally_matchmaker::player::PlayerClient`]) and the shard's QUIC protocol.
+//!
+//! A queueing bot recovers by itself: a refused login (rate limit, the lobby's
+//! database down) is retried with backoff and jitter, honouring the lobby's
+//! retry hint; a dropped connection resumes the seat with the welcome's resume
+//! credential within its grace window; and the ticket stays watched during
+//! the match, so when the matchmaker reports it ABORTED (its shard was lost)
+//! the bot drops the connection and queues again at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,14 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rally_client::Transport;
 use rally_client::tls::ServerTrust;
-use rally_matchmaker::player::{PlayerClient, QueueOutcome, channel, seat_of};
+use rally_client::{ConnectConfig, ConnectError, Connection, Transport};
+use rally_matchmaker::player::{
+    Backoff, PlayerClient, QueueOutcome, RetryPolicy, TicketWatch, lazy_channel, retry_hint, seat_of,
+};
 use rally_matchmaker::{BotFill, BotSeat};
 use rally_protocol::PlayerId;
+use rally_protocol::control::{ClientHello, RefuseReason};
 
 use crate::difficulty::Difficulty;
-use crate::driver::{BotMatch, BotStyle, SeatTicket, bot_endpoint, play_with_token};
+use crate::driver::{BotMatch, BotStyle, Played, SeatPlay, SeatTicket, bot_endpoint};
 use crate::runner::DeciderHandle;
 
 /// Where the platform's services are, and how the bots play.
@@ -51,6 +61,11 @@ pub struct QueueStats {
     pub wins: AtomicU64,
     /// Queue, connection or match failures (each followed by a retry).
     pub failures: AtomicU64,
+    /// Matches the matchmaker reported aborted (their shard was lost) while
+    /// the bot played them; it queued again at once.
+    pub aborted: AtomicU64,
+    /// Dropped connections whose seat the bot took back with its resume credential.
+    pub resumed: AtomicU64,
 }
 
 /// Resolves `host:port` (as the matchmaker's assignment gives it) to a socket address.
@@ -62,41 +77,153 @@ async fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("the shard address {address:?} resolves to nothing"))
 }
 
-/// Plays one assigned seat (trusting the shard by the certificate hash it came with).
+/// Plays one assigned seat (trusting the shard by the certificate hash it
+/// came with), resuming it after a dropped connection.
 async fn play_assigned(
     shard_address: &str,
     certificate_sha256: &str,
     token: Vec<u8>,
     decider: &DeciderHandle,
     style: BotStyle,
+    stats: &QueueStats,
 ) -> anyhow::Result<BotMatch> {
     let addr = resolve(shard_address).await?;
     let endpoint = bot_endpoint(&ServerTrust::Fingerprint(certificate_sha256.to_owned()))?;
+    let transport = Transport::Quic(endpoint.clone());
     let ticket = SeatTicket { addr, server_name: "localhost".into(), token };
-    let result = play_with_token(&Transport::Quic(endpoint.clone()), &ticket, decider, style).await;
+    let result = play_resuming(&transport, &ticket, decider, style, stats).await;
     endpoint.close(0u32.into(), b"match over");
     result
 }
 
+/// Connects with `ticket` and plays to the end of the match; a connection
+/// lost before the end is replaced by one that resumes the seat, until the
+/// shard's grace window has passed or it refuses the credential.
+pub async fn play_resuming(
+    transport: &Transport,
+    ticket: &SeatTicket,
+    decider: &DeciderHandle,
+    style: BotStyle,
+    stats: &QueueStats,
+) -> anyhow::Result<BotMatch> {
+    let mut config = ConnectConfig::new(ticket.addr);
+    config.server_name.clone_from(&ticket.server_name);
+    let hello = ClientHello::Connect { token: ticket.token.clone() };
+    let mut connection = Connection::connect(transport, &config, &hello).await?;
+    let mut play = SeatPlay::new(&connection, style)?;
+    loop {
+        let why = match play.play_on(&mut connection, decider).await? {
+            Played::Ended(result) => return Ok(result),
+            Played::Dropped(why) => why,
+        };
+        let credential = connection.resume_credential();
+        drop(connection);
+        connection = resume_seat(transport, &config, &credential, play.resume_grace())
+            .await
+            .with_context(|| format!("{why}; resuming the seat failed"))?;
+        stats.resumed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%why, "resumed the seat");
+    }
+}
+
+/// Connects with a resume `credential`, retrying with backoff for up to
+/// `grace` (the seat is held that long); a refusal of the credential is final.
+pub async fn resume_seat(
+    transport: &Transport,
+    config: &ConnectConfig,
+    credential: &ClientHello,
+    grace: Duration,
+) -> Result<Connection, ConnectError> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut backoff = Backoff::new(RetryPolicy {
+        max_attempts: None,
+        first_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    });
+    loop {
+        let mut attempt = config.clone();
+        attempt.connect_timeout = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .clamp(Duration::from_millis(100), config.connect_timeout);
+        match Connection::connect(transport, &attempt, credential).await {
+            Ok(connection) => return Ok(connection),
+            Err(ConnectError::Refused(refusal))
+                if matches!(refusal.reason, RefuseReason::ResumeRefused | RefuseReason::ResumeExpired) =>
+            {
+                return Err(ConnectError::Refused(refusal));
+            }
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            Err(err) => {
+                tracing::debug!(error = %err, "resume attempt failed; retrying");
+                tokio::time::sleep(backoff.next_delay(None)).await;
+            }
+        }
+    }
+}
+
 /// One bot: registers or logs in as `<prefix>-<index>`, then queues and plays,
-/// again and again. Failures are counted and retried after a pause; it returns when
-/// it has played its matches, or with an error if it cannot log in.
+/// again and again, until it has played its matches. Failures are counted and
+/// retried after a pause (a refused login too, after the wait it names).
 pub async fn run_queue_bot(
     config: &QueueConfig,
     index: u32,
     decider: DeciderHandle,
     stats: Arc<QueueStats>,
 ) -> anyhow::Result<()> {
-    let lobby = channel(&config.lobby_url).await?;
-    let matchmaker = channel(&config.matchmaker_url).await?;
+    run_queue_bot_until(config, index, decider, stats, std::future::pending()).await
+}
+
+/// [`run_queue_bot`] that also stops, with `Ok`, once `stop` completes: a
+/// queued ticket is cancelled first; a match in play is dropped.
+pub async fn run_queue_bot_until(
+    config: &QueueConfig,
+    index: u32,
+    decider: DeciderHandle,
+    stats: Arc<QueueStats>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stop);
     let username = format!("{}-{index}", config.username_prefix);
-    let mut player = PlayerClient::register_or_login(lobby, matchmaker, &username, &config.password)
-        .await
-        .map_err(|status| anyhow::anyhow!("logging in as {username}: {}", status.message()))?;
+    // Lazy channels: a lobby or matchmaker that is not up yet is a refusal to retry, not the end.
+    let lobby = lazy_channel(&config.lobby_url)?;
+    let matchmaker = lazy_channel(&config.matchmaker_url)?;
+    let login = PlayerClient::register_or_login_retrying(
+        lobby,
+        matchmaker,
+        &username,
+        &config.password,
+        RetryPolicy::forever(),
+    );
+    let mut player = tokio::select! {
+        player = login => player.map_err(|status| anyhow::anyhow!("logging in as {username}: {}", status.message()))?,
+        () = &mut stop => return Ok(()),
+    };
     let mut played = 0u32;
     let mut seed = u64::from(index) << 32;
+    let mut backoff = Backoff::new(RetryPolicy::forever());
     while config.matches_per_bot.is_none_or(|limit| played < limit) {
-        let outcome = player.queue(&config.mode).await;
+        let queued = tokio::select! {
+            queued = queue(&mut player, &config.mode) => queued,
+            () = &mut stop => return Ok(()),
+        };
+        let (ticket, mut watch) = match queued {
+            Ok(queued) => queued,
+            Err(status) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%username, code = ?status.code(), message = status.message(), "queueing failed");
+                tokio::time::sleep(backoff.next_delay(retry_hint(&status))).await;
+                continue;
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = watch.outcome() => outcome,
+            () = &mut stop => {
+                if let Err(status) = player.cancel(&ticket).await {
+                    tracing::debug!(%username, message = status.message(), "cancelling the ticket on stop");
+                }
+                return Ok(());
+            }
+        };
         let assignment = match outcome {
             Ok(QueueOutcome::Matched(assignment)) => assignment,
             Ok(QueueOutcome::Ended { state, reason }) => {
@@ -106,24 +233,34 @@ pub async fn run_queue_bot(
             Err(status) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%username, code = ?status.code(), message = status.message(), "queueing failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff.next_delay(retry_hint(&status))).await;
                 continue;
             }
         };
+        backoff.reset();
         let Some(seat) = seat_of(&assignment, player.player_id()) else {
             bail!("the matchmaker's assignment for match {} has no seat for {username}", assignment.match_id);
         };
         seed += 1;
         let style = BotStyle { difficulty: config.difficulty, seed };
-        match play_assigned(
+        let play = play_assigned(
             &assignment.shard_address,
             &assignment.certificate_sha256,
             seat.connect_token.clone(),
             &decider,
             style,
-        )
-        .await
-        {
+            &stats,
+        );
+        let result = tokio::select! {
+            result = play => result,
+            reason = watch.aborted() => {
+                stats.aborted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%username, match_id = assignment.match_id, %reason, "match aborted; queueing again");
+                continue;
+            }
+            () = &mut stop => return Ok(()),
+        };
+        match result {
             Ok(result) => {
                 played += 1;
                 stats.matches.fetch_add(1, Ordering::Relaxed);
@@ -132,11 +269,18 @@ pub async fn run_queue_bot(
             Err(err) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%username, error = %format!("{err:#}"), "match failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff.next_delay(None)).await;
             }
         }
     }
     Ok(())
+}
+
+/// Enqueues and starts watching the ticket.
+async fn queue(player: &mut PlayerClient, mode: &str) -> Result<(String, TicketWatch), tonic::Status> {
+    let ticket = player.enqueue(mode).await?;
+    let watch = player.watch(&ticket).await?;
+    Ok((ticket, watch))
 }
 
 /// The matchmaker's bot-fill hook: hands out bot player ids and plays every bot
@@ -241,8 +385,15 @@ impl BotFill for BotFiller {
         let playing = self.playing.clone();
         let seat_done = self.seat_done.clone();
         self.runtime.spawn(async move {
-            let result =
-                play_assigned(&seat.shard_address, &seat.certificate_sha256, seat.connect_token, &decider, style).await;
+            let result = play_assigned(
+                &seat.shard_address,
+                &seat.certificate_sha256,
+                seat.connect_token,
+                &decider,
+                style,
+                &stats,
+            )
+            .await;
             match result {
                 Ok(result) => {
                     stats.matches.fetch_add(1, Ordering::Relaxed);

@@ -2,14 +2,44 @@
 //! PostgreSQL, chosen by URL. Queries use `$N` placeholders and SQL both
 //! dialects accept (`RETURNING`, `ON CONFLICT DO NOTHING`), so each query is
 //! written once; [`with_tx!`] expands a body once per backend.
+//!
+//! Every call fails fast while the database is down or stuck rather than
+//! holding the caller: a connection is waited for at most [`ACQUIRE_TIMEOUT`],
+//! a PostgreSQL statement runs at most [`STATEMENT_TIMEOUT`], and SQLite waits
+//! at most [`SQLITE_BUSY_TIMEOUT`] for a lock. Those failures reach clients as
+//! `UNAVAILABLE` with a retry hint (see [`crate::error`]); the pool reconnects
+//! on its own once the database is back (each connection is checked before use).
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::error::LobbyError;
+
+/// Longest wait for a pooled connection (including connecting a new one).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest a PostgreSQL statement may run (`statement_timeout`, set on every connection).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest SQLite waits for another connection's lock.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `options` with the lobby's statement timeout.
+fn pg_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("statement_timeout", format!("{}ms", STATEMENT_TIMEOUT.as_millis()))])
+}
+
+fn pg_pool(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+fn sqlite_pool() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT)
+}
 
 /// A pool on one of the two supported backends.
 #[derive(Debug, Clone)]
@@ -28,11 +58,12 @@ impl Db {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .foreign_keys(true);
-            Self::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(options).await?)
+                .foreign_keys(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            Self::Sqlite(sqlite_pool().connect_with(options).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?;
-            Self::Postgres(PgPoolOptions::new().max_connections(16).connect_with(options).await?)
+            let options = pg_options(PgConnectOptions::from_str(url)?);
+            Self::Postgres(pg_pool(16).connect_with(options).await?)
         } else {
             return Err(LobbyError::invalid(
                 "database url",
@@ -50,15 +81,19 @@ impl Db {
     /// relying on the tables.
     pub async fn connect_read_only(url: &str) -> Result<Self, LobbyError> {
         if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?.read_only(true).create_if_missing(false);
+            let options = SqliteConnectOptions::from_str(url)?
+                .read_only(true)
+                .create_if_missing(false)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
             let path = options.get_filename();
             if !path.exists() {
                 return Err(LobbyError::NotFound(format!("there is no SQLite file at {}", path.display())));
             }
-            Ok(Self::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(options).await?))
+            Ok(Self::Sqlite(sqlite_pool().connect_with(options).await?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?.options([("default_transaction_read_only", "on")]);
-            Ok(Self::Postgres(PgPoolOptions::new().max_connections(4).connect_with(options).await?))
+            let options =
+                pg_options(PgConnectOptions::from_str(url)?).options([("default_transaction_read_only", "on")]);
+            Ok(Self::Postgres(pg_pool(4).connect_with(options).await?))
         } else {
             Err(LobbyError::invalid(
                 "database url",

@@ -1,6 +1,21 @@
 //! The lobby's one error type and its mapping to gRPC status codes.
+//!
+//! Refusals a client should retry carry a hint: `RESOURCE_EXHAUSTED` (a rate
+//! limit) and `UNAVAILABLE` (the database is unreachable or too slow) come with
+//! [`RETRY_AFTER_MS_METADATA`], the milliseconds to wait, as well as saying it
+//! in the message.
 
 use std::time::Duration;
+
+/// Response metadata naming how many milliseconds to wait before retrying
+/// (decimal ASCII), on `RESOURCE_EXHAUSTED` and `UNAVAILABLE` refusals.
+pub const RETRY_AFTER_MS_METADATA: &str = "retry-after-ms";
+
+/// How long a client is told to wait when the database is unavailable.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The message of every refusal caused by an unreachable or too slow database.
+pub const STORAGE_UNAVAILABLE_MESSAGE: &str = "the database is unavailable; retry in a few seconds";
 
 /// Why an access token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +91,15 @@ impl LobbyError {
     }
 }
 
+/// `status` with the [`RETRY_AFTER_MS_METADATA`] hint.
+fn with_retry_after(mut status: tonic::Status, retry_after: Duration) -> tonic::Status {
+    let millis = retry_after.as_millis().max(1).to_string();
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from(millis) {
+        status.metadata_mut().insert(RETRY_AFTER_MS_METADATA, value);
+    }
+    status
+}
+
 impl From<LobbyError> for tonic::Status {
     fn from(err: LobbyError) -> Self {
         let message = err.to_string();
@@ -87,10 +111,12 @@ impl From<LobbyError> for tonic::Status {
             LobbyError::NotFound(_) => tonic::Status::not_found(message),
             LobbyError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             LobbyError::Unavailable(_) => tonic::Status::unavailable(message),
-            LobbyError::RateLimited { .. } => tonic::Status::resource_exhausted(message),
+            LobbyError::RateLimited { retry_after, .. } => {
+                with_retry_after(tonic::Status::resource_exhausted(message), retry_after)
+            }
             LobbyError::Storage(ref source) => {
                 tracing::warn!(error = %source, "storage error");
-                tonic::Status::unavailable("storage unavailable; retry shortly")
+                with_retry_after(tonic::Status::unavailable(STORAGE_UNAVAILABLE_MESSAGE), STORAGE_RETRY_AFTER)
             }
             LobbyError::Migrate(_) | LobbyError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");

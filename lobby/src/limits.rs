@@ -1,12 +1,18 @@
 //! Rate limits (governor): per IP on Register/Login, per account on Login and
-//! chat sends. A refusal carries how long to wait.
+//! chat sends. A refusal carries how long to wait: at least 1 ms, rounded up,
+//! measured on the limiter's own clock, so waiting that long is enough.
+//!
+//! Networks an operator trusts (a bot farm's, a NAT gateway's) can be exempt
+//! from the per-IP limit ([`LobbyLimitsConfig::auth_per_ip_exempt`]); the
+//! per-account limit still applies to them.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::str::FromStr;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::LobbyError;
@@ -33,11 +39,81 @@ impl RateLimitConfig {
     }
 }
 
-/// All of the lobby's rate limits.
+/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`), or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    /// The address with the host bits cleared.
+    network: IpAddr,
+    /// Leading bits that must match.
+    prefix_len: u8,
+}
+
+impl IpNetwork {
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => mask_v4(u32::from(ip), self.prefix_len) == u32::from(network),
+            (IpAddr::V6(network), IpAddr::V6(ip)) => mask_v6(u128::from(ip), self.prefix_len) == u128::from(network),
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(bits: u32, prefix_len: u8) -> u32 {
+    if prefix_len == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(prefix_len))) }
+}
+
+fn mask_v6(bits: u128, prefix_len: u8) -> u128 {
+    if prefix_len == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix_len))) }
+}
+
+impl FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let (address, prefix_len) = match text.split_once('/') {
+            Some((address, prefix_len)) => (address, Some(prefix_len)),
+            None => (text, None),
+        };
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP network (expected e.g. 10.0.0.0/8, fd00::/8 or 192.0.2.7)"))?;
+        let max_len = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix_len {
+            None => max_len,
+            Some(len) => len
+                .parse::<u8>()
+                .ok()
+                .filter(|len| *len <= max_len)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max_len}"))?,
+        };
+        let network = match address {
+            IpAddr::V4(v4) => IpAddr::V4(mask_v4(u32::from(v4), prefix_len).into()),
+            IpAddr::V6(v6) => IpAddr::V6(mask_v6(u128::from(v6), prefix_len).into()),
+        };
+        Ok(Self { network, prefix_len })
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+/// All of the lobby's rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LobbyLimitsConfig {
     /// Register and Login attempts per client IP.
     pub auth_per_ip: RateLimitConfig,
+    /// Client networks exempt from `auth_per_ip` (`rally lobby --login-limit-exempt`):
+    /// an operator's bot farm or load generator behind one address. Empty by default.
+    pub auth_per_ip_exempt: Vec<IpNetwork>,
     /// Login attempts per username (slows password guessing from many IPs).
     pub login_per_account: RateLimitConfig,
     /// Chat messages per sender.
@@ -54,6 +130,7 @@ impl Default for LobbyLimitsConfig {
         }
         Self {
             auth_per_ip: RateLimitConfig::new(nz(30), Duration::from_secs(1)),
+            auth_per_ip_exempt: Vec::new(),
             login_per_account: RateLimitConfig::new(nz(10), Duration::from_secs(6)),
             chat_send_per_account: RateLimitConfig::new(nz(10), Duration::from_millis(500)),
         }
@@ -76,10 +153,109 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub(crate) fn check(&self, key: &K) -> Result<(), LobbyError> {
         self.inner.check_key(key).map_err(|not_until| LobbyError::RateLimited {
             what: self.what,
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            retry_after: retry_after(not_until.wait_time_from(self.inner.clock().now())),
         })
     }
 }
 
-/// Per-IP limiter type.
-pub(crate) type IpLimiter = Limiter<IpAddr>;
+/// The wait a refusal names: the limiter's wait rounded up to whole
+/// milliseconds and at least 1 ms (a wait under 1 ms used to read "retry
+/// after 0 ms", and a client that retried at once was refused again).
+fn retry_after(wait: Duration) -> Duration {
+    let millis = wait.as_nanos().div_ceil(1_000_000).max(1);
+    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+}
+
+/// The per-IP limiter, with the networks it does not limit.
+#[derive(Debug)]
+pub(crate) struct IpLimiter {
+    limiter: Limiter<IpAddr>,
+    exempt: Vec<IpNetwork>,
+}
+
+impl IpLimiter {
+    /// The per-IP limit of `limits` (`auth_per_ip`, sparing `auth_per_ip_exempt`).
+    pub(crate) fn new(what: &'static str, limits: &LobbyLimitsConfig) -> Self {
+        Self { limiter: Limiter::new(what, limits.auth_per_ip), exempt: limits.auth_per_ip_exempt.clone() }
+    }
+
+    /// Takes one token for `ip` unless its network is exempt, or says how long to wait.
+    pub(crate) fn check(&self, ip: &IpAddr) -> Result<(), LobbyError> {
+        if self.exempt.iter().any(|network| network.contains(*ip)) {
+            return Ok(());
+        }
+        self.limiter.check(ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal_wait(result: Result<(), LobbyError>) -> Duration {
+        match result {
+            Err(LobbyError::RateLimited { retry_after, .. }) => retry_after,
+            other => panic!("expected a rate-limit refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_a_wait_of_at_least_one_millisecond_that_is_enough() {
+        // One request, earned back every 200 µs: the true wait is under 1 ms.
+        let limiter = Limiter::new("test", RateLimitConfig::new(NonZeroU32::MIN, Duration::from_micros(200)));
+        assert!(limiter.check(&1_u8).is_ok());
+        let wait = refusal_wait(limiter.check(&1_u8));
+        assert_eq!(wait, Duration::from_millis(1), "rounded up to one whole millisecond");
+        let message = refusal_wait_message(&limiter);
+        assert!(!message.contains("retry after 0 ms"), "{message}");
+        // Waiting what the refusal says is enough.
+        std::thread::sleep(wait);
+        assert!(limiter.check(&1_u8).is_ok());
+    }
+
+    fn refusal_wait_message(limiter: &Limiter<u8>) -> String {
+        match limiter.check(&1_u8) {
+            Err(err) => err.to_string(),
+            Ok(()) => "retry after 1 ms (no refusal)".to_owned(),
+        }
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_milliseconds() {
+        assert_eq!(retry_after(Duration::ZERO), Duration::from_millis(1));
+        assert_eq!(retry_after(Duration::from_micros(1)), Duration::from_millis(1));
+        assert_eq!(retry_after(Duration::from_micros(1500)), Duration::from_millis(2));
+        assert_eq!(retry_after(Duration::from_millis(3)), Duration::from_millis(3));
+    }
+
+    #[test]
+    fn exempt_networks_skip_the_per_ip_limit_and_others_do_not() {
+        let limits = LobbyLimitsConfig {
+            auth_per_ip: RateLimitConfig::new(NonZeroU32::MIN, Duration::from_secs(3600)),
+            auth_per_ip_exempt: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            ..LobbyLimitsConfig::default()
+        };
+        let limiter = IpLimiter::new("sign-ins", &limits);
+        for ip in ["10.1.2.3", "10.255.0.1", "fd12::1", "::ffff:10.9.9.9"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            for _ in 0..5 {
+                assert!(limiter.check(&ip).is_ok(), "{ip} is exempt");
+            }
+        }
+        let outside: IpAddr = "11.0.0.1".parse().unwrap();
+        assert!(limiter.check(&outside).is_ok());
+        assert!(limiter.check(&outside).is_err(), "11.0.0.1 is limited");
+    }
+
+    #[test]
+    fn networks_parse_and_refuse_nonsense() {
+        let network: IpNetwork = "10.1.2.3/8".parse().unwrap();
+        assert_eq!(network.to_string(), "10.0.0.0/8");
+        assert_eq!("192.0.2.7".parse::<IpNetwork>().unwrap().to_string(), "192.0.2.7/32");
+        assert!("0.0.0.0/0".parse::<IpNetwork>().unwrap().contains("203.0.113.9".parse().unwrap()));
+        assert!(!"10.0.0.0/8".parse::<IpNetwork>().unwrap().contains("fd00::1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "fd00::/129", "ten/8", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<IpNetwork>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -57,6 +57,8 @@ pub enum NetEvent {
     QueueCancelled(String),
     /// A match was found; connecting to the shard.
     Matched { shard: String },
+    /// The matchmaker lost the match's shard; queued again (the reason, for the screen).
+    Requeued(String),
     /// An event of the running match's session.
     Game(ClientEvent),
     /// The match is over and the connection closed; `rating` is the new rating when known.
@@ -343,6 +345,10 @@ impl App {
                     shard,
                     rating_before: self.rating(),
                 }));
+            }
+            NetEvent::Requeued(why) => {
+                self.status = why;
+                self.screen = Screen::Queued { against_bot: false };
             }
             NetEvent::Game(event) => self.handle_game_event(now, event),
             NetEvent::MatchOver { rating } => {

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod court;
 pub mod net;
+pub mod seat_file;
 pub mod ui;
 
 use std::time::{Duration, Instant};

@@ -1,8 +1,16 @@
 //! The network side of `rally play`: lobby (Auth, Profile, Chat), matchmaker
 //! and shard. It takes [`Command`]s from the app and answers with [`NetEvent`]s;
 //! every failure becomes an [`NetEvent::Error`] with a message a person can act on.
+//!
+//! A match survives the network and the client: a dropped connection resumes
+//! the seat with the welcome's credential within the shard's grace window; the
+//! credential is kept in a [`SeatFile`] while the match runs, so a restarted
+//! `rally play` resumes right after logging in; and the ticket stays watched,
+//! so when the matchmaker reports the match ABORTED (its shard was lost) the
+//! client drops the connection and queues again at once.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +26,7 @@ use rally_protocol::control::ClientHello;
 use tokio::sync::mpsc;
 
 use super::app::{Command, NetEvent};
+use super::seat_file::{HeldSeat, SeatFile};
 
 /// A logged-in player.
 type Session = PlayerClient;
@@ -49,6 +58,11 @@ pub struct PlayArgs {
     /// The shard's raw UDP address, for --transport udp (the matchmaker names only its QUIC address).
     #[arg(long, default_value = "127.0.0.1:7103", env = "RALLY_SHARD_UDP")]
     pub shard_udp: SocketAddr,
+    /// Where the seat of a running match is kept (a 0600 file, removed when the
+    /// match ends), so a restarted client resumes it [default:
+    /// $XDG_STATE_HOME/rally, else ~/.local/state/rally].
+    #[arg(long, env = "RALLY_PLAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A gRPC status as a person reads it.
@@ -66,31 +80,47 @@ pub async fn run(
     events: mpsc::UnboundedSender<NetEvent>,
 ) -> anyhow::Result<()> {
     let mut session: Option<Session> = None;
-    let mut game: Option<tokio::task::JoinHandle<()>> = None;
+    // Aborted with this task, so a stopped client leaves no match playing behind it.
+    let mut game = GameTask(None);
     let mut ticket: Option<String> = None;
     let (input_tx, input_rx) = tokio::sync::watch::channel(rally_sim::pong::INPUT_STOP);
     let mut input_rx = Some(input_rx);
     let (leave_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let (ticket_tx, mut ticket_rx) = mpsc::unbounded_channel::<String>();
+    let seats = SeatFile::new(args.state_dir.clone().or_else(SeatFile::default_dir));
     loop {
         let command = tokio::select! {
             command = commands.recv() => command,
             Some(id) = ticket_rx.recv() => { ticket = Some(id); continue; }
         };
         let Some(command) = command else { return Ok(()) };
+        let register = matches!(command, Command::Register { .. });
         match command {
             Command::Quit => return Ok(()),
             Command::Register { username, password } | Command::Login { username, password } if session.is_some() => {
                 let _ = (username, password);
             }
-            Command::Register { username, password } => match login(&args, &username, &password, true).await {
-                Ok(new) => session = Some(start_session(new, &events)),
-                Err(message) => send(&events, NetEvent::Error(message)),
-            },
-            Command::Login { username, password } => match login(&args, &username, &password, false).await {
-                Ok(new) => session = Some(start_session(new, &events)),
-                Err(message) => send(&events, NetEvent::Error(message)),
-            },
+            Command::Register { username, password } | Command::Login { username, password } => {
+                match login(&args, &username, &password, register).await {
+                    Ok(new) => {
+                        let new = start_session(new, &events);
+                        // A seat held when the last client stopped: take it back first.
+                        if let Some(held) = seats.load(new.player_id()) {
+                            let (events, seats, session) = (events.clone(), seats.clone(), new.clone());
+                            let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
+                            let leave = leave_tx.subscribe();
+                            game.0 = Some(tokio::spawn(async move {
+                                let mut play = Play { session, events: &events, input, leave, seats };
+                                if let Err(err) = play.resume_held(held).await {
+                                    send(&events, NetEvent::Error(format!("{err:#}")));
+                                }
+                            }));
+                        }
+                        session = Some(new);
+                    }
+                    Err(message) => send(&events, NetEvent::Error(message)),
+                }
+            }
             Command::Refresh => {
                 if let Some(session) = &session {
                     refresh(session, &events).await;
@@ -112,8 +142,10 @@ pub async fn run(
                 let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
                 let leave = leave_tx.subscribe();
                 let ticket_tx = ticket_tx.clone();
-                game = Some(tokio::spawn(async move {
-                    if let Err(err) = queue_and_play(&session, &mode, reach, &events, input, leave, ticket_tx).await {
+                let seats = seats.clone();
+                game.0 = Some(tokio::spawn(async move {
+                    let mut play = Play { session, events: &events, input, leave, seats };
+                    if let Err(err) = play.queue_and_play(&mode, reach, ticket_tx).await {
                         send(&events, NetEvent::Error(format!("{err:#}")));
                     }
                 }));
@@ -123,7 +155,7 @@ pub async fn run(
                     if let Err(status) = session.cancel(&id).await {
                         send(&events, NetEvent::Error(status_text("cancel", &status)));
                     }
-                } else if let Some(task) = game.take() {
+                } else if let Some(task) = game.0.take() {
                     task.abort();
                     send(&events, NetEvent::QueueCancelled("Left the queue.".to_owned()));
                 }
@@ -134,6 +166,17 @@ pub async fn run(
             Command::LeaveMatch => {
                 let _ = leave_tx.send(());
             }
+        }
+    }
+}
+
+/// The running queue-and-play task, aborted when dropped.
+struct GameTask(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for GameTask {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
         }
     }
 }
@@ -232,86 +275,231 @@ async fn rating_after(session: &Session, before: Option<f64>, matches_before: Op
     latest
 }
 
-/// Queues, waits for the assignment, plays the match over `transport` (the
-/// raw UDP address is `shard_udp`), and reports the result.
-async fn queue_and_play(
-    session: &Session,
-    mode: &str,
-    (transport, shard_udp): (TransportKind, SocketAddr),
-    events: &mpsc::UnboundedSender<NetEvent>,
-    mut input: tokio::sync::watch::Receiver<u8>,
-    mut leave: tokio::sync::broadcast::Receiver<()>,
-    ticket_tx: mpsc::UnboundedSender<String>,
-) -> anyhow::Result<()> {
-    let mut session = session.clone();
-    let mut profiles = ProfileClient::new(session.lobby().clone());
-    let before = profiles
-        .get_profile(session.request(GetProfileRequest { player_id: session.player_id() }))
-        .await
-        .ok()
-        .map(|p| p.into_inner());
-    let ticket = session.enqueue(mode).await.map_err(|status| anyhow::anyhow!(status_text("queue", &status)))?;
-    let _ = ticket_tx.send(ticket.clone());
-    send(events, NetEvent::Queued);
-    let assignment = match session.wait(&ticket).await {
-        Ok(QueueOutcome::Matched(assignment)) => assignment,
-        Ok(QueueOutcome::Ended { state, reason }) => {
-            let why = if reason.is_empty() { format!("{state:?}") } else { reason };
-            send(events, NetEvent::QueueCancelled(format!("Left the queue: {why}")));
+/// Where a seat is: the transport to reach the shard and its address on it.
+struct ShardTarget {
+    transport: Transport,
+    addr: SocketAddr,
+}
+
+impl ShardTarget {
+    /// Over `kind` to `addr`, pinning `certificate_sha256` for QUIC.
+    fn new(kind: TransportKind, addr: SocketAddr, certificate_sha256: &str) -> anyhow::Result<Self> {
+        let transport = match kind {
+            TransportKind::Udp => Transport::Udp,
+            TransportKind::Quic => {
+                let trust = ServerTrust::Fingerprint(certificate_sha256.to_owned());
+                Transport::Quic(rally_client::quic::endpoint(client_config(&trust)?)?)
+            }
+            TransportKind::Memory => anyhow::bail!("rally play reaches a shard over quic or udp, not {kind}"),
+        };
+        Ok(Self { transport, addr })
+    }
+
+    async fn close(self) {
+        if let Transport::Quic(endpoint) = self.transport {
+            endpoint.wait_idle().await;
+        }
+    }
+}
+
+/// How play on one connection stopped.
+enum Played {
+    /// The match is over (ended, or left).
+    Over,
+    /// The connection was lost before the end.
+    Dropped(String),
+}
+
+/// One match's worth of playing: the session, the app's channels, the seat file.
+struct Play<'a> {
+    session: Session,
+    events: &'a mpsc::UnboundedSender<NetEvent>,
+    input: tokio::sync::watch::Receiver<u8>,
+    leave: tokio::sync::broadcast::Receiver<()>,
+    seats: SeatFile,
+}
+
+impl Play<'_> {
+    /// Queues, waits for the assignment, plays the match over `transport` (the
+    /// raw UDP address is `shard_udp`), and reports the result. A match the
+    /// matchmaker aborts is dropped and queued for again.
+    async fn queue_and_play(
+        &mut self,
+        mode: &str,
+        (transport, shard_udp): (TransportKind, SocketAddr),
+        ticket_tx: mpsc::UnboundedSender<String>,
+    ) -> anyhow::Result<()> {
+        let before = self.profile().await;
+        loop {
+            let ticket =
+                self.session.enqueue(mode).await.map_err(|status| anyhow::anyhow!(status_text("queue", &status)))?;
+            let _ = ticket_tx.send(ticket.clone());
+            send(self.events, NetEvent::Queued);
+            let mut watch =
+                self.session.watch(&ticket).await.map_err(|status| anyhow::anyhow!(status_text("queue", &status)))?;
+            let assignment = match watch.outcome().await {
+                Ok(QueueOutcome::Matched(assignment)) => assignment,
+                Ok(QueueOutcome::Ended { state, reason }) => {
+                    let why = if reason.is_empty() { format!("{state:?}") } else { reason };
+                    send(self.events, NetEvent::QueueCancelled(format!("Left the queue: {why}")));
+                    return Ok(());
+                }
+                Err(status) => anyhow::bail!(status_text("queue", &status)),
+            };
+            let seat = player::seat_of(&assignment, self.session.player_id())
+                .context("the assignment has no seat for this player")?;
+            send(self.events, NetEvent::Matched { shard: assignment.shard_name.clone() });
+            let addr = match transport {
+                TransportKind::Udp => shard_udp,
+                _ => tokio::net::lookup_host(&assignment.shard_address)
+                    .await
+                    .with_context(|| format!("cannot resolve the shard address {:?}", assignment.shard_address))?
+                    .next()
+                    .with_context(|| format!("the shard address {:?} resolves to nothing", assignment.shard_address))?,
+            };
+            let target = ShardTarget::new(transport, addr, &assignment.certificate_sha256)?;
+            let credential = ClientHello::Connect { token: seat.connect_token.clone() };
+            let shard_name = assignment.shard_name.clone();
+            let played = tokio::select! {
+                played = self.play_seat(&target, &credential, &shard_name, &assignment.certificate_sha256) => played,
+                reason = watch.aborted() => {
+                    self.seats.clear(self.session.player_id());
+                    send(self.events, NetEvent::Requeued(format!("The match was lost ({reason}); queueing again…")));
+                    continue;
+                }
+            };
+            target.close().await;
+            played?;
+            break;
+        }
+        self.report_result(before).await;
+        Ok(())
+    }
+
+    /// Takes back the seat a previous client held, and plays the match out.
+    async fn resume_held(&mut self, held: HeldSeat) -> anyhow::Result<()> {
+        let Some(credential) = held.credential() else {
+            self.seats.clear(held.player_id);
+            anyhow::bail!("the stored seat is unreadable; queue again");
+        };
+        let kind = held.transport.parse::<TransportKind>().map_err(anyhow::Error::msg)?;
+        send(self.events, NetEvent::Matched { shard: held.shard_name.clone() });
+        let before = self.profile().await;
+        let target = ShardTarget::new(kind, held.addr, &held.certificate_sha256)?;
+        let played = self.play_seat(&target, &credential, &held.shard_name, &held.certificate_sha256).await;
+        target.close().await;
+        if let Err(err) = played {
+            self.seats.clear(held.player_id);
+            send(self.events, NetEvent::QueueCancelled(format!("Could not take back the last match's seat: {err:#}")));
             return Ok(());
         }
-        Err(status) => anyhow::bail!(status_text("queue", &status)),
-    };
-    let seat =
-        player::seat_of(&assignment, session.player_id()).context("the assignment has no seat for this player")?;
-    send(events, NetEvent::Matched { shard: assignment.shard_name.clone() });
-    let addr: SocketAddr = tokio::net::lookup_host(&assignment.shard_address)
-        .await
-        .with_context(|| format!("cannot resolve the shard address {:?}", assignment.shard_address))?
-        .next()
-        .with_context(|| format!("the shard address {:?} resolves to nothing", assignment.shard_address))?;
-    let credential = ClientHello::Connect { token: seat.connect_token.clone() };
-    let (transport, addr) = if transport == TransportKind::Udp {
-        (Transport::Udp, shard_udp)
-    } else if transport == TransportKind::Quic {
-        let trust = ServerTrust::Fingerprint(assignment.certificate_sha256.clone());
-        (Transport::Quic(rally_client::quic::endpoint(client_config(&trust)?)?), addr)
-    } else {
-        anyhow::bail!("rally play reaches a shard over quic or udp, not {transport}");
-    };
-    let mut connection = Connection::connect(&transport, &ConnectConfig::new(addr), &credential)
-        .await
-        .with_context(|| format!("connecting to the shard over {} at {addr}", transport.kind()))?;
-    send(events, NetEvent::Game(ClientEvent::Welcomed(Box::new(connection.welcome().clone()))));
-    loop {
-        tokio::select! {
-            event = connection.next_event() => match event {
-                Some(event) => {
-                    let over = matches!(event, ClientEvent::Ended(_) | ClientEvent::Disconnected { .. });
-                    send(events, NetEvent::Game(event));
-                    if over {
-                        break;
+        self.report_result(before).await;
+        Ok(())
+    }
+
+    async fn profile(&self) -> Option<rally_lobby::proto::profile::PlayerProfile> {
+        let request = self.session.request(GetProfileRequest { player_id: self.session.player_id() });
+        ProfileClient::new(self.session.lobby().clone()).get_profile(request).await.ok().map(|p| p.into_inner())
+    }
+
+    async fn report_result(&self, before: Option<rally_lobby::proto::profile::PlayerProfile>) {
+        let matches_before = before.as_ref().map(|p| p.wins + p.losses);
+        let rating = rating_after(&self.session, before.map(|p| p.rating), matches_before).await;
+        send(self.events, NetEvent::MatchOver { rating });
+    }
+
+    /// Connects with `credential` and plays the seat to the end of the match,
+    /// resuming it after a dropped connection; the seat is kept in the seat
+    /// file while the match runs.
+    async fn play_seat(
+        &mut self,
+        target: &ShardTarget,
+        credential: &ClientHello,
+        shard_name: &str,
+        certificate_sha256: &str,
+    ) -> anyhow::Result<()> {
+        let config = ConnectConfig::new(target.addr);
+        let mut connection = Connection::connect(&target.transport, &config, credential)
+            .await
+            .with_context(|| format!("connecting to the shard over {} at {}", target.transport.kind(), target.addr))?;
+        let player_id = self.session.player_id();
+        let welcome = connection.welcome().clone();
+        let held = HeldSeat {
+            player_id,
+            match_id: welcome.match_id.0,
+            seat: welcome.seat,
+            secret_hex: hex::encode(welcome.resume_secret),
+            shard_name: shard_name.to_owned(),
+            addr: target.addr,
+            transport: target.transport.kind().name().to_owned(),
+            certificate_sha256: certificate_sha256.to_owned(),
+        };
+        if let Err(err) = self.seats.save(&held) {
+            tracing::warn!(error = %format!("{err:#}"), "cannot keep the seat for a restart");
+        }
+        let grace = Duration::from_millis(u64::from(welcome.resume_grace_ms));
+        loop {
+            send(self.events, NetEvent::Game(ClientEvent::Welcomed(Box::new(connection.welcome().clone()))));
+            match self.play_on(&mut connection).await {
+                Played::Over => {
+                    self.seats.clear(player_id);
+                    let _ = connection.finish().await;
+                    return Ok(());
+                }
+                Played::Dropped(why) => {
+                    send(self.events, NetEvent::Error(format!("Connection lost ({why}); resuming…")));
+                    let resume = connection.resume_credential();
+                    drop(connection);
+                    match rally_bot::queue::resume_seat(&target.transport, &config, &resume, grace).await {
+                        Ok(resumed) => connection = resumed,
+                        Err(err) => {
+                            self.seats.clear(player_id);
+                            let message = format!("Connection lost ({why}); the seat could not be resumed: {err}");
+                            send(self.events, NetEvent::Error(message));
+                            return Ok(());
+                        }
                     }
                 }
-                None => break,
-            },
-            changed = input.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                connection.set_input(*input.borrow_and_update());
-            }
-            _ = leave.recv() => {
-                connection.leave();
             }
         }
     }
-    let matches_before = before.as_ref().map(|p| p.wins + p.losses);
-    let rating = rating_after(&session, before.map(|p| p.rating), matches_before).await;
-    send(events, NetEvent::MatchOver { rating });
-    let _ = connection.finish().await;
-    if let Transport::Quic(endpoint) = transport {
-        endpoint.wait_idle().await;
+
+    /// Forwards the match's events and the player's input until it is over or the connection drops.
+    async fn play_on(&mut self, connection: &mut Connection) -> Played {
+        let mut left = false;
+        loop {
+            tokio::select! {
+                event = connection.next_event() => match event {
+                    Some(event @ ClientEvent::Disconnected { .. }) if left => {
+                        send(self.events, NetEvent::Game(event));
+                        return Played::Over;
+                    }
+                    Some(ClientEvent::Disconnected { reason, message }) => {
+                        return Played::Dropped(format!("{reason:?}: {message}"));
+                    }
+                    Some(event) => {
+                        let over = matches!(event, ClientEvent::Ended(_));
+                        send(self.events, NetEvent::Game(event));
+                        if over {
+                            return Played::Over;
+                        }
+                    }
+                    None if left => return Played::Over,
+                    None => {
+                        return Played::Dropped(connection.close_reason().unwrap_or_else(|| "closed".to_owned()));
+                    }
+                },
+                changed = self.input.changed() => {
+                    if changed.is_err() {
+                        return Played::Over;
+                    }
+                    connection.set_input(*self.input.borrow_and_update());
+                }
+                _ = self.leave.recv() => {
+                    left = true;
+                    connection.leave();
+                }
+            }
+        }
     }
-    Ok(())
 }
