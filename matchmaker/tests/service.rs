@@ -99,6 +99,32 @@ async fn bad_requests_get_the_right_codes() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_second_ticket_is_already_exists_and_a_bot_mode_without_bots_is_a_failed_precondition() {
+    let config = MatchmakerConfig {
+        modes: vec![
+            rally_matchmaker::ModeConfig::one_vs_one("pong"),
+            rally_matchmaker::ModeConfig::two_vs_two("pong-doubles"),
+            rally_matchmaker::ModeConfig::against_house_bot("pong-bot"),
+        ],
+        ..MatchmakerConfig::default()
+    };
+    let mm = matchmaker(config, Backends::in_memory(Duration::from_secs(60)), &[]);
+    let (server, mut client) = serve(mm).await;
+    let first = client.enqueue(authed(pong(), &token(1))).await.unwrap().into_inner();
+    let again = client.enqueue(authed(pong(), &token(1))).await.unwrap().into_inner();
+    assert_eq!(again.ticket_id, first.ticket_id, "Enqueue repeated is the same ticket");
+    let doubles = EnqueueRequest { mode: "pong-doubles".into(), ..EnqueueRequest::default() };
+    let err = client.enqueue(authed(doubles, &token(1))).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&first.ticket_id), "names the ticket to watch: {}", err.message());
+    let bot = EnqueueRequest { mode: "pong-bot".into(), ..EnqueueRequest::default() };
+    let err = client.enqueue(authed(bot, &token(2))).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "mode pong-bot needs house bots, and this matchmaker has none; queue for another mode");
+    server.shutdown().await.unwrap();
+}
+
 async fn watch_ticket_follows_a_ticket_across_replicas_to_an_abort(backend: &Backend) {
     let backends = backend.backends();
     let config = MatchmakerConfig {
@@ -147,6 +173,11 @@ async fn watch_ticket_follows_a_ticket_across_replicas_to_an_abort(backend: &Bac
     let assignment = matched.assignment.unwrap();
     assert_eq!((assignment.shard_name.as_str(), assignment.seats.len()), ("flaky", 1));
     assert!(!assignment.seats[0].connect_token.is_empty());
+    // The roster names both players, with the names their access tokens carry.
+    let mut roster: Vec<(u64, &str, bool)> =
+        assignment.roster.iter().map(|seat| (seat.player_id, seat.display_name.as_str(), seat.bot)).collect();
+    roster.sort_unstable();
+    assert_eq!(roster, [(1, "p", false), (2, "p", false)]);
 
     let aborted = within(watch.message()).await.unwrap().unwrap();
     assert_eq!(aborted.state, TicketState::Aborted as i32, "{aborted:?}");
