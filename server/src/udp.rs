@@ -25,7 +25,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use rally_protocol::codec::encode_frame;
 use rally_protocol::control::{DisconnectReason, ServerMessage};
-use rally_transport::udp::{EndpointConfig, EndpointEvent, EndpointStats, ServerEndpoint, wire};
+use rally_transport::udp::{DropReason, EndpointConfig, EndpointEvent, EndpointStats, ServerEndpoint, wire};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -38,6 +38,47 @@ use crate::shard::ConnId;
 
 /// How often the endpoint's timers (resends, keepalives, closes, idle peers) are served.
 const SERVICE_EVERY: Duration = Duration::from_millis(10);
+
+/// At most one debug line per drop reason in this long, so a flood of junk cannot
+/// flood the log too.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Exports the endpoint's silent handshake drops as
+/// `rally_udp_handshake_drops_total{reason}` and logs them at debug level, at most
+/// once per [`DROP_LOG_EVERY`] per reason, with the latest source address: the
+/// wire says nothing to a client whose packets are dropped, so this is where an
+/// operator learns why it never connects.
+#[derive(Debug, Default)]
+struct DropReporter {
+    exported: [u64; DropReason::ALL.len()],
+    logged: [u64; DropReason::ALL.len()],
+    logged_at: [Option<Instant>; DropReason::ALL.len()],
+}
+
+impl DropReporter {
+    fn report(&mut self, now: Instant, endpoint: &ServerEndpoint) {
+        let drops = endpoint.stats().drops;
+        for (idx, reason) in DropReason::ALL.into_iter().enumerate() {
+            let count = drops[idx];
+            if count == self.exported[idx] {
+                continue;
+            }
+            metrics::counter!("rally_udp_handshake_drops_total", "reason" => reason.label())
+                .increment(count - self.exported[idx]);
+            self.exported[idx] = count;
+            if self.logged_at[idx].is_none_or(|at| now >= at + DROP_LOG_EVERY) {
+                tracing::debug!(
+                    reason = reason.label(),
+                    dropped = count - self.logged[idx],
+                    latest_from = ?endpoint.last_drop_source(reason),
+                    "raw UDP packets dropped without an answer"
+                );
+                self.logged[idx] = count;
+                self.logged_at[idx] = Some(now);
+            }
+        }
+    }
+}
 
 /// Counters of the raw UDP endpoint, for tests and capacity runs.
 #[derive(Debug, Default)]
@@ -62,7 +103,8 @@ impl UdpStats {
         self.challenges_sent.load(Ordering::Relaxed)
     }
 
-    /// Packets dropped: malformed, unpadded, from unknown sources, bad cookies.
+    /// Packets dropped without an answer, every reason together (by reason:
+    /// `rally_udp_handshake_drops_total`).
     pub fn packets_dropped(&self) -> u64 {
         self.packets_dropped.load(Ordering::Relaxed)
     }
@@ -141,6 +183,7 @@ impl UdpListener {
             by_conn: HashMap::new(),
             metrics,
             stats,
+            drops: DropReporter::default(),
         };
         let task = tokio::spawn(driver.run(control_rx).instrument(span));
         Ok(Self { local_addr, task })
@@ -210,6 +253,7 @@ struct Driver {
     by_conn: HashMap<ConnId, SocketAddr>,
     metrics: Arc<InboundCounters>,
     stats: Arc<UdpStats>,
+    drops: DropReporter,
 }
 
 impl Driver {
@@ -269,6 +313,7 @@ impl Driver {
             self.handle_event(event).await;
         }
         self.stats.store(self.endpoint.n_peers(), self.endpoint.stats());
+        self.drops.report(Instant::now(), &self.endpoint);
     }
 
     async fn handle_event(&mut self, event: EndpointEvent) {

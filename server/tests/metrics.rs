@@ -97,3 +97,65 @@ async fn a_shard_started_before_the_recorder_exports_every_core_figure() {
     assert!(value_of(&text, "rally_shard_datagrams_in_total") > 0.0, "the transports' counters are exported too");
     assert!(value_of(&text, "rally_shard_tick_seconds_count") > 0.0);
 }
+
+/// Raw UDP handshake drops stay silent on the wire, but each is counted by its
+/// reason on `/metrics`, so an operator can tell why a client never connects.
+#[tokio::test]
+async fn raw_udp_handshake_drops_are_counted_by_reason() {
+    use rally_transport::udp::wire;
+    use std::net::SocketAddr;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::local(dir.path().to_owned(), vec![(1, common::issuer().verifying_key())]);
+    config.shard.name = SHARD.into();
+    config.udp_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (results_tx, _results) = mpsc::unbounded_channel();
+    let shard = start::<PongWorld>(config, results_tx).await.unwrap();
+    let recorder = rally_server::ops::prometheus();
+    let udp_addr = shard.udp_addr.unwrap();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(udp_addr).await.unwrap();
+    let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.connect(udp_addr).await.unwrap();
+
+    let mut buf = [0u8; 64];
+    let request = wire::request();
+    // A cookie made for the other socket's address.
+    other.send(&request).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), other.recv(&mut buf)).await.unwrap().unwrap();
+    let (bucket, cookie) = wire::parse_challenge(&buf[..n]).unwrap();
+    let hello = [2, 0, 0, 0, 1, 2];
+
+    let mut short = wire::request();
+    short.truncate(10);
+    let mut dirty = wire::request();
+    dirty[100] = 1;
+    let mut unmagic = wire::request();
+    unmagic[2] = 0;
+    let junk: [(&str, Vec<u8>); 7] = [
+        ("bad_size", short),
+        ("bad_padding", dirty),
+        ("bad_magic", unmagic),
+        ("unknown_kind", vec![200, 1, 2]),
+        ("wrong_address", wire::connect(bucket, &cookie, &hello)),
+        ("stale_cookie", wire::connect(bucket + 7, &cookie, &hello)),
+        ("not_connected", wire::keepalive()),
+    ];
+    for (_, packet) in &junk {
+        client.send(packet).await.unwrap();
+    }
+    // Two requests answered in turn: the driver handles one socket's packets in
+    // order, and the second answer comes after the first was reported.
+    for _ in 0..2 {
+        client.send(&request).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf)).await.unwrap().unwrap();
+        assert!(wire::parse_challenge(&buf[..n]).is_some(), "only challenges come back");
+    }
+    let text = recorder.render();
+    for (reason, _) in &junk {
+        let series = format!("rally_udp_handshake_drops_total{{reason=\"{reason}\"}}");
+        assert!(value_of(&text, &series) >= 1.0, "{series}");
+    }
+    shard.drain();
+    shard.wait().await.unwrap();
+}

@@ -38,7 +38,7 @@ use rally_protocol::control::DisconnectReason;
 use sha2::{Digest, Sha256};
 
 use super::ReliableChannel;
-use super::wire::{self, Cookie, Packet};
+use super::wire::{self, Cookie, Packet, WireError};
 
 /// Seconds per cookie time bucket.
 pub const BUCKET_SECS: u64 = 10;
@@ -111,13 +111,91 @@ pub struct Transmit {
     pub packet: Vec<u8>,
 }
 
+/// Why the endpoint dropped a packet without answering it. Drops are silent on the
+/// wire (an answer would let a spoofed source amplify traffic), so these counts, and
+/// the driver's rate-limited log of them, are how an operator finds out why a client
+/// never connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Empty, or the wrong length for its kind (a request not padded to 256 bytes).
+    BadSize,
+    /// A request without the `RLY1` magic.
+    BadMagic,
+    /// A request whose padding is not all zeros.
+    BadPadding,
+    /// A kind byte that names no packet.
+    UnknownKind,
+    /// A connect whose cookie's time bucket is neither the current nor the previous one.
+    StaleCookie,
+    /// A connect whose cookie was not made for its source address (another address
+    /// or port, as after a NAT rebinding, or forged).
+    WrongAddress,
+    /// A connect with a valid cookie but no complete hello frame in it.
+    NoHello,
+    /// A connect refused because the endpoint holds `max_peers` connections.
+    OverCapacity,
+    /// A packet other than a request or connect from an address with no connection
+    /// (a peer the endpoint already forgot, or a challenge sent to the shard).
+    NotConnected,
+    /// A request or challenge from an address that holds a connection.
+    Unexpected,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`EndpointStats::drops`].
+    pub const ALL: [Self; 10] = [
+        Self::BadSize,
+        Self::BadMagic,
+        Self::BadPadding,
+        Self::UnknownKind,
+        Self::StaleCookie,
+        Self::WrongAddress,
+        Self::NoHello,
+        Self::OverCapacity,
+        Self::NotConnected,
+        Self::Unexpected,
+    ];
+
+    /// The metric label (`rally_udp_handshake_drops_total{reason=...}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadSize => "bad_size",
+            Self::BadMagic => "bad_magic",
+            Self::BadPadding => "bad_padding",
+            Self::UnknownKind => "unknown_kind",
+            Self::StaleCookie => "stale_cookie",
+            Self::WrongAddress => "wrong_address",
+            Self::NoHello => "no_hello",
+            Self::OverCapacity => "over_capacity",
+            Self::NotConnected => "not_connected",
+            Self::Unexpected => "unexpected",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|&reason| reason == self).unwrap_or(0)
+    }
+
+    fn of(error: WireError) -> Self {
+        match error {
+            WireError::UnknownKind(_) => Self::UnknownKind,
+            WireError::BadMagic => Self::BadMagic,
+            WireError::BadPadding => Self::BadPadding,
+            _ => Self::BadSize,
+        }
+    }
+}
+
 /// Counters of the endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointStats {
     /// Challenges answered.
     pub challenges_sent: u64,
-    /// Packets dropped: malformed, unpadded, from unknown sources, bad cookies, over capacity.
+    /// Packets dropped, for every reason together.
     pub packets_dropped: u64,
+    /// Packets dropped per reason, indexed as [`DropReason::ALL`].
+    pub drops: [u64; DropReason::ALL.len()],
     /// Bytes received.
     pub bytes_in: u64,
     /// Bytes sent in answer to packets from unproven addresses.
@@ -150,6 +228,8 @@ pub struct ServerEndpoint {
     events: VecDeque<EndpointEvent>,
     transmits: VecDeque<Transmit>,
     stats: EndpointStats,
+    /// The source of the latest drop per reason, for the driver's log.
+    drop_sources: [Option<SocketAddr>; DropReason::ALL.len()],
 }
 
 impl ServerEndpoint {
@@ -164,7 +244,13 @@ impl ServerEndpoint {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             stats: EndpointStats::default(),
+            drop_sources: [None; DropReason::ALL.len()],
         }
+    }
+
+    /// Where the latest packet dropped for `reason` came from.
+    pub fn last_drop_source(&self, reason: DropReason) -> Option<SocketAddr> {
+        self.drop_sources[reason.index()]
     }
 
     /// Connections held now.
@@ -203,24 +289,33 @@ impl ServerEndpoint {
         cookie
     }
 
-    fn cookie_valid(&self, now: Instant, remote: SocketAddr, bucket: u64, cookie: &Cookie) -> bool {
+    fn cookie_check(&self, now: Instant, remote: SocketAddr, bucket: u64, cookie: &Cookie) -> Result<(), DropReason> {
         let current = self.bucket(now);
         if bucket != current && bucket.checked_add(1) != Some(current) {
-            return false;
+            return Err(DropReason::StaleCookie);
         }
         // Compared in constant time: the cookie is a secret of the address's owner.
         let expected = self.cookie(remote, bucket);
-        expected.iter().zip(cookie).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+        if expected.iter().zip(cookie).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0 {
+            Ok(())
+        } else {
+            Err(DropReason::WrongAddress)
+        }
     }
 
-    fn drop_packet(&mut self) {
+    fn drop_packet(&mut self, remote: SocketAddr, reason: DropReason) {
         self.stats.packets_dropped += 1;
+        self.stats.drops[reason.index()] += 1;
+        self.drop_sources[reason.index()] = Some(remote);
     }
 
     /// Handles one received packet.
     pub fn handle(&mut self, now: Instant, remote: SocketAddr, packet: &[u8]) {
         self.stats.bytes_in += packet.len() as u64;
-        let Ok(parsed) = Packet::parse(packet) else { return self.drop_packet() };
+        let parsed = match Packet::parse(packet) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.drop_packet(remote, DropReason::of(error)),
+        };
         if let Some(peer) = self.peers.get_mut(&remote) {
             peer.last_heard = now;
             match parsed {
@@ -256,7 +351,7 @@ impl ServerEndpoint {
                     }
                 }
                 Packet::Disconnect { .. } => self.remove(remote, 0),
-                Packet::Request | Packet::Challenge { .. } => self.drop_packet(),
+                Packet::Request | Packet::Challenge { .. } => self.drop_packet(remote, DropReason::Unexpected),
             }
             return;
         }
@@ -269,12 +364,15 @@ impl ServerEndpoint {
                 self.transmits.push_back(Transmit { remote, packet: challenge });
             }
             Packet::Connect { bucket, cookie, hello } => {
-                if self.peers.len() >= self.config.max_peers || !self.cookie_valid(now, remote, bucket, &cookie) {
-                    return self.drop_packet();
+                if let Err(reason) = self.cookie_check(now, remote, bucket, &cookie) {
+                    return self.drop_packet(remote, reason);
+                }
+                if self.peers.len() >= self.config.max_peers {
+                    return self.drop_packet(remote, DropReason::OverCapacity);
                 }
                 let mut reader = FrameReader::new();
                 reader.push(hello);
-                let Ok(Some(hello)) = reader.poll_frame() else { return self.drop_packet() };
+                let Ok(Some(hello)) = reader.poll_frame() else { return self.drop_packet(remote, DropReason::NoHello) };
                 // Frames the client pipelined behind the hello in the same packet
                 // are delivered now, not when the next segment arrives.
                 let mut pipelined = Vec::new();
@@ -287,7 +385,7 @@ impl ServerEndpoint {
                 self.events.push_back(EndpointEvent::Connected { remote, hello });
                 self.events.extend(pipelined.into_iter().map(|payload| EndpointEvent::Frame { remote, payload }));
             }
-            _ => self.drop_packet(),
+            _ => self.drop_packet(remote, DropReason::NotConnected),
         }
     }
 
@@ -456,6 +554,57 @@ mod tests {
         assert!(endpoint.is_connected(addr(1)), "still flushing");
         let due = endpoint.poll_timeout().expect("the flush deadline");
         assert!(due > late, "a deadline at or before now would spin a driver: {due:?} vs {late:?}");
+    }
+
+    #[test]
+    fn every_silent_drop_is_counted_by_its_reason_with_its_source() {
+        let now = Instant::now();
+        let config = EndpointConfig { max_peers: 1, ..EndpointConfig::default() };
+        let mut endpoint = ServerEndpoint::new(config, SECRET, now);
+        let (bucket, cookie) = challenge_for(&mut endpoint, now, addr(1));
+        let mut unpadded = wire::request();
+        unpadded.truncate(100);
+        let mut dirty = wire::request();
+        dirty[200] = 7;
+        let mut unmagic = wire::request();
+        unmagic[1] = b'X';
+        let later = now + Duration::from_secs(2 * BUCKET_SECS);
+        let cases: [(Instant, SocketAddr, Vec<u8>, DropReason); 10] = [
+            (now, addr(9), unpadded, DropReason::BadSize),
+            (now, addr(9), unmagic, DropReason::BadMagic),
+            (now, addr(9), dirty, DropReason::BadPadding),
+            (now, addr(9), vec![99, 0, 0], DropReason::UnknownKind),
+            (later, addr(1), wire::connect(bucket, &cookie, &hello_frame(b"hi")), DropReason::StaleCookie),
+            (now, addr(2), wire::connect(bucket, &cookie, &hello_frame(b"hi")), DropReason::WrongAddress),
+            (now, addr(1), wire::connect(bucket, &cookie, &[5, 0]), DropReason::NoHello),
+            (now, addr(3), wire::keepalive(), DropReason::NotConnected),
+            (now, addr(1), wire::connect(bucket, &cookie, &hello_frame(b"hi")), DropReason::Unexpected),
+            (now, addr(4), Vec::new(), DropReason::OverCapacity),
+        ];
+        for (at, remote, packet, reason) in cases {
+            let packet = if reason == DropReason::Unexpected {
+                // A connection first (the one the endpoint has room for), then a request from it.
+                endpoint.handle(at, remote, &packet);
+                wire::request()
+            } else if reason == DropReason::OverCapacity {
+                let (bucket, cookie) = challenge_for(&mut endpoint, at, remote);
+                wire::connect(bucket, &cookie, &hello_frame(b"hi"))
+            } else {
+                packet
+            };
+            let before = endpoint.stats();
+            endpoint.handle(at, remote, &packet);
+            let after = endpoint.stats();
+            let idx = DropReason::ALL.iter().position(|&r| r == reason).unwrap();
+            assert_eq!(after.drops[idx], before.drops[idx] + 1, "{reason:?} counted");
+            assert_eq!(after.packets_dropped, before.packets_dropped + 1, "{reason:?} counted once");
+            assert_eq!(endpoint.last_drop_source(reason), Some(remote), "{reason:?}");
+        }
+        assert!(endpoint.stats().drops.iter().all(|&count| count == 1), "{:?}", endpoint.stats().drops);
+        // Silent: nothing but the challenges asked for went out.
+        while let Some(transmit) = endpoint.poll_transmit() {
+            assert!(matches!(Packet::parse(&transmit.packet), Ok(Packet::Challenge { .. })), "{transmit:?}");
+        }
     }
 
     #[test]

@@ -26,4 +26,4 @@ mod endpoint;
 pub mod wire;
 
 pub use channel::ReliableChannel;
-pub use endpoint::{BUCKET_SECS, EndpointConfig, EndpointEvent, EndpointStats, ServerEndpoint, Transmit};
+pub use endpoint::{BUCKET_SECS, DropReason, EndpointConfig, EndpointEvent, EndpointStats, ServerEndpoint, Transmit};

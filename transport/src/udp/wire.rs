@@ -106,6 +106,9 @@ pub enum WireError {
     /// A request without the magic.
     #[error("request without the RLY1 magic")]
     BadMagic,
+    /// A request whose padding is not all zeros (reserved for later versions).
+    #[error("request padding is not all zeros")]
+    BadPadding,
 }
 
 fn u32_at(packet: &[u8], at: usize) -> u32 {
@@ -140,6 +143,9 @@ impl<'a> Packet<'a> {
                 }
                 if packet[1..5] != MAGIC {
                     return Err(WireError::BadMagic);
+                }
+                if packet[5..].iter().any(|&byte| byte != 0) {
+                    return Err(WireError::BadPadding);
                 }
                 Ok(Self::Request)
             }
@@ -231,6 +237,9 @@ mod tests {
     fn every_packet_round_trips_through_the_parser() {
         let cookie = [7u8; COOKIE_LEN];
         assert_eq!(Packet::parse(&request()), Ok(Packet::Request));
+        let mut padded = request();
+        padded[REQUEST_LEN - 1] = 1;
+        assert_eq!(Packet::parse(&padded), Err(WireError::BadPadding), "padding must be zeros");
         assert_eq!(Packet::parse(&challenge(42, &cookie)), Ok(Packet::Challenge { bucket: 42, cookie }));
         assert_eq!(
             Packet::parse(&connect(9, &cookie, b"hello")),
