@@ -44,13 +44,15 @@ impl RatingSource for FixedRatings {
     }
 }
 
-/// The lobby's profile store: the rating the last applied result left.
+/// The lobby's profile store: the rating the last applied result left. Every
+/// account gets its profile when it registers, so a player without one has
+/// no account (any more).
 #[tonic::async_trait]
 impl RatingSource for ProfileStore {
     async fn rating(&self, player: PlayerId) -> Result<Option<f64>, MatchmakerError> {
         match self.profile(player.0).await {
             Ok(profile) => Ok(Some(profile.rating)),
-            Err(LobbyError::NotFound(_)) => Ok(None),
+            Err(LobbyError::NotFound(_)) => Err(account_gone(player)),
             Err(err) => Err(MatchmakerError::Ratings(err.to_string())),
         }
     }

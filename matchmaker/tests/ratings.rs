@@ -140,3 +140,19 @@ async fn postgres_ratings_are_read_from_the_schema_the_lobby_made() {
     lobby.close().await;
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn the_in_process_profile_store_refuses_a_player_without_an_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lobby.db").display());
+    let config =
+        rally_lobby::LobbyConfig::new(([127, 0, 0, 1], 0).into(), url, rally_lobby::AccessSigningKeys::generate());
+    let lobby = rally_lobby::serve(config).await.unwrap();
+    match lobby.profiles().rating(PlayerId(999)).await {
+        Err(err @ MatchmakerError::Unauthenticated(_)) => {
+            assert_eq!(err.to_string(), "account 999 no longer exists; log in again");
+        }
+        other => panic!("a player without an account was rated: {other:?}"),
+    }
+    lobby.shutdown().await.unwrap();
+}
