@@ -38,7 +38,7 @@ use rally_client::quic::endpoint;
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
 use rally_client::tls::{ServerTrust, client_config};
 use rally_client::{Connection, Transport, TransportKind};
-use rally_protocol::control::{ClientHello, DisconnectReason, EndReason, MatchEnd, RefuseReason};
+use rally_protocol::control::{ClientHello, DisconnectReason, EndReason, MatchEnd, RefuseReason, ServerMessage};
 use rally_protocol::datagram::InputDatagram;
 use rally_protocol::results::MatchResult;
 use rally_protocol::token::TokenClaims;
@@ -333,6 +333,116 @@ async fn resume(kind: TransportKind) {
     let result = shard.next_result(&what).await;
     assert_eq!(result.reason, EndReason::Score, "{what}");
     assert_eq!(result.winner, end.winner, "{what}");
+    shard.stop(&what).await;
+}
+
+/// Plays `player` to the end like [`play_on`], and reports each change of the
+/// other seat's presence on `presence` as the shard announces it.
+async fn play_watching(
+    mut connection: Connection,
+    player: Player,
+    presence: mpsc::UnboundedSender<bool>,
+) -> anyhow::Result<MatchEnd> {
+    let welcome = connection.welcome().clone();
+    let mut autopilot = Autopilot::new(&welcome.schema, welcome.seat, player.autopilot(), 1)?;
+    while let Some(event) = connection.next_event().await {
+        match event {
+            ClientEvent::Snapshot(view) => connection.set_input(autopilot.decide(&view)),
+            ClientEvent::Message(ServerMessage::SeatPresence { connected, .. }) => {
+                let _ = presence.send(connected);
+            }
+            ClientEvent::Ended(end) => return Ok(end),
+            ClientEvent::Disconnected { reason, message } => bail!("{player} was disconnected: {reason:?} {message}"),
+            _ => {}
+        }
+    }
+    bail!("{player}: the connection closed before the match ended")
+}
+
+/// Waits until `connection`'s snapshots show the ball in play.
+async fn until_playing(connection: &mut Connection, what: &str) {
+    within(format!("{what}: waiting for the ball to be in play"), async {
+        while let Some(event) = connection.next_event().await {
+            if matches!(event, ClientEvent::Snapshot(ref view) if view.values[0] == 2) {
+                return;
+            }
+        }
+        panic!("{what}: the connection closed before play began");
+    })
+    .await;
+}
+
+/// (2b) A clean close without `Leave` (QUIC's CONNECTION_CLOSE, raw UDP's
+/// DISCONNECT, the in-memory link's end) is a drop, not a leave: once the shard
+/// has noticed it, the seat is still the player's to resume.
+async fn resume_after_a_clean_close(kind: TransportKind) {
+    let mut shard = TestShard::start(Network::Direct, |_| {}).await;
+    let (closer, opponent) = (Player::new(kind, 8, 0), Player::new(kind, 8, 1));
+    let what = format!("{closer} resuming after a clean close");
+    let mut first = shard.dialer.connect(kind, &closer.hello(2)).await.unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    let (presence_tx, mut presence) = mpsc::unbounded_channel();
+    let rival = shard.dialer.connect(kind, &opponent.hello(2)).await.unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    let opponent_task = tokio::spawn(play_watching(rival, opponent, presence_tx));
+    until_playing(&mut first, &what).await;
+    let credential = first.resume_credential();
+    // Dropping the connection closes it cleanly, with no Leave.
+    drop(first);
+    let noticed = within(format!("{what}: the opponent told of the drop"), presence.recv()).await;
+    assert_eq!(noticed, Some(false), "{what}");
+    let resumed = shard
+        .dialer
+        .connect(kind, &credential)
+        .await
+        .unwrap_or_else(|err| panic!("{what}: the resume failed: {err:#}"));
+    let end = within(&what, play_on(resumed, closer)).await.unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    assert_eq!(end.reason, EndReason::Score, "{what}: the seat was forfeited");
+    within(&what, opponent_task).await.unwrap().unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    assert_eq!(shard.next_result(&what).await.reason, EndReason::Score, "{what}");
+    shard.stop(&what).await;
+}
+
+/// (2c) After a silent drop the resume window starts when the shard notices it
+/// (its idle timeout), not at the client's last packet: with a 4 s idle timeout
+/// and a 2 s window, a resume right after the notice, more than 2 s after the
+/// last packet, is welcomed. (To 5 points: the opponent scores freely while
+/// the silent seat's paddle stands still.)
+async fn resume_window_starts_when_a_silent_drop_is_noticed(kind: TransportKind) {
+    let idle = Duration::from_secs(4);
+    let mut shard = TestShard::start(Network::Direct, |config| {
+        config.limits.idle_timeout = idle;
+        config.shard.resume_grace_ticks = 2 * u32::from(config.shard.tick_rate_hz);
+    })
+    .await;
+    let (silent, opponent) = (Player::new(kind, 9, 0), Player::new(kind, 9, 1));
+    let what = format!("{silent} resuming after a silent drop");
+    // The silent player goes through a proxy that can vanish, taking every later packet with it.
+    let target = if kind == Quic { shard.handle.local_addr } else { shard.handle.udp_addr.unwrap() };
+    let proxy = UdpProxy::start(target, LinkConditions::perfect(), 3).await.unwrap();
+    let transport = shard.dialer.transport(kind).0;
+    let config = ConnectConfig { connect_timeout: CONNECT_TIMEOUT, ..ConnectConfig::new(proxy.local_addr()) };
+    let mut first = Connection::connect(&transport, &config, &silent.hello(5))
+        .await
+        .unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    let (presence_tx, mut presence) = mpsc::unbounded_channel();
+    let rival = shard.dialer.connect(kind, &opponent.hello(5)).await.unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    let opponent_task = tokio::spawn(play_watching(rival, opponent, presence_tx));
+    until_playing(&mut first, &what).await;
+    let credential = first.resume_credential();
+    drop(proxy);
+    let last_packet = Instant::now();
+    first.abort();
+    let noticed = within(format!("{what}: the opponent told of the drop"), presence.recv()).await;
+    assert_eq!(noticed, Some(false), "{what}");
+    assert!(last_packet.elapsed() >= idle / 2, "{what}: noticed before the idle timeout");
+    let resumed = shard
+        .dialer
+        .connect(kind, &credential)
+        .await
+        .unwrap_or_else(|err| panic!("{what}: the resume failed: {err:#}"));
+    let end = within(&what, play_on(resumed, silent)).await.unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    assert_eq!(end.reason, EndReason::Score, "{what}: the seat was forfeited");
+    within(&what, opponent_task).await.unwrap().unwrap_or_else(|err| panic!("{what}: {err:#}"));
+    shard.next_result(&what).await;
     shard.stop(&what).await;
 }
 
@@ -643,6 +753,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn resume_after_a_clean_close() {
+                super::resume_after_a_clean_close($kind).await;
+            }
+
+            #[tokio::test]
             async fn refusals() {
                 super::refusals($kind).await;
             }
@@ -669,6 +784,21 @@ conformance! {
     quic => TransportKind::Quic,
     udp => TransportKind::Udp,
     memory => TransportKind::Memory,
+}
+
+/// Silent drops, over the transports that can have them.
+mod silent_drops {
+    use super::*;
+
+    #[tokio::test]
+    async fn quic_resume_window_starts_when_a_silent_drop_is_noticed() {
+        super::resume_window_starts_when_a_silent_drop_is_noticed(Quic).await;
+    }
+
+    #[tokio::test]
+    async fn udp_resume_window_starts_when_a_silent_drop_is_noticed() {
+        super::resume_window_starts_when_a_silent_drop_is_noticed(Udp).await;
+    }
 }
 
 /// Matches holding players of two transports.

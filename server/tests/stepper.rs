@@ -542,6 +542,34 @@ mod seats {
     }
 
     #[test]
+    fn the_resume_window_starts_when_the_shard_is_told_of_the_drop() {
+        // A 1 s window. The client falls silent; its transport tells the shard only
+        // 3 s later (an idle timeout), and the window runs from then.
+        let mut stepper =
+            Stepper::new(ShardConfig { resume_grace_ticks: 60, ..config() }, LinkConditions::perfect(), 33);
+        let (a, b) = add_pair(&mut stepper, 6, 3);
+        until_playing(&mut stepper, a);
+        let before = welcome(&stepper.clients[a]);
+        stepper.clients[a].connected = false;
+        stepper.run_for(Duration::from_secs(3));
+        assert_eq!(stepper.results.len(), 0, "a silent seat the shard was not told of is not forfeited");
+        stepper.shard.handle_disconnect(stepper.clients[a].conn);
+        stepper.run_for(Duration::from_millis(800));
+        stepper.reconnect_client(a, &resume(&before));
+        assert!(
+            stepper.run_until(Duration::from_millis(100), |s| s.clients[a].welcomes() == 2),
+            "3.8 s after the last packet, 0.8 s after the notice: within the window"
+        );
+        // The opponent saw one drop and one return.
+        let presence = stepper.clients[b]
+            .events
+            .iter()
+            .filter(|event| matches!(event, ClientEvent::Message(ServerMessage::SeatPresence { seat: 0, .. })))
+            .count();
+        assert_eq!(presence, 2);
+    }
+
+    #[test]
     fn under_loss_a_dropped_client_resumes_and_the_match_finishes() {
         let mut stepper = Stepper::new(config(), LinkConditions::lossy(), 31);
         let (a, b) = add_pair(&mut stepper, 4, 2);
@@ -583,6 +611,10 @@ mod seats {
         assert_eq!(closed.reason, None);
         assert!(closed.at - left_at < Duration::from_millis(50), "closed {:?} after the leave", closed.at - left_at);
         assert!(stepper.clients[a].ended.is_none());
+        // Leave ended the seat: in Pong the match with it, so its secret meets the end.
+        stepper.reconnect_client(a, &resume(&welcome(&stepper.clients[a])));
+        until_closed(&mut stepper, &[a]);
+        assert_eq!(stepper.clients[a].refusal(), Some(RefuseReason::MatchFinished));
     }
 
     #[test]
