@@ -326,9 +326,15 @@ impl<G: Game> Shard<G> {
                         ),
                     ));
                 }
-                hello
-                    .decode::<ClientHello>()
-                    .map_err(|err| refusal(RefuseReason::MalformedHello, format!("undecodable hello: {err}")))
+                hello.decode::<ClientHello>().map_err(|err| {
+                    // The decoder's own text names serde internals; the client gets a
+                    // short one it can act on, the log keeps the detail.
+                    tracing::debug!(?conn, %err, "undecodable hello body");
+                    refusal(
+                        RefuseReason::MalformedHello,
+                        "the hello's body is not a ClientHello of this protocol version (PROTOCOL.md 5.1)".into(),
+                    )
+                })
             })
             .and_then(|hello| match hello {
                 ClientHello::Connect { token } => self.admit_token(conn, &token, now_ms),
@@ -565,8 +571,9 @@ impl<G: Game> Shard<G> {
         let message = match rally_protocol::codec::decode_payload::<ClientMessage>(payload) {
             Ok(message) => message,
             Err(err) => {
+                tracing::debug!(?conn, %err, "undecodable control message");
                 let mut bytes = Vec::new();
-                let message = format!("undecodable control message: {err}");
+                let message = "a control frame is not a ClientMessage (PROTOCOL.md 5.3)".to_string();
                 encode_frame(
                     &ServerMessage::Disconnect { reason: DisconnectReason::ProtocolViolation, message },
                     &mut bytes,

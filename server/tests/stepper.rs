@@ -643,6 +643,11 @@ mod seats {
         stepper.send_control(a, &[3, 0, 0, 0, 0xff, 0xff, 0xff]);
         until_closed(&mut stepper, &[a]);
         assert_eq!(stepper.clients[a].disconnect(), Some(DisconnectReason::ProtocolViolation));
+        let said = stepper.clients[a].events.iter().find_map(|event| match event {
+            ClientEvent::Disconnected { message, .. } => Some(message.clone()),
+            _ => None,
+        });
+        assert_eq!(said.as_deref(), Some("a control frame is not a ClientMessage (PROTOCOL.md 5.3)"), "no serde text");
         assert_eq!(
             stepper.clients[a].closed.map(|closed| closed.reason),
             Some(Some(DisconnectReason::ProtocolViolation))
