@@ -6,9 +6,8 @@
 //! alone. Whatever parses must rebuild to exactly the input: with the `wire::`
 //! builders for challenge, connect, datagram, disconnect and keepalive, and
 //! from the documented layout for segments and acks (which have no builder).
-//! A request has no canonical form on receipt (the parser accepts any
-//! padding), so it is checked for its length and magic, and it equals
-//! `wire::request()` when the padding is zero. Refusals must name the input's
+//! A request parses only with zero padding, so it equals `wire::request()`;
+//! one with a non-zero padding byte is refused as `BadPadding`. Refusals must name the input's
 //! own kind byte and length. `wire::parse_challenge` agrees with `parse`.
 
 #![no_main]
@@ -59,9 +58,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(data.len(), wire::REQUEST_LEN);
                     assert_eq!(&data[1..5], b"RLY1");
                     let canonical = wire::request();
-                    if data[5..].iter().all(|&byte| byte == 0) {
-                        assert_eq!(data, &canonical[..]);
-                    }
+                    assert_eq!(data, &canonical[..], "only zero padding parses");
                     assert!(canonical.len() > wire::CHALLENGE_LEN, "a request must outweigh its challenge");
                     None
                 }
@@ -110,6 +107,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(data[0], wire::REQUEST);
             assert!(accepted(data[0], data.len()));
             assert_ne!(&data[1..5], b"RLY1");
+        }
+        Err(WireError::BadPadding) => {
+            assert_eq!((data[0], data.len(), &data[1..5]), (wire::REQUEST, wire::REQUEST_LEN, &b"RLY1"[..]));
+            assert!(data[5..].iter().any(|&byte| byte != 0));
         }
         Err(other) => panic!("an error the target does not know: {other}"),
     }
