@@ -45,6 +45,12 @@ pub struct LobbyArgs {
     /// Longest chat message, in characters.
     #[arg(long, default_value_t = 500, env = "RALLY_CHAT_MAX_MESSAGE_CHARS")]
     pub chat_max_message_chars: usize,
+    /// Client networks exempt from the per-address sign-in limit (Register and
+    /// Login), e.g. a bot farm's or a load generator's: CIDR (`10.0.0.0/8`,
+    /// `fd00::/8`) or single addresses; repeat or comma-separate. The
+    /// per-account login limit still applies [default: none].
+    #[arg(long, value_name = "NETWORK", env = "RALLY_LOGIN_LIMIT_EXEMPT", value_delimiter = ',')]
+    pub login_limit_exempt: Vec<rally_lobby::limits::IpNetwork>,
     /// Print the machine-readable ready line instead of the banner.
     #[arg(long, help = READY_JSON_HELP)]
     pub ready_json: bool,
@@ -64,6 +70,7 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
     let mut config = LobbyConfig::new(args.listen, database_url, keys);
     anyhow::ensure!(args.chat_max_message_chars >= 1, "--chat-max-message-chars must be at least 1");
     config.chat.max_message_chars = args.chat_max_message_chars;
+    config.limits.auth_per_ip_exempt.clone_from(&args.login_limit_exempt);
     if let Some(path) = &args.word_filter {
         let words =
             std::fs::read_to_string(path).with_context(|| format!("reading --word-filter {}", path.display()))?;

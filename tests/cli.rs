@@ -236,3 +236,51 @@ async fn a_drain_deadline_cuts_matches_short_but_still_records_them() {
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0].reason, EndReason::ShardShutdown);
 }
+
+#[test]
+fn bot_play_stops_cleanly_on_ctrl_c_while_its_bots_wait_for_the_lobby() {
+    // Nothing listens here: the bots keep retrying their logins until stopped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nowhere = format!("http://127.0.0.1:{port}");
+    let mut child = rally()
+        .args(["bot", "play", "--policy", "tracker", "--count", "3", "--lobby", &nowhere, "--matchmaker", &nowhere])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no start: {said:?}"));
+        let started = line.contains("bots queueing");
+        said.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "rally bot play did not stop after Ctrl-C");
+        std::thread::park_timeout(Duration::from_millis(50));
+    };
+    said.extend(lines.try_iter());
+    assert!(status.success(), "exit {status:?} after a clean stop; it said {said:?}");
+    assert!(!said.iter().any(|line| line.contains("cancelled")), "{said:?}");
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    assert!(stdout.contains("0 matches"), "the summary line: {stdout}");
+}

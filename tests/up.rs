@@ -126,7 +126,14 @@ async fn play_until(
 ) {
     let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
     let drive = rally::play::drive(app, &mut terminal, keys, events, commands, done);
-    tokio::time::timeout(Duration::from_secs(seconds), drive).await.expect("the play loop reaches its goal").unwrap();
+    match tokio::time::timeout(Duration::from_secs(seconds), drive).await {
+        Ok(driven) => driven.unwrap(),
+        Err(_) => panic!(
+            "the play loop did not reach its goal in {seconds} s: screen {}, status {:?}",
+            app.screen_name(),
+            app.status()
+        ),
+    }
 }
 
 fn sigint_and_wait(child: &mut Child) -> std::process::ExitStatus {
@@ -228,7 +235,7 @@ async fn rally_up_plays_matches_a_person_can_join_and_sigint_loses_nothing() {
 async fn matches_cut_at_the_drain_deadline_count_among_those_rally_up_says_ended() {
     let dir = tempfile::tempdir().unwrap();
     // Long matches and no time to finish them: whatever runs at SIGINT is cut.
-    let mut up = start_up_with(dir.path(), 2, 1000, 0);
+    let mut up = start_up_with(dir.path(), 2, 99, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let line = up.lines.recv_timeout(Duration::from_secs(120)).expect("rally up prints status lines");
@@ -325,6 +332,7 @@ async fn a_restarted_rally_play_resumes_its_seat_instead_of_queueing_again() {
     play.net.abort();
     let _ = play.net.await;
     drop((app, keys));
+    assert!(seat_files[0].exists(), "the seat file outlives the client");
     let (mut app, _keys, mut play) = play_client(&up, &state_dir, "restarting-human", false).await;
     // It takes the same seat back and plays that match to its end, without queueing.
     play_until(&mut app, &mut play.keys, &mut play.events, &play.commands, 120, |app| app.screen_name() == "result")

@@ -71,7 +71,7 @@ pub enum MatchmakerError {
     #[error("connect token: {0}")]
     Token(#[from] rally_protocol::token::TokenError),
     /// The ratings source failed.
-    #[error("ratings unavailable: {0}")]
+    #[error("ratings unavailable ({0}); retry in a few seconds")]
     Ratings(String),
     /// An internal invariant broke (a bug).
     #[error("internal error: {0}")]

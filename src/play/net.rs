@@ -308,6 +308,8 @@ enum Played {
     Over,
     /// The connection was lost before the end.
     Dropped(String),
+    /// The client is stopping (its app is gone): the seat stays kept for a restart.
+    Stopped,
 }
 
 /// One match's worth of playing: the session, the app's channels, the seat file.
@@ -446,6 +448,7 @@ impl Play<'_> {
                     let _ = connection.finish().await;
                     return Ok(());
                 }
+                Played::Stopped => return Ok(()),
                 Played::Dropped(why) => {
                     send(self.events, NetEvent::Error(format!("Connection lost ({why}); resuming…")));
                     let resume = connection.resume_credential();
@@ -491,7 +494,7 @@ impl Play<'_> {
                 },
                 changed = self.input.changed() => {
                     if changed.is_err() {
-                        return Played::Over;
+                        return Played::Stopped;
                     }
                     connection.set_input(*self.input.borrow_and_update());
                 }
