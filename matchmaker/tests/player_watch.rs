@@ -2,7 +2,6 @@
 //! up on the match's shard, `TicketWatch::aborted` says so at once, instead
 //! of the client waiting out its connection's idle timeout.
 
-
 mod common;
 
 use std::net::SocketAddr;
