@@ -64,7 +64,7 @@ impl AuthService {
                 hasher,
                 issuer,
                 profiles,
-                per_ip: Limiter::new("this IP's sign-ins", limits.auth_per_ip),
+                per_ip: IpLimiter::new("this IP's sign-ins", limits),
                 per_account: Limiter::new("this account's logins", limits.login_per_account),
             }),
         }
