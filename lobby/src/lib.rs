@@ -12,12 +12,12 @@
 
 pub mod auth;
 pub mod chat;
-pub mod db;
 pub mod contract;
+pub mod db;
 pub mod error;
 pub mod limits;
-pub mod password;
 mod page_token;
+pub mod password;
 pub mod profile;
 pub mod proto;
 pub mod request_span;

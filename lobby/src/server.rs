@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
 use crate::auth::AuthService;
-use crate::contract::{ContractLayer, HTTP2_MAX_HEADER_LIST_BYTES};
 use crate::chat::{ChatConfig, ChatService, ChatStore};
+use crate::contract::{ContractLayer, HTTP2_MAX_HEADER_LIST_BYTES};
 use crate::db::Db;
 use crate::error::LobbyError;
 use crate::limits::LobbyLimitsConfig;

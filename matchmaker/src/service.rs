@@ -199,15 +199,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("reflection")?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    let local_addr = listener.local_addr().context("local address")?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
-        .trace_fn(request_span)
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service);
     // grpcurl and grpcio-reflection still ask v1alpha.
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -222,12 +213,21 @@ pub async fn serve(
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ])
     .context("descriptors")?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let local_addr = listener.local_addr().context("local address")?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .trace_fn(request_span)
+        .http2_max_header_list_size(rally_lobby::contract::HTTP2_MAX_HEADER_LIST_BYTES)
+        .layer(contract)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(service);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_rx.await;
     }));
     tracing::info!(%local_addr, "matchmaker listening");
     Ok(MatchmakerServer { local_addr, shutdown: Some(shutdown_tx), task })
 }
-        .http2_max_header_list_size(rally_lobby::contract::HTTP2_MAX_HEADER_LIST_BYTES)
-        .layer(contract)
-        .add_service(reflection_v1alpha)

@@ -32,8 +32,8 @@ mod moderation;
 mod service;
 mod store;
 mod subscription;
-
 mod text;
+
 use std::time::Duration;
 
 pub use channel::{ChannelRef, MAX_PUBLIC_NAME_LEN};

@@ -472,8 +472,15 @@ impl ChatStore {
         Ok(HistoryPage { messages, next_before_id })
     }
 
+    /// `NOT_FOUND` for a non-zero id no account holds (0 is left to the
+    /// callee's own "is required" answer).
+    async fn require_other_player(&self, player_id: u64) -> Result<(), LobbyError> {
+        if player_id == 0 { Ok(()) } else { self.inner.profiles.require_player(player_id).await }
+    }
+
     /// Blocks (or unblocks) `player_id` for `user`.
     pub(crate) async fn set_blocked(&self, user: &ChatUser, player_id: u64, blocked: bool) -> Result<(), LobbyError> {
+        self.require_other_player(player_id).await?;
         self.inner.moderation.set_blocked(user, player_id, blocked).await
     }
 
@@ -485,11 +492,13 @@ impl ChatStore {
         duration: Duration,
         reason: &str,
     ) -> Result<i64, LobbyError> {
+        self.require_other_player(player_id).await?;
         self.inner.moderation.mute(moderator, player_id, duration, reason).await
     }
 
     /// A moderator lifts `player_id`'s mute.
     pub(crate) async fn unmute(&self, moderator: &ChatUser, player_id: u64) -> Result<(), LobbyError> {
+        self.require_other_player(player_id).await?;
         self.inner.moderation.unmute(moderator, player_id).await
     }
 
@@ -507,13 +516,4 @@ impl ChatStore {
         let last_message_id = self.access(channel, user.id).await?;
         moderation.report(user, channel, last_message_id, message_id, reason).await
     }
-    /// `NOT_FOUND` for a non-zero id no account holds (0 is left to the
-    /// callee's own "is required" answer).
-    async fn require_other_player(&self, player_id: u64) -> Result<(), LobbyError> {
-        if player_id == 0 { Ok(()) } else { self.inner.profiles.require_player(player_id).await }
-    }
-
 }
-        self.require_other_player(player_id).await?;
-        self.require_other_player(player_id).await?;
-        self.require_other_player(player_id).await?;
