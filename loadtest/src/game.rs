@@ -21,7 +21,7 @@ use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
 use rally_client::{ConnectConfig, ConnectError};
 use rally_client::{Connection, Transport, TransportKind};
 use rally_protocol::Tick;
-use rally_protocol::control::{ClientHello, EndReason, MatchEnd, MatchPhase, ServerMessage};
+use rally_protocol::control::{ClientHello, MatchEnd, MatchPhase, ServerMessage};
 use rally_protocol::datagram::Datagram;
 use rally_sim::pong::{INPUT_DOWN, INPUT_STOP, INPUT_UP};
 
@@ -528,11 +528,11 @@ impl SnapshotTally {
         self.pending_inputs.push_back((tick, now));
     }
 
-    /// What an end means for the counts: a match won on points finished on its
-    /// own; one ended by a forfeit or abandonment was cut short (at the stop,
+    /// What an end means for the counts: a match the game ended by its rules
+    /// (points, or the time limit) finished on its own; one ended by a forfeit or abandonment was cut short (at the stop,
     /// the opponent's leave forfeits its seat at once).
     fn ended(&self, now: Instant, end: &MatchEnd) -> MatchOutcome {
-        if end.reason == EndReason::Score {
+        if end.reason.ended_by_the_rules() {
             self.recorder.latency("match_duration", now.duration_since(self.welcomed_at));
             MatchOutcome::Finished
         } else {

@@ -122,6 +122,11 @@ struct Shared {
     chat_sent: AtomicU64,
     /// Matchmaker: match ids seen in assignments, with how many of its tickets saw it.
     assigned_matches: Mutex<HashMap<u64, u32>>,
+    /// The `matchmaker` scenario's virtual shard: where its matches end. Nobody
+    /// plays them, so once every seat of a match has been told, the virtual
+    /// shard reports it abandoned, as a shard does a match nobody joined; that
+    /// frees the players' seats for their next ticket (a player holds one seat).
+    virtual_shard: Option<mpsc::UnboundedSender<rally_protocol::results::MatchResult>>,
 }
 
 impl Shared {
@@ -137,6 +142,36 @@ impl Shared {
         }
         let endpoints = &quic[fingerprint];
         Ok(endpoints[idx as usize % endpoints.len()].clone())
+    }
+}
+
+/// The result a shard reports for a match nobody joined: abandoned, no winner.
+fn abandoned(assignment: &Assignment) -> rally_protocol::results::MatchResult {
+    use rally_protocol::results::{MatchResult, SeatResult};
+    let now_ms = rally_transport::unix_ms();
+    let sides = assignment.roster.iter().map(|seat| seat.side as usize + 1).max().unwrap_or(2);
+    MatchResult {
+        match_id: rally_protocol::MatchId(assignment.match_id),
+        game: "pong".into(),
+        shard: assignment.shard_name.clone(),
+        seats: assignment
+            .roster
+            .iter()
+            .map(|seat| SeatResult {
+                seat: seat.seat as rally_protocol::Seat,
+                player_id: Some(rally_protocol::PlayerId(seat.player_id)),
+                side: seat.side as u8,
+                forfeited: false,
+            })
+            .collect(),
+        scores: vec![0; sides],
+        winner: None,
+        reason: rally_protocol::control::EndReason::Abandoned,
+        duration_ticks: 0,
+        tick_rate_hz: 30,
+        started_at_ms: now_ms,
+        ended_at_ms: now_ms,
+        input_log_digest: String::new(),
     }
 }
 
@@ -337,13 +372,18 @@ impl PlatformLoad {
             };
             client.recorder.latency("ticket_assign", enqueued.elapsed());
             client.recorder.count(|counters| counters.tickets_assigned += 1);
-            *self
-                .shared
-                .assigned_matches
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(assignment.match_id)
-                .or_default() += 1;
+            let told = {
+                let mut assigned =
+                    self.shared.assigned_matches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let told = assigned.entry(assignment.match_id).or_default();
+                *told += 1;
+                *told
+            };
+            if let Some(virtual_shard) = &self.shared.virtual_shard
+                && told as usize == assignment.roster.len()
+            {
+                let _ = virtual_shard.send(abandoned(&assignment));
+            }
             if play {
                 match self.play(&player, &mut client, &assignment).await? {
                     MatchOutcome::Finished => {}
@@ -509,6 +549,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
                 subscribed: AtomicU64::new(0),
                 chat_sent: AtomicU64::new(0),
                 assigned_matches: Mutex::new(HashMap::new()),
+                virtual_shard: virtual_results.clone(),
             },
         })
     })?);
@@ -539,9 +580,9 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
     let mut checks = Vec::new();
     let mut shards = Vec::new();
     let shard_report = shard.map(EmbeddedShard::stop).transpose()?;
-    let scored = shard_report.as_ref().map(|report| {
-        report.results.iter().filter(|result| result.reason == rally_protocol::control::EndReason::Score).count() as u64
-    });
+    let scored = shard_report
+        .as_ref()
+        .map(|report| report.results.iter().filter(|result| result.reason.ended_by_the_rules()).count() as u64);
     let services_report = services.map(|services| services.stop(scored.unwrap_or(0))).transpose()?;
     if let Some(mut figures) = output.shard.clone() {
         if let Some(report) = &shard_report {
@@ -584,7 +625,7 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
         });
         if let Some(services) = &services_report {
             checks.push(Check {
-                name: "matches the shard ended by score = results applied to lobby ratings".into(),
+                name: "matches the shard ended by its rules = results applied to lobby ratings".into(),
                 clients: scored as f64,
                 servers: services.ratings_applied as f64,
                 passed: scored == services.ratings_applied,

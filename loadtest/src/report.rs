@@ -201,18 +201,17 @@ pub struct Check {
 }
 
 /// The cross-checks between the matches clients saw end and the shard's
-/// results: every match a client saw finish was ended by score, and every
-/// match the shard ended by score before the stop was seen finishing. (After
-/// the stop the players have left, and a match without players can still end
-/// by score; those are not the clients' to see.)
+/// results: every match a client saw finish was ended by its rules (points or
+/// the time limit), and every match the shard so ended before the stop was
+/// seen finishing. (After the stop the players have left, and a match without
+/// players can still end by score; those are not the clients' to see.)
 pub fn match_checks(
     seen_finished: &std::collections::BTreeSet<u64>,
     results: &[rally_protocol::results::MatchResult],
     stopped_unix_ms: u64,
 ) -> Vec<Check> {
-    use rally_protocol::control::EndReason;
     let scored: Vec<&rally_protocol::results::MatchResult> =
-        results.iter().filter(|result| result.reason == EndReason::Score).collect();
+        results.iter().filter(|result| result.reason.ended_by_the_rules()).collect();
     let seen_and_scored =
         seen_finished.iter().filter(|id| scored.iter().any(|result| result.match_id.0 == **id)).count();
     let scored_before_stop: Vec<u64> =
@@ -220,13 +219,14 @@ pub fn match_checks(
     let before_stop_seen = scored_before_stop.iter().filter(|id| seen_finished.contains(id)).count();
     vec![
         Check {
-            name: "matches clients saw finish = of those, matches the shard ended by score".into(),
+            name: "matches clients saw finish = of those, matches the shard ended by its rules (points or time limit)"
+                .into(),
             clients: seen_finished.len() as f64,
             servers: seen_and_scored as f64,
             passed: seen_and_scored == seen_finished.len(),
         },
         Check {
-            name: "matches the shard ended by score before the stop = of those, matches clients saw finish".into(),
+            name: "matches the shard ended by its rules before the stop = of those, matches clients saw finish".into(),
             clients: before_stop_seen as f64,
             servers: scored_before_stop.len() as f64,
             passed: before_stop_seen == scored_before_stop.len(),

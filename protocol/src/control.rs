@@ -235,6 +235,14 @@ pub enum EndReason {
     TimeLimit,
 }
 
+impl EndReason {
+    /// Whether the game ended the match by its own rules (points or the clock),
+    /// as opposed to being cut short by a forfeit, an abandonment or a shutdown.
+    pub fn ended_by_the_rules(self) -> bool {
+        matches!(self, Self::Score | Self::TimeLimit)
+    }
+}
+
 /// The final word on a match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchEnd {
