@@ -147,14 +147,14 @@ pub fn verify(source: &str, options: &VerifyOptions) -> Result<VerifyReport, Ver
         check_layout(&source)?;
     }
     let entries = read_entries(&source, latest.size)?;
-    let tree = check_tree(entries, &checkpoints)?;
-    let decoded: Vec<Entry> = tree
-        .items()
+    // Decoding first names the entry when one is malformed; the tree then catches a
+    // change that still decodes.
+    let decoded: Vec<Entry> = entries
         .iter()
         .enumerate()
         .map(|(index, leaf)| Entry::decode(leaf).map_err(|err| entry_error(index, err.to_string())))
         .collect::<Result<_, _>>()?;
-    drop(tree);
+    check_tree(entries, &checkpoints)?;
     let logs = check_replay_files(&source, &decoded)?;
     let (tournaments, finished) = check_brackets(&decoded)?;
     let replayed = if options.replay { replay_matches(&decoded, &logs)? } else { 0 };
@@ -216,6 +216,14 @@ fn read_checkpoints(
         checkpoints.push(checkpoint);
     }
     checkpoints.sort_by_key(|checkpoint| checkpoint.size);
+    // Every log publishes the empty tree first; an intermediate checkpoint removed
+    // cannot be noticed (nothing lists them), but this one can.
+    if checkpoints.first().is_none_or(|first| first.size != 0) {
+        return Err(VerifyError::Checkpoint {
+            file: format!("{CHECKPOINTS_DIR}/0"),
+            reason: "missing: every log publishes the empty tree first".to_owned(),
+        });
+    }
     let checkpoint_error = |reason: String| VerifyError::Checkpoint { file: CHECKPOINT_FILE.to_owned(), reason };
     let bytes = read(source, CHECKPOINT_FILE)?.ok_or_else(|| checkpoint_error("missing".to_owned()))?;
     let latest = verifier.open(&bytes).map_err(checkpoint_error)?;
@@ -293,10 +301,7 @@ fn read_entries(source: &Source, size: u64) -> Result<Vec<Vec<u8>>, VerifyError>
 }
 
 /// Rebuilds the tree with `ct-merkle` and checks each checkpoint's root at its size.
-fn check_tree(
-    entries: Vec<Vec<u8>>,
-    checkpoints: &[VerifiedCheckpoint],
-) -> Result<MemoryBackedTree<Sha256, Vec<u8>>, VerifyError> {
+fn check_tree(entries: Vec<Vec<u8>>, checkpoints: &[VerifiedCheckpoint]) -> Result<(), VerifyError> {
     let mut tree = MemoryBackedTree::<Sha256, Vec<u8>>::new();
     let mut entries = entries.into_iter();
     let mut previous = 0;
@@ -311,7 +316,7 @@ fn check_tree(
         }
         previous = checkpoint.size;
     }
-    Ok(tree)
+    Ok(())
 }
 
 /// Checks every replay file an entry names, and that the replay directory holds
