@@ -40,4 +40,6 @@ pub enum Command {
     Play(crate::play::net::PlayArgs),
     /// Operator commands on the lobby's database: grant and revoke roles (moderator).
     Admin(crate::admin_cmd::AdminArgs),
+    /// The tournament results log: verify it (with --replay, every match re-simulated), print a match's proof, witness it.
+    Ledger(crate::ledger_cmd::LedgerArgs),
 }

@@ -12,6 +12,7 @@ pub mod admin_cmd;
 pub mod bot_cmd;
 pub mod cli;
 pub mod common;
+pub mod ledger_cmd;
 pub mod loadtest_cmd;
 pub mod lobby_cmd;
 pub mod logging;
@@ -33,6 +34,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Play(args) => play_cmd(args),
         cli::Command::Up(args) => up_cmd::run(args),
         cli::Command::Admin(args) => admin_cmd::run(args),
+        cli::Command::Ledger(args) => ledger_cmd::run(args),
     }
 }
 
