@@ -1,10 +1,109 @@
 //! rally's bracket engine: single elimination, double elimination, Swiss and round robin,
-//! in one or more stages, with best-of-N series. (Full rules: see below once filled in.)
+//! in one or more stages, with best-of-N series.
 //!
 //! It does no IO, reads no clock and draws no random numbers: a [`Tournament`] is a pure
 //! function of its [`Rules`], its entrants and the [`Input`]s applied to it, so anyone holding
-//! those (the ledger does) can rebuild it with [`replay`]. It does not schedule matches, talk
-//! to shards or persist anything; the tournaments service does.
+//! those (the ledger does) rebuilds it with [`replay`]. It does not schedule matches, talk to
+//! shards, deduplicate deliveries or persist anything; the tournaments service does. Collections
+//! are ordered (`BTreeMap`), so no result depends on hashing.
+//!
+//! # Using it
+//! [`Tournament::new`] checks the rules, seeds the entrants and makes the first games ready.
+//! [`Tournament::ready_games`] lists the games to play now; each result goes in with
+//! [`Tournament::apply`], which either applies it whole or returns an [`ApplyError`] and
+//! changes nothing. After each input, compare `ready_games()` with the previous list to find
+//! the games that just became ready.
+//!
+//! # Seeding and keys
+//! [`Seeding::Rating`] orders entrants by rating, highest first, equal ratings by id, lowest
+//! first; [`Seeding::Given`] keeps the order given. A game is named by a [`GameKey`] (stage,
+//! round, table, game in series; 0-based, shown 1-based as `s1-r2-t3-g1`). Tables are
+//! numbered over the real series of a round; byes are never games.
+//!
+//! # Series
+//! Each stage plays best-of-`best_of` series (1, 3, 5 or 7). Only one game of a series is
+//! ready at a time: the next one is created when the previous one has a result, until one side
+//! has a majority. In elimination a drawn game does not count and another game follows (at
+//! most 256 games). In Swiss and round robin a draw counts, and after `best_of` games without
+//! a majority the side with more game wins takes the series, or it is drawn. A
+//! [`GameOutcome::Forfeit`] gives the whole series to its winner; a
+//! [`GameOutcome::DoubleForfeit`] is a lost series for both.
+//!
+//! # Formats
+//! - **Single elimination.** The bracket has the next power of two of positions (at least 2);
+//!   standard seed placement (for 8: 1–8, 4–5, 2–7, 3–6) makes seed 1 meet the last seed and
+//!   seeds 1 and 2 meet only in the final. Empty positions are byes, so only the top seeds
+//!   get byes, and a bye is a walkover (no game). Round `r` of the bracket is round `r` of the
+//!   keys; the third-place match (between the semi-final losers, when `third_place`) is table 2
+//!   of the final's round.
+//! - **Double elimination.** A winners bracket as above (rounds `0..k` for `2^k` positions); its
+//!   losers drop into a losers bracket (rounds `k..3k-2`): losers round 1 pairs the losers of
+//!   winners round 1, then rounds alternate between taking in the losers of the next winners
+//!   round (in reverse table order every other time, against early rematches) and pairing the
+//!   survivors. The grand final (round `3k-2`) is the winners-bracket champion (home) against
+//!   the losers-bracket champion (away). With `grand_final_reset`, if the away side wins a
+//!   played grand final, a reset (round `3k-1`) decides; otherwise the reset never appears.
+//!   Without forfeits every entrant but the champion goes out on their second lost series,
+//!   except that without a reset the winners-bracket champion goes out on its first when it
+//!   loses the grand final; a full bracket plays `2n-2` series, `2n-1` with a played reset.
+//! - **Swiss.** `rounds` rounds; round `r+1` is paired when every series of round `r` is
+//!   decided. With an odd number of players still in, the bye goes to the lowest-ranked player
+//!   who has not had one (the lowest-ranked when all have); a bye counts as a won series
+//!   (2 points, no opponent, point difference 0). The others are paired by a minimum-cost
+//!   perfect matching (the blossom algorithm of `integer-blossom`, a maximum-weight matching
+//!   underneath), where a pair costs, in strict priority: being a rematch (so rematches happen
+//!   only when no pairing avoids them); the square of the pair's point difference (so players
+//!   meet their own score group); and, inside a score group of `g` players, how far apart in
+//!   the ranking they are from `g/2` (top half meets bottom half: 1–3, 2–4 in round 1 of 4).
+//!   Tables go by the better player's rank; home is whoever has been home less often in the
+//!   stage, the better-ranked on equal counts.
+//! - **Round robin.** Berger tables: with `m` = the player count rounded up to even, `m-1`
+//!   rounds; round 1 is `1–m, 2–(m-1), …`, and each next round adds `m/2` to every number but
+//!   `m` (modulo `m-1`) while `m` changes side (for 6, round 2 is `6–4, 5–3, 1–2`). With an odd
+//!   count `m` is a dummy: whoever meets it sits the round out, which scores nothing (everyone
+//!   sits out exactly once). Rounds are made ready one at a time.
+//!
+//! # Stages
+//! Stages play one after another. When a stage with `advance: Some(k)` is over, its top `k`
+//! by that stage's own standings (skipping anyone withdrawn or disqualified) enter the next
+//! stage, seeded by that rank: a five-round Swiss with `advance: Some(8)` then a single
+//! elimination pairs Swiss rank 1 with rank 8.
+//!
+//! # Standings
+//! [`Tournament::standings`] ranks everyone 1..=n, no shared ranks. Entrants who reached a
+//! later stage rank above those who went out earlier; inside a stage:
+//! - Swiss and round robin: points (2 per won series, 1 per draw), then Buchholz (the sum of
+//!   the points of every opponent met in the stage), then head-to-head, used only when exactly
+//!   two players are level on points and Buchholz (more series won against the other), then
+//!   point difference (game scores for minus against), then stage seed.
+//! - Elimination: the champion; then those still in (most series won, fewest lost, seed); then
+//!   those out, later round of going out first (the winner of the third-place match above its
+//!   loser), then seed. In double elimination "later" follows the key round numbers, so
+//!   losers-bracket rounds count above winners-bracket ones.
+//!
+//! The figures in a [`Standing`] (wins, losses, draws, points, Buchholz, point difference)
+//! count the whole tournament; byes count as wins, walkovers count as nothing, forfeits as a
+//! won or lost series with no score. `eliminated` is true for anyone withdrawn, disqualified,
+//! knocked out (or finished third/fourth) in elimination, or not advanced from a stage.
+//! [`Tournament::champion`] is the final's winner, or the first of the last stage's ranking
+//! still in; none when the final was a double forfeit.
+//!
+//! # Withdrawals, forfeits, corrections
+//! - [`Input::Withdraw`] and [`Input::Disqualify`]: the entrant's pending game, and every game
+//!   later created for them, is at once a [`GameOutcome::Forfeit`] for the opponent (a
+//!   [`GameOutcome::DoubleForfeit`] when both are out); such games appear in
+//!   [`Tournament::games`] but never in `ready_games`. In Swiss they are no longer paired.
+//!   Refused once the tournament is finished.
+//! - A double forfeit in elimination advances nobody: the next opponent gets a walkover (no
+//!   game), and in double elimination both sides are out at once.
+//! - [`Input::Correct`] replaces a recorded result (not one made by a withdrawal) and rebuilds
+//!   the tournament from the corrected history. It is refused with
+//!   [`ApplyError::CorrectionTooLate`] when a game that already has a result would change
+//!   players, outcome or vanish because of it, when a later round of the same Swiss stage has a
+//!   result (its pairing used the old standings), or when a later stage has a result. Games
+//!   made ready by the old result and not yet played are re-paired.
+//! - A second result for the same game is refused ([`ApplyError::AlreadyHasResult`]):
+//!   deduplicating deliveries by match id is the service's job.
 
 mod bracket;
 mod error;

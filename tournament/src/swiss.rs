@@ -49,12 +49,19 @@ pub(crate) fn pair(
     for candidate in &players {
         *group_size.entry(candidate.points).or_default() += 1;
     }
+    // Who met whom, by position in `players`: one lookup per pair played, not per cell.
+    let position: BTreeMap<usize, usize> = players.iter().enumerate().map(|(i, c)| (c.entrant, i)).collect();
+    let mut met = vec![false; n * n];
+    for (a, b) in played {
+        if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
+            met[i.min(j) * n + i.max(j)] = true;
+        }
+    }
     let mut cost = vec![0i64; n * n];
     for i in 0..n {
         for j in i + 1..n {
             let (a, b) = (players[i], players[j]);
-            let key = (a.entrant.min(b.entrant), a.entrant.max(b.entrant));
-            let rematch = if played.contains(&key) { REMATCH_COST } else { 0 };
+            let rematch = if met[i * n + j] { REMATCH_COST } else { 0 };
             let diff = i64::from(a.points) - i64::from(b.points);
             let spread = if diff == 0 {
                 let ideal = group_size.get(&a.points).copied().unwrap_or(0) / 2;
