@@ -230,10 +230,9 @@ pub(crate) fn double(players: &[usize], grand_final_reset: bool) -> Bracket {
             .collect();
         let mut previous = push_round(&mut nodes, pairs, losers_round);
         losers_round += 1;
-        for wround in 1..k {
+        for (wround, dropping) in winners.iter().enumerate().skip(1) {
             // Drop-in round: survivors meet the losers of winners round `wround`, in reverse
             // order every other round so that early rematches are avoided.
-            let dropping = &winners[wround];
             let n_tables = previous.len();
             let pairs = (0..n_tables)
                 .map(|table| {

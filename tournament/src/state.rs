@@ -482,7 +482,7 @@ impl State {
         let Some(stage) = self.stages.iter().rev().find(|stage| stage.players.contains(&entrant)) else {
             return true;
         };
-        if !self.stages.last().is_some_and(|last| last.index == stage.index) {
+        if self.stages.last().is_none_or(|last| last.index != stage.index) {
             return true;
         }
         match &stage.kind {

@@ -1,6 +1,7 @@
 //! The bracket engine: properties over every format (2..=128 entrants, random results from a
 //! proptest-chosen seed) and worked examples of seeding, Berger tables, tie-breaks,
 //! corrections, withdrawals and best-of series.
+#![expect(clippy::unwrap_used, reason = "test helpers panic on a broken engine, which is the failure")]
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,9 +78,11 @@ fn play_out(tournament: &mut Tournament, rng: &mut XorShift) -> Vec<Input> {
     inputs
 }
 
-/// Series (stage, round, table) → (home, away, winner id if decided by the last game).
-fn series_of(tournament: &Tournament) -> BTreeMap<(u8, u16, u16), (EntrantId, EntrantId, Vec<GameOutcome>)> {
-    let mut series: BTreeMap<(u8, u16, u16), (EntrantId, EntrantId, Vec<GameOutcome>)> = BTreeMap::new();
+/// Series (stage, round, table) → (home, away, the outcomes of its games).
+type SeriesMap = BTreeMap<(u8, u16, u16), (EntrantId, EntrantId, Vec<GameOutcome>)>;
+
+fn series_of(tournament: &Tournament) -> SeriesMap {
+    let mut series = SeriesMap::new();
     for (game, outcome) in tournament.games() {
         let entry = series.entry((game.key.stage, game.key.round, game.key.table)).or_insert((
             game.home,
@@ -369,7 +372,10 @@ fn round_robin_with_five_gives_one_bye_per_round() {
 }
 
 /// Plays a round-robin of four (seeds A=1..D=4) with scripted results.
-fn scripted_round_robin(results: &[((u64, u64), (u32, u32))]) -> Tournament {
+/// (home seed, away seed) and their scores.
+type Scripted = ((u64, u64), (u32, u32));
+
+fn scripted_round_robin(results: &[Scripted]) -> Tournament {
     let mut tournament = Tournament::new(one_stage(Format::RoundRobin, 1), entrants(4)).unwrap();
     while !tournament.is_finished() {
         for game in tournament.ready_games() {
