@@ -1,18 +1,30 @@
 //! rally tournaments: the `rally.tournament.v1.Tournaments` gRPC service.
 //!
+//! - [`director::TournamentDirector`]: lifecycles (registration, check-in,
+//!   seeding, rounds), scheduling games on shards through the matchmaker's
+//!   registry with connect tokens, results from the bus exactly once per
+//!   match id, deadlines and lost shards, and the ledger projection. Time is
+//!   an argument ([`TournamentDirector::tick`]).
 //! - [`store`]: the event-sourced database (SQLite by default, PostgreSQL by
 //!   URL): tournaments, entrants, each tournament's event log and its matches.
+//! - [`service`]: `rally.tournament.v1.Tournaments` over tonic, standalone
+//!   ([`serve`]) or mounted on another server ([`service()`]).
+//! - [`client::TournamentClient`]: the client the CLI and bots use.
 //!
 //! It does not define brackets (that is `rally-tournament`, a pure engine),
 //! run matches (shards do) or own the results log's format (`rally-ledger`).
 
+pub mod client;
 pub mod config;
 pub mod director;
 pub mod error;
 pub mod proto;
+pub mod service;
 pub mod store;
 
+pub use client::{ConnectError, TournamentClient};
 pub use config::{RESULTS_GROUP, TournamentMode, TournamentsConfig};
 pub use director::{CreateTournament, DirectorHandle, TickStats, TournamentDirector, TournamentView, open_ledger};
 pub use error::TournamentError;
+pub use service::{TournamentsServer, TournamentsService, serve, service};
 pub use store::Store;
