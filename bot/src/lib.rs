@@ -10,6 +10,7 @@
 //! - [`driver`]: one bot playing one match with a connect token over any transport;
 //! - [`queue`]: bots as platform players (lobby login, matchmaker queue, play, re-queue)
 //!   and [`queue::BotFiller`], the matchmaker's bot-fill hook;
+//! - [`tournament`]: bots as tournament entrants (register, check in, watch, play each ready match);
 //! - [`bench`]: `rally bot bench`, matches through a real shard with win rate, margin,
 //!   latency and Elo.
 //!
@@ -25,6 +26,7 @@ pub mod onnx;
 pub mod policy;
 pub mod queue;
 pub mod runner;
+pub mod tournament;
 
 pub use difficulty::{Difficulty, Handicap};
 pub use driver::{BotMatch, BotStyle, SeatTicket, play_connection, play_with_token};
