@@ -72,7 +72,8 @@
 //! # Standings
 //! [`Tournament::standings`] ranks everyone 1..=n, no shared ranks. Entrants who reached a
 //! later stage rank above those who went out earlier; inside a stage:
-//! - Swiss and round robin: points (2 per won series, 1 per draw), then Buchholz (the sum of
+//! - Swiss and round robin: anyone withdrawn or disqualified below everyone still in; then
+//!   points (2 per won series, 1 per draw), then Buchholz (the sum of
 //!   the points of every opponent met in the stage), then head-to-head, used only when exactly
 //!   two players are level on points and Buchholz (more series won against the other), then
 //!   point difference (game scores for minus against), then stage seed.

@@ -425,9 +425,11 @@ impl State {
             }
             StageKind::Swiss(_) | StageKind::RoundRobin(_) => {
                 let stat = |entrant: &usize| stats.get(entrant).cloned().unwrap_or_default();
+                // Whoever withdrew or was disqualified ranks below everyone still in.
                 order.sort_by_key(|entrant| {
                     let s = stat(entrant);
                     (
+                        self.out.contains_key(entrant),
                         std::cmp::Reverse(s.points),
                         std::cmp::Reverse(s.buchholz),
                         std::cmp::Reverse(s.point_difference),
@@ -440,7 +442,7 @@ impl State {
                 while start < order.len() {
                     let level = |entrant: &usize| {
                         let s = stat(entrant);
-                        (s.points, s.buchholz)
+                        (self.out.contains_key(entrant), s.points, s.buchholz)
                     };
                     let mut end = start + 1;
                     while end < order.len() && level(&order[end]) == level(&order[start]) {

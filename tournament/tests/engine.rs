@@ -281,6 +281,73 @@ proptest! {
     }
 }
 
+fn any_format(pick: u8, n: usize) -> Format {
+    match pick % 6 {
+        0 => Format::SingleElimination { third_place: false },
+        1 => Format::SingleElimination { third_place: true },
+        2 => Format::DoubleElimination { grand_final_reset: false },
+        3 => Format::DoubleElimination { grand_final_reset: true },
+        4 => Format::Swiss { rounds: n.min(6) as u16 },
+        _ => Format::RoundRobin,
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Forfeits, double forfeits, withdrawals, disqualifications, corrections and refused
+    /// inputs in every format: the tournament still finishes, a refused input changes
+    /// nothing, ranks stay total and the history replays to the same state.
+    #[test]
+    fn every_format_survives_forfeits_withdrawals_and_corrections(
+        n in 2usize..=48,
+        pick: u8,
+        bo3: bool,
+        rng_seed: u64,
+    ) {
+        let rules = one_stage(any_format(pick, n), if bo3 { 3 } else { 1 });
+        let mut tournament = Tournament::new(rules.clone(), entrants(n)).expect("valid rules");
+        let mut rng = XorShift::new(rng_seed);
+        let mut inputs = Vec::new();
+        let mut done: Vec<GameKey> = Vec::new();
+        for _ in 0..100_000 {
+            let ready = tournament.ready_games();
+            if ready.is_empty() {
+                break;
+            }
+            for game in ready {
+                let input = match rng.below(40) {
+                    0 => Input::Withdraw { entrant: seed(1 + rng.below(n as u64)) },
+                    1 => Input::Disqualify { entrant: seed(1 + rng.below(n as u64)), reason: "test".into() },
+                    2 => result(game.key, GameOutcome::DoubleForfeit),
+                    3 | 4 => result(game.key, GameOutcome::Forfeit { winner: if rng.below(2) == 0 { Side::Home } else { Side::Away } }),
+                    5 if !done.is_empty() => Input::Correct {
+                        key: done[rng.below(done.len() as u64) as usize],
+                        outcome: random_outcome(&mut rng),
+                        reason: "test".into(),
+                    },
+                    6 if !done.is_empty() => result(done[rng.below(done.len() as u64) as usize], random_outcome(&mut rng)),
+                    _ => result(game.key, random_outcome(&mut rng)),
+                };
+                let before = tournament.clone();
+                match tournament.apply(&input) {
+                    Ok(()) => {
+                        if let Input::Result { key, .. } = &input {
+                            done.push(*key);
+                        }
+                        inputs.push(input);
+                    }
+                    Err(_) => prop_assert_eq!(&tournament, &before, "a refused input changes nothing"),
+                }
+            }
+        }
+        prop_assert!(tournament.is_finished(), "{}", tournament.render());
+        prop_assert!(tournament.ready_games().is_empty());
+        check_ranks(&tournament, n);
+        check_determinism(&rules, n, &inputs, &tournament);
+    }
+}
+
 fn key(stage: u8, round: u16, table: u16, game: u8) -> GameKey {
     GameKey { stage, round, table, game }
 }
