@@ -42,4 +42,6 @@ pub enum Command {
     Admin(crate::admin_cmd::AdminArgs),
     /// The tournament results log: verify it (with --replay, every match re-simulated), print a match's proof, witness it.
     Ledger(crate::ledger_cmd::LedgerArgs),
+    /// Tournaments: create, list, show (the bracket in the terminal), join and watch.
+    Tournament(crate::tournament_cmd::TournamentArgs),
 }

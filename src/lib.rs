@@ -20,6 +20,7 @@ pub mod matchmaker_cmd;
 pub mod play;
 pub mod shard_cmd;
 pub mod sim_demo;
+pub mod tournament_cmd;
 pub mod up_cmd;
 
 /// Runs the role the command line names.
@@ -35,6 +36,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Up(args) => up_cmd::run(args),
         cli::Command::Admin(args) => admin_cmd::run(args),
         cli::Command::Ledger(args) => ledger_cmd::run(args),
+        cli::Command::Tournament(args) => tournament_cmd::run(args),
     }
 }
 
