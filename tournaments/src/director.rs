@@ -1445,12 +1445,18 @@ impl TournamentDirector {
             }
             .instrument(tracing::info_span!("tournament_ticks")),
         );
-        let consumer = run_consumer(
+        DirectorHandle { stop: stop_tx, ticks: Some(ticks), consumer: Some(self.start_results()) }
+    }
+
+    /// Starts only the results consumer (group [`RESULTS_GROUP`], consumer
+    /// [`TournamentsConfig::consumer`]), for callers that drive
+    /// [`TournamentDirector::tick`] themselves (tests in virtual time).
+    pub fn start_results(&self) -> ConsumerHandle {
+        run_consumer(
             self.inner.bus.clone(),
             ConsumerConfig::new(RESULTS_GROUP, self.inner.config.consumer.clone()),
             Arc::new(ResultsFeed { director: self.clone() }),
-        );
-        DirectorHandle { stop: stop_tx, ticks: Some(ticks), consumer: Some(consumer) }
+        )
     }
 }
 
