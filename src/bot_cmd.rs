@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use rally_bot::bench::{BenchConfig, ShardTarget, Side, run_bench};
 use rally_bot::queue::{QueueConfig, QueueStats, run_queue_bot_until};
+use rally_bot::tournament::{TournamentBotConfig, run_tournament_bot};
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
 use rally_client::TransportKind;
 use rally_client::tls::ServerTrust;
@@ -73,6 +74,13 @@ pub struct BotPlayArgs {
     /// the limit allows, have the lobby exempt it (`rally lobby --login-limit-exempt`).
     #[arg(long, default_value_t = 100.0)]
     pub ramp_per_sec: f64,
+    /// Enter this tournament instead of queueing: each bot registers, checks in,
+    /// plays every match it is given and stops when the tournament ends or it is out.
+    #[arg(long, value_name = "ID")]
+    pub tournament: Option<u64>,
+    /// The tournament service's gRPC address (with --tournament).
+    #[arg(long, default_value = "http://127.0.0.1:7104", env = "RALLY_TOURNAMENTS")]
+    pub tournaments: String,
 }
 
 /// `rally bot bench` flags.
@@ -164,6 +172,9 @@ fn play(args: BotPlayArgs) -> anyhow::Result<()> {
         bail!("--count must be at least 1");
     }
     let policy = args.policy.build(args.model.as_deref())?;
+    if let Some(tournament_id) = args.tournament {
+        return play_tournament(&args, tournament_id, policy);
+    }
     let config = QueueConfig {
         lobby_url: args.lobby.clone(),
         matchmaker_url: args.matchmaker.clone(),
@@ -250,6 +261,63 @@ fn play(args: BotPlayArgs) -> anyhow::Result<()> {
             decided.decisions,
             decided.calls,
             decided.batch_sizes.mean()
+        );
+        first_error.map_or(Ok(()), Err)
+    })
+}
+
+/// `rally bot play --tournament ID`: every bot enters the tournament and plays it out.
+fn play_tournament(args: &BotPlayArgs, tournament_id: u64, policy: Box<dyn rally_bot::Policy>) -> anyhow::Result<()> {
+    let config = TournamentBotConfig {
+        lobby_url: args.lobby.clone(),
+        tournaments_url: args.tournaments.clone(),
+        tournament_id,
+        username_prefix: args.username_prefix.clone(),
+        password: args.password.clone(),
+        difficulty: args.difficulty.unwrap_or(args.policy.default_difficulty()),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let decider = Decider::spawn(policy, BatchWindow::default());
+        let stats = Arc::new(QueueStats::default());
+        let config = Arc::new(config);
+        let mut bots = tokio::task::JoinSet::new();
+        for index in 0..args.count {
+            let (config, handle, stats) = (config.clone(), decider.handle(), stats.clone());
+            bots.spawn(async move { run_tournament_bot(&config, index, handle, stats).await });
+        }
+        let interrupted = crate::common::shutdown_signal()?;
+        tokio::pin!(interrupted);
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                joined = bots.join_next() => match joined {
+                    Some(Ok(Ok(report))) => println!(
+                        "{} ({}): {} matches, {} won; {:?}",
+                        report.username, report.player_id, report.matches, report.wins, report.end
+                    ),
+                    Some(Ok(Err(err))) => {
+                        tracing::error!(error = %format!("{err:#}"), "a bot stopped");
+                        first_error.get_or_insert(err);
+                    }
+                    Some(Err(err)) if err.is_cancelled() => {}
+                    Some(Err(err)) => {
+                        first_error.get_or_insert(anyhow::Error::from(err));
+                    }
+                    None => break,
+                },
+                _ = &mut interrupted => {
+                    tracing::info!("interrupted; the bots leave the tournament to its no-show rule");
+                    bots.abort_all();
+                }
+            }
+        }
+        let _ = decider.finish();
+        println!(
+            "tournament {tournament_id}: {} matches played, {} won, {} failures",
+            stats.matches.load(Ordering::Relaxed),
+            stats.wins.load(Ordering::Relaxed),
+            stats.failures.load(Ordering::Relaxed)
         );
         first_error.map_or(Ok(()), Err)
     })
