@@ -288,6 +288,7 @@ fn play_tournament(args: &BotPlayArgs, tournament_id: u64, policy: Box<dyn rally
         }
         let interrupted = crate::common::shutdown_signal()?;
         tokio::pin!(interrupted);
+        let mut stopping = false;
         let mut first_error = None;
         loop {
             tokio::select! {
@@ -306,8 +307,9 @@ fn play_tournament(args: &BotPlayArgs, tournament_id: u64, policy: Box<dyn rally
                     }
                     None => break,
                 },
-                _ = &mut interrupted => {
+                _ = &mut interrupted, if !stopping => {
                     tracing::info!("interrupted; the bots leave the tournament to its no-show rule");
+                    stopping = true;
                     bots.abort_all();
                 }
             }
