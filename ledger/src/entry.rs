@@ -282,3 +282,109 @@ fn explain(bytes: &[u8], error: &serde_json::Error) -> EntryError {
 pub(crate) fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
+
+#[cfg(test)]
+mod tests {
+    use rally_tournament::{Format, Seeding, Side, Stage};
+
+    use super::*;
+
+    fn key() -> GameKey {
+        GameKey { stage: 0, round: 1, table: 2, game: 0 }
+    }
+
+    fn result() -> Entry {
+        Entry::MatchResult {
+            v: 1,
+            tournament: 3,
+            key: key(),
+            match_id: 44,
+            outcome: GameOutcome::Played { home_score: 5, away_score: 2 },
+            home: 10,
+            away: 11,
+            scores: vec![5, 2],
+            winner_side: Some(0),
+            reason: "score".to_owned(),
+            shard: "shard-1".to_owned(),
+            ended_at_ms: 1_700_000_000_123,
+            input_log_sha256: "ab".repeat(32),
+            replay_sha256: String::new(),
+        }
+    }
+
+    /// The leaf bytes are the format: pinned, so a change to a field or to an engine
+    /// type's serde shape fails here first.
+    #[test]
+    fn golden_leaf_bytes() {
+        let created = Entry::TournamentCreated {
+            v: 1,
+            tournament: 3,
+            name: "Cup é \"1\"".to_owned(),
+            rules: Rules {
+                stages: vec![Stage {
+                    format: Format::SingleElimination { third_place: true },
+                    best_of: 3,
+                    advance: None,
+                }],
+                seeding: Seeding::Rating,
+            },
+            created_at_ms: 1_700_000_000_000,
+        };
+        assert_eq!(
+            String::from_utf8(created.encode()).unwrap(),
+            r#"{"kind":"tournament_created","v":1,"tournament":3,"name":"Cup é \"1\"","rules":{"stages":[{"format":{"type":"single_elimination","third_place":true},"best_of":3,"advance":null}],"seeding":"rating"},"created_at_ms":1700000000000}"#
+        );
+        assert_eq!(
+            String::from_utf8(result().encode()).unwrap(),
+            format!(
+                r#"{{"kind":"match_result","v":1,"tournament":3,"key":{{"stage":0,"round":1,"table":2,"game":0}},"match_id":44,"outcome":{{"type":"played","home_score":5,"away_score":2}},"home":10,"away":11,"scores":[5,2],"winner_side":0,"reason":"score","shard":"shard-1","ended_at_ms":1700000000123,"input_log_sha256":"{}","replay_sha256":""}}"#,
+                "ab".repeat(32)
+            )
+        );
+        let correction = Entry::Correction {
+            v: 1,
+            tournament: 3,
+            key: key(),
+            outcome: GameOutcome::Forfeit { winner: Side::Away },
+            reason: "r".to_owned(),
+            by: 1,
+        };
+        assert_eq!(
+            String::from_utf8(correction.encode()).unwrap(),
+            r#"{"kind":"correction","v":1,"tournament":3,"key":{"stage":0,"round":1,"table":2,"game":0},"outcome":{"type":"forfeit","winner":"away"},"reason":"r","by":1}"#
+        );
+        for entry in [created, result(), correction] {
+            assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn decode_refuses_other_kinds_versions_and_encodings() {
+        let bytes = String::from_utf8(result().encode()).unwrap();
+        let unknown = bytes.replace("match_result", "match_replayed");
+        assert!(
+            matches!(Entry::decode(unknown.as_bytes()), Err(EntryError::Malformed(message)) if message.contains("unknown kind \"match_replayed\""))
+        );
+        let v2 = bytes.replace("\"v\":1", "\"v\":2");
+        assert_eq!(Entry::decode(v2.as_bytes()), Err(EntryError::Version { kind: "match_result", found: 2 }));
+        let v2_with_new_field = bytes.replace("\"v\":1", "\"v\":2,\"extra\":[1]");
+        assert!(matches!(Entry::decode(v2_with_new_field.as_bytes()), Err(EntryError::Version { found: 2, .. })));
+        for not_canonical in [
+            bytes.replace(",\"home\":10", ", \"home\":10"),
+            bytes.replace("shard-1", "shard\\u002d1"),
+            bytes.replace("\"match_id\":44,", "").replace("\"key\":", "\"match_id\":44,\"key\":"),
+            bytes.replace("\"shard\":\"shard-1\"", "\"shard\":\"shard-1\",\"shard\":\"shard-1\""),
+            format!("{bytes}\n"),
+        ] {
+            assert!(Entry::decode(not_canonical.as_bytes()).is_err(), "{not_canonical}");
+        }
+        let bad_digest = bytes.replace(&"ab".repeat(32), &"AB".repeat(32));
+        assert!(matches!(
+            Entry::decode(bad_digest.as_bytes()),
+            Err(EntryError::BadDigest { field: "input_log_sha256", .. })
+        ));
+        for garbage in [&b""[..], b"{", b"[]", b"\xff\xfe", b"{\"kind\":7}", b"null"] {
+            assert!(Entry::decode(garbage).is_err());
+        }
+    }
+}

@@ -28,7 +28,8 @@ impl HttpBase {
         };
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(authority, path)| (authority, path));
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+            // `[::1]:8080` has a port, `[::1]` none.
+            Some((host, port)) if !port.contains(']') => {
                 (host, port.parse::<u16>().map_err(|_| format!("{url:?}: bad port {port:?}"))?)
             }
             _ => (authority, 80),

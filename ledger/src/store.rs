@@ -286,6 +286,11 @@ impl Ledger {
             .map_err(io_error(&entries_path))?;
         let mut bytes = vec![];
         entries.read_to_end(&mut bytes).map_err(io_error(&entries_path))?;
+        if latest.is_none() && !bytes.is_empty() {
+            // Checkpoint 0 is published before any entry is written: entries with no
+            // checkpoint at all mean the checkpoints were lost, not a torn append.
+            return Err(corrupt(format!("{ENTRIES_FILE} holds {} bytes but there is no checkpoint", bytes.len())));
+        }
         let published = latest.as_ref().map_or(0, |latest| latest.size);
         let mut tree = Tree::default();
         let mut line_ends = vec![];

@@ -547,3 +547,40 @@ fn the_witness_catches_a_log_with_two_histories() {
     // A witness pinned to another key will not follow this log.
     assert!(Witness::open(state.path(), "witness.test", Some(&signer(3).verifier_key())).is_err());
 }
+
+/// LEDGER.md names every kind, file and route the code has, so it cannot drift.
+#[test]
+fn ledger_md_names_every_kind_file_and_route() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../LEDGER.md")).unwrap();
+    for kind in rally_ledger::entry::ENTRY_KINDS {
+        assert!(doc.contains(&format!("| `{kind}` |")), "LEDGER.md lacks kind {kind}");
+    }
+    for file in [
+        rally_ledger::ENTRIES_FILE,
+        rally_ledger::CHECKPOINT_FILE,
+        rally_ledger::CHECKPOINTS_DIR,
+        rally_ledger::REPLAYS_DIR,
+        rally_ledger::VKEY_FILE,
+        rally_ledger::REPLAY_SUFFIX,
+        rally_ledger::witness::WITNESS_KEY_FILE,
+        rally_ledger::witness::COSIGNED_DIR,
+    ] {
+        assert!(doc.contains(file), "LEDGER.md lacks {file}");
+    }
+    let routes = [
+        "/checkpoint`",
+        "/checkpoints`",
+        "/checkpoints/{size}",
+        "/entries?start=&end=",
+        "/proof/inclusion?index=&size=",
+        "/proof/consistency?old=&new=",
+        "/receipt?index=",
+        "/replays/{hex}.replay",
+        "/log.vkey",
+    ];
+    for route in routes {
+        assert!(doc.contains(&format!("GET {route}")), "LEDGER.md lacks GET {route}");
+    }
+    assert_eq!(rally_ledger::MAX_ENTRIES_PER_REQUEST, 10_000);
+    assert!(doc.contains("at most 10,000"));
+}
