@@ -49,7 +49,7 @@
 //! - **Swiss.** `rounds` rounds; round `r+1` is paired when every series of round `r` is
 //!   decided. With an odd number of players still in, the bye goes to the lowest-ranked player
 //!   who has not had one (the lowest-ranked when all have); a bye counts as a won series
-//!   (2 points, no opponent, point difference 0). The others are paired by a minimum-cost
+//!   (2 points, no opponent, point difference 0) from the moment the round is paired. The others are paired by a minimum-cost
 //!   perfect matching (the blossom algorithm of `integer-blossom`, a maximum-weight matching
 //!   underneath), where a pair costs, in strict priority: being a rematch (so rematches happen
 //!   only when no pairing avoids them); the square of the pair's point difference (so players

@@ -828,3 +828,25 @@ fn serde_shapes_and_key_text_are_stable() {
         assert!(bad.parse::<GameKey>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_swiss_bye_goes_to_the_lowest_ranked_player_without_one_and_counts_as_a_win() {
+    let mut tournament = Tournament::new(one_stage(Format::Swiss { rounds: 2 }, 1), entrants(5)).unwrap();
+    let round_1 = tournament.ready_games();
+    assert!(round_1.iter().all(|g| g.home != seed(5) && g.away != seed(5)), "the last seed has round 1's bye");
+    for game in round_1 {
+        tournament.apply(&result(game.key, played(1, 0))).unwrap();
+    }
+    let standings = tournament.standings();
+    let five = standings.iter().find(|s| s.entrant == seed(5)).unwrap();
+    assert_eq!((five.wins, five.points, five.buchholz, five.point_difference), (1, 2, 0, 0));
+    // After round 1, seeds 1, 2 and 5 have 2 points; 3 and 4 have none, equal Buchholz (2)
+    // and point difference (-1), so seed puts 4 lowest.
+    let round_2 = tournament.ready_games();
+    assert_eq!(round_2.len(), 2);
+    let playing: BTreeSet<EntrantId> = round_2.iter().flat_map(|g| [g.home, g.away]).collect();
+    assert!(playing.contains(&seed(5)), "nobody gets a second bye");
+    assert!(!playing.contains(&seed(4)), "the bye goes to seed 4");
+    let four = tournament.standings().into_iter().find(|s| s.entrant == seed(4)).unwrap();
+    assert_eq!((four.wins, four.losses, four.points), (1, 1, 2), "the bye is a won series from its pairing on");
+}
