@@ -20,7 +20,7 @@ use rally_client::tls::ServerTrust;
 use rally_matchmaker::player::{Backoff, PlayerClient, RetryPolicy, lazy_channel, retry_hint};
 use rally_tournaments::proto::tournament::tournaments_client::TournamentsClient;
 use rally_tournaments::proto::tournament::{
-    CheckInRequest, EntrantState, GetRequest, MatchReady, RegisterRequest, StandingsRequest, Tournament,
+    CheckInRequest, EntrantState, GameState, GetRequest, MatchReady, RegisterRequest, StandingsRequest, Tournament,
     TournamentStatus, TournamentUpdate, WatchRequest,
 };
 use tonic::Code;
@@ -249,10 +249,10 @@ impl EntrantBot {
             && let Some((rank, true)) = self.own_standing().await
         {
             // Out, unless the service still holds a game for it (a bronze final).
-            let still_playing = tournament.games.iter().any(|game| {
-                (game.home_id == me || game.away_id == me)
-                    && game.state() != rally_tournaments::proto::tournament::GameState::Done
-            });
+            let still_playing = tournament
+                .games
+                .iter()
+                .any(|game| (game.home_id == me || game.away_id == me) && game.state() != GameState::Done);
             if !still_playing {
                 return Ok(Some(TournamentBotEnd::Eliminated { rank }));
             }
@@ -373,4 +373,241 @@ pub async fn play_ready(
     let result = play_resuming(&transport, &ticket, decider, style, stats).await;
     endpoint.close(0u32.into(), b"match over");
     result
+}
+
+/// What `rally up`'s bot cup is: its entrants, its format and how long registration stays open.
+#[derive(Clone, Debug)]
+pub struct CupConfig {
+    /// The lobby's gRPC URL.
+    pub lobby_url: String,
+    /// The tournament service's gRPC URL.
+    pub tournaments_url: String,
+    /// Entrants are `<prefix>-1..=<entrants>`, the organiser `<prefix>-organiser`.
+    pub username_prefix: String,
+    /// The accounts' password.
+    pub password: String,
+    /// Bots entering each cup (a power of two makes a bracket without byes).
+    pub entrants: u32,
+    /// How long registration (and check-in) stays open.
+    pub registration: Duration,
+    /// How the entrants play.
+    pub difficulty: Difficulty,
+    /// Cups are named `<name> #<n>`.
+    pub name: String,
+}
+
+/// What the cups have done, for a status line.
+#[derive(Debug, Default)]
+pub struct CupBoard {
+    state: std::sync::Mutex<CupState>,
+}
+
+#[derive(Debug, Default)]
+struct CupState {
+    /// The cup under way, as last seen.
+    current: Option<Tournament>,
+    /// Cups finished (cancelled ones not counted).
+    finished: u64,
+    /// The last finished cup's id and champion's name.
+    last: Option<(u64, String)>,
+}
+
+impl CupBoard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CupState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Cups finished so far.
+    pub fn finished(&self) -> u64 {
+        self.lock().finished
+    }
+
+    /// The last finished cup: its tournament id and champion.
+    pub fn last_champion(&self) -> Option<(u64, String)> {
+        self.lock().last.clone()
+    }
+
+    /// One line: the current cup's phase (registration, round and games done) and the last champion.
+    pub fn line(&self) -> String {
+        let state = self.lock();
+        let current = match &state.current {
+            None => "starting".to_owned(),
+            Some(cup) => {
+                let done = cup.games.iter().filter(|game| game.state() == GameState::Done).count();
+                match cup.status() {
+                    TournamentStatus::Running => {
+                        let round = cup
+                            .games
+                            .iter()
+                            .filter(|game| game.state() != GameState::Done)
+                            .filter_map(|game| game.key.as_ref().map(|key| key.round + 1))
+                            .min()
+                            .unwrap_or(0);
+                        format!("#{} round {round}, {done} games done", cup.tournament_id)
+                    }
+                    TournamentStatus::Finished => format!("#{} finished, {done} games", cup.tournament_id),
+                    other => format!(
+                        "#{} {}: {}/{} in",
+                        cup.tournament_id,
+                        other.as_str_name().trim_start_matches("TOURNAMENT_STATUS_").to_lowercase().replace('_', "-"),
+                        cup.n_checked_in,
+                        cup.max_entrants
+                    ),
+                }
+            }
+        };
+        match &state.last {
+            Some((id, champion)) => {
+                format!("cup {current} | cups finished {} (#{id}: champion {champion})", state.finished)
+            }
+            None => format!("cup {current} | cups finished {}", state.finished),
+        }
+    }
+}
+
+/// `rally up`'s bot cup: logs the organiser and the entrants in once, then
+/// creates a single-elimination cup, has every bot enter and play it out,
+/// and starts the next one when it ends; until `stop` completes.
+pub async fn run_bot_cups(
+    config: &CupConfig,
+    decider: DeciderHandle,
+    stats: Arc<QueueStats>,
+    board: Arc<CupBoard>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stop);
+    let lobby = lazy_channel(&config.lobby_url)?;
+    let channel = lazy_channel(&config.tournaments_url)?;
+    let login = |username: String| {
+        let (lobby, channel, password) = (lobby.clone(), channel.clone(), config.password.clone());
+        async move {
+            PlayerClient::register_or_login_retrying(lobby, channel, &username, &password, RetryPolicy::forever())
+                .await
+                .map_err(|status| anyhow::anyhow!("logging in as {username}: {}", status.message()))
+        }
+    };
+    let logins = async {
+        let organiser = login(format!("{}-organiser", config.username_prefix)).await?;
+        let mut entrants = Vec::new();
+        for index in 1..=config.entrants {
+            entrants.push(login(format!("{}-{index}", config.username_prefix)).await?);
+        }
+        anyhow::Ok((organiser, entrants))
+    };
+    let (organiser, entrants) = tokio::select! {
+        logged_in = logins => logged_in?,
+        () = &mut stop => return Ok(()),
+    };
+    let mut organiser = EntrantBot::new(organiser, channel.clone(), 0);
+    let mut number = 0u64;
+    let mut backoff = Backoff::new(RetryPolicy::forever());
+    loop {
+        number += 1;
+        let created = tokio::select! {
+            created = create_cup(&mut organiser, config, number) => created,
+            () = &mut stop => return Ok(()),
+        };
+        let cup = match created {
+            Ok(cup) => cup,
+            Err(status) => {
+                tracing::warn!(message = status.message(), "could not create the bot cup; trying again");
+                tokio::time::sleep(backoff.next_delay(retry_hint(&status))).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        let id = cup.tournament_id;
+        tracing::info!(tournament = id, name = %cup.name, "bot cup created");
+        board.lock().current = Some(cup);
+        let mut bots = tokio::task::JoinSet::new();
+        for (seat, player) in entrants.iter().enumerate() {
+            let mut bot = EntrantBot::new(player.clone(), channel.clone(), id);
+            let (decider, stats) = (decider.clone(), stats.clone());
+            let style = BotStyle { difficulty: config.difficulty, seed: (id << 8) ^ seat as u64 };
+            bots.spawn(async move { bot.play_out(&decider, style, &stats).await });
+        }
+        organiser.tournament_id = id;
+        let followed = tokio::select! {
+            followed = follow_cup(&mut organiser, &board) => followed,
+            () = &mut stop => {
+                bots.abort_all();
+                return Ok(());
+            }
+        };
+        // The bots end with the cup; one still going (a lost stream) is not waited for.
+        let settle = async { while bots.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), settle).await.is_err() {
+            bots.abort_all();
+        }
+        match followed {
+            Ok(cup) if cup.status() == TournamentStatus::Finished => {
+                let champion = cup.champion_id.map_or_else(
+                    || "none".to_owned(),
+                    |champion| {
+                        cup.entrants
+                            .iter()
+                            .find(|entrant| entrant.player_id == champion)
+                            .map_or_else(|| format!("player {champion}"), |entrant| entrant.display_name.clone())
+                    },
+                );
+                tracing::info!(tournament = id, %champion, "bot cup finished");
+                let mut state = board.lock();
+                state.finished += 1;
+                state.last = Some((id, champion));
+            }
+            Ok(cup) => tracing::warn!(tournament = id, status = ?cup.status(), "bot cup ended without a champion"),
+            Err(err) => tracing::warn!(tournament = id, error = %format!("{err:#}"), "lost track of the bot cup"),
+        }
+    }
+}
+
+/// Creates cup number `number`: single elimination, best of one, registration open now.
+async fn create_cup(organiser: &mut EntrantBot, config: &CupConfig, number: u64) -> Result<Tournament, tonic::Status> {
+    use rally_tournaments::proto::tournament::{CreateRequest, Rules, SingleElimination, Stage, stage};
+    let request = CreateRequest {
+        name: format!("{} #{number}", config.name),
+        rules: Some(Rules {
+            stages: vec![Stage {
+                format: Some(stage::Format::SingleElimination(SingleElimination { third_place: false })),
+                best_of: 1,
+                advance: None,
+            }],
+            seeding: rally_tournaments::proto::tournament::Seeding::Rating as i32,
+        }),
+        mode: String::new(),
+        max_entrants: config.entrants,
+        min_rating: None,
+        max_rating: None,
+        registration_opens_at_ms: 0,
+        registration_closes_at_ms: unix_ms_i64() + i64::try_from(config.registration.as_millis()).unwrap_or(20_000),
+        check_in_opens_at_ms: 0,
+        check_in_closes_at_ms: 0,
+    };
+    let response = organiser.call(|mut client, request| async move { client.create(request).await }, request).await?;
+    response.tournament.ok_or_else(|| tonic::Status::internal("Create answered without a tournament"))
+}
+
+/// Watches the organiser's tournament until it is over, keeping `board` up to date.
+async fn follow_cup(organiser: &mut EntrantBot, board: &CupBoard) -> anyhow::Result<Tournament> {
+    let mut backoff = Backoff::new(RetryPolicy::forever());
+    loop {
+        let mut stream = match organiser.watch().await {
+            Ok(stream) => stream,
+            Err(status) if retryable(&status) => {
+                tokio::time::sleep(backoff.next_delay(retry_hint(&status))).await;
+                continue;
+            }
+            Err(status) => bail!("watching the cup: {}", status.message()),
+        };
+        while let Ok(Some(update)) = stream.message().await {
+            backoff.reset();
+            let Some(cup) = update.tournament else { continue };
+            let over = matches!(cup.status(), TournamentStatus::Finished | TournamentStatus::Cancelled);
+            board.lock().current = Some(cup.clone());
+            if over {
+                return Ok(cup);
+            }
+        }
+        tokio::time::sleep(backoff.next_delay(None)).await;
+    }
 }
