@@ -368,10 +368,9 @@ impl TournamentDirector {
 
     /// The loaded tournament `id`, loading it (a finished one) if need be.
     async fn live_mut<'a>(&self, live: &'a mut BTreeMap<u64, Live>, id: u64) -> Result<&'a mut Live, TournamentError> {
-        if !live.contains_key(&id) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = live.entry(id) {
             let record = self.inner.store.tournament(id).await?.ok_or_else(|| not_found(id))?;
-            let loaded = self.load(record).await?;
-            live.insert(id, loaded);
+            slot.insert(self.load(record).await?);
         }
         live.get_mut(&id).ok_or_else(|| not_found(id))
     }
