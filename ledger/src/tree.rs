@@ -89,6 +89,9 @@ impl Tree {
     }
 }
 
+/// The largest tree size a proof is checked for (ct-merkle's index bound).
+const MAX_TREE_SIZE: u64 = u64::MAX / 2;
+
 fn root_hash(size: u64, root: &[u8; 32]) -> RootHash<Sha256> {
     RootHash::new((*root).into(), size)
 }
@@ -96,6 +99,10 @@ fn root_hash(size: u64, root: &[u8; 32]) -> RootHash<Sha256> {
 /// Checks with `ct-merkle` that `leaf` is leaf `index` of the tree of `size` leaves whose
 /// root is `root`.
 pub fn check_inclusion(leaf: &[u8], index: u64, size: u64, root: &[u8; 32], proof: &[[u8; 32]]) -> bool {
+    // ct-merkle asserts leaf indexes fit its layout; no real tree comes near the bound.
+    if index >= size || size > MAX_TREE_SIZE {
+        return false;
+    }
     let proof = InclusionProof::<Sha256>::from_bytes(proof.concat());
     root_hash(size, root).verify_inclusion(&leaf, index, &proof).is_ok()
 }
@@ -110,6 +117,9 @@ pub fn check_consistency(
     new_root: &[u8; 32],
     proof: &[[u8; 32]],
 ) -> bool {
+    if old_size > new_size || new_size > MAX_TREE_SIZE {
+        return false;
+    }
     if old_size == 0 {
         // Every tree extends the empty one; RFC 9162 defines no proof for it.
         return proof.is_empty();
@@ -165,6 +175,8 @@ mod tests {
             for old in 1..=new {
                 let proof = tree.consistency_proof(old, new).unwrap();
                 assert!(check_consistency(old, &roots[old as usize - 1], new, &new_root, &proof), "{old} -> {new}");
+                assert!(!check_consistency(new, &new_root, old, &roots[old as usize - 1], &proof) || old == new);
+                assert!(!check_consistency(old, &roots[old as usize - 1], u64::MAX, &new_root, &proof));
                 if old < new {
                     assert!(
                         !check_consistency(old, &roots[old as usize], new, &new_root, &proof),
@@ -176,6 +188,8 @@ mod tests {
                 let proof = tree.inclusion_proof(index, new).unwrap();
                 assert!(check_inclusion(&leaf(index), index, new, &new_root, &proof));
                 assert!(!check_inclusion(&leaf(index + 1), index, new, &new_root, &proof));
+                assert!(!check_inclusion(&leaf(index), index, u64::MAX, &new_root, &proof));
+                assert!(!check_inclusion(&leaf(index), u64::MAX - 1, u64::MAX, &new_root, &proof));
             }
         }
     }
