@@ -47,7 +47,7 @@ pub mod witness;
 
 pub use note::{LogSigner, VerifiedCheckpoint};
 pub use server::{MAX_ENTRIES_PER_REQUEST, router};
-pub use store::{Ledger, LedgerError, Receipt, ReceiptError, verify_receipt};
+pub use store::{Ledger, LedgerError, LogReader, Receipt, ReceiptError, verify_receipt};
 pub use tree::{check_consistency, check_inclusion};
 pub use verify::{VerifyError, VerifyOptions, VerifyReport, verify};
 

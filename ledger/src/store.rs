@@ -539,3 +539,88 @@ impl Ledger {
         })
     }
 }
+
+/// A read-only view of a log directory, for receipts and lookups without the signing
+/// key (a copy, a mirror, or a log another process is appending to). It trusts
+/// nothing it cannot prove: its receipts are checked with [`verify_receipt`].
+#[derive(Debug)]
+pub struct LogReader {
+    checkpoint: String,
+    leaves: Vec<Vec<u8>>,
+    tree: Tree,
+}
+
+impl LogReader {
+    /// Reads `dir`'s latest checkpoint and the entries it covers (a tail past them is
+    /// ignored). The checkpoint's signature is not checked here.
+    pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        let corrupt = |reason: String| LedgerError::Corrupt { dir: dir.display().to_string(), reason };
+        let checkpoint_path = dir.join(CHECKPOINT_FILE);
+        let note = std::fs::read(&checkpoint_path).map_err(io_error(&checkpoint_path))?;
+        let parsed = signed_note::Note::from_bytes(&note)
+            .map_err(|err| corrupt(format!("{CHECKPOINT_FILE} is not a signed note: {err}")))?;
+        let size = tlog_tiles::Checkpoint::from_bytes(parsed.text())
+            .map_err(|err| corrupt(format!("{CHECKPOINT_FILE} is not a checkpoint: {err}")))?
+            .size();
+        let entries_path = dir.join(ENTRIES_FILE);
+        let bytes = std::fs::read(&entries_path).map_err(io_error(&entries_path))?;
+        let mut leaves = vec![];
+        let mut tree = Tree::default();
+        for line in bytes.split_inclusive(|&byte| byte == b'\n') {
+            if leaves.len() as u64 == size {
+                break;
+            }
+            let Some(leaf) = line.strip_suffix(b"\n") else { break };
+            tree.push(leaf);
+            leaves.push(leaf.to_vec());
+        }
+        if (leaves.len() as u64) < size {
+            return Err(corrupt(format!(
+                "{ENTRIES_FILE} holds {} entries, the checkpoint covers {size}",
+                leaves.len()
+            )));
+        }
+        Ok(Self { checkpoint: String::from_utf8_lossy(&note).into_owned(), leaves, tree })
+    }
+
+    /// Entries covered by the checkpoint read.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The checkpoint note read.
+    pub fn checkpoint(&self) -> &str {
+        &self.checkpoint
+    }
+
+    /// The leaf bytes of entry `index`.
+    pub fn entry(&self, index: u64) -> Option<&[u8]> {
+        usize::try_from(index).ok().and_then(|index| self.leaves.get(index)).map(Vec::as_slice)
+    }
+
+    /// The index of the result of match `match_id`, if one is logged.
+    pub fn find_match_result(&self, match_id: u64) -> Option<u64> {
+        self.leaves
+            .iter()
+            .position(|leaf| {
+                matches!(Entry::decode(leaf), Ok(Entry::MatchResult { match_id: logged, .. }) if logged == match_id)
+            })
+            .map(|index| index as u64)
+    }
+
+    /// A receipt for entry `index` against the checkpoint read.
+    pub fn receipt(&self, index: u64) -> Result<Receipt, LedgerError> {
+        let size = self.size();
+        let proof = self
+            .tree
+            .inclusion_proof(index, size)
+            .ok_or_else(|| LedgerError::Range(format!("entry {index} is not in the log of {size} entries")))?;
+        Ok(Receipt {
+            entry: String::from_utf8_lossy(self.entry(index).unwrap_or_default()).into_owned(),
+            index,
+            tree_size: size,
+            inclusion_proof: proof.iter().map(hash_b64).collect(),
+            checkpoint: self.checkpoint.clone(),
+        })
+    }
+}

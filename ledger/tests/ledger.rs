@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use rally_ledger::entry::{ENTRY_VERSION, Entry};
 use rally_ledger::witness::{Witness, WitnessError, WitnessOutcome};
 use rally_ledger::{
-    Ledger, LedgerError, LogSigner, Receipt, ReceiptError, VerifyError, VerifyOptions, verify, verify_receipt,
+    Ledger, LedgerError, LogReader, LogSigner, Receipt, ReceiptError, VerifyError, VerifyOptions, verify,
+    verify_receipt,
 };
 use rally_sim::replay::{InputLog, LogEntry, SeatAction, replay};
 use rally_sim::{LifecycleConfig, MatchSpec, PongWorld};
@@ -404,6 +405,23 @@ fn receipts_prove_each_entry_offline() {
         assert!(matches!(verify_receipt(&changed, &vkey), Err(ReceiptError::NotIncluded { .. })));
         assert!(matches!(verify_receipt(&receipt, &signer(2).verifier_key()), Err(ReceiptError::Checkpoint(_))));
     }
+    // The same receipts from the files alone, without the key, past a torn tail.
+    let mut file = std::fs::OpenOptions::new().append(true).open(dir.path().join("entries.jsonl")).unwrap();
+    file.write_all(b"{\"kind\":\"with").unwrap();
+    let reader = LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.size(), ledger.size());
+    for index in 0..ledger.size() {
+        assert_eq!(reader.receipt(index).unwrap(), ledger.receipt(index).unwrap());
+    }
+    let (first_result, match_id) = (0..reader.size())
+        .find_map(|index| match Entry::decode(reader.entry(index).unwrap()).unwrap() {
+            Entry::MatchResult { match_id, .. } => Some((index, match_id)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reader.find_match_result(match_id), Some(first_result));
+    assert_eq!(reader.find_match_result(5), None);
+    assert!(matches!(reader.receipt(ledger.size()), Err(LedgerError::Range(_))));
     // Proofs at an earlier size check against that checkpoint.
     let sizes = ledger.checkpoint_sizes().to_vec();
     for pair in sizes.windows(2).filter(|pair| pair[0] > 0) {
