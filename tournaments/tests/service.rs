@@ -66,7 +66,9 @@ fn create_request(rules: &Rules, max_entrants: u32, now_ms: u64) -> pb::CreateRe
 async fn a_cup_runs_from_registration_to_champion(db: &Database) {
     let data = tempfile::tempdir().expect("temp dir");
     let shared = Shared::memory();
-    let rig = Rig::open(db.url(), &ledger_dir(&data), &shared, config()).await;
+    let replays = data.path().join("replays");
+    let config = rally_tournaments::TournamentsConfig { replay_dir: Some(replays.clone()), ..config() };
+    let rig = Rig::open(db.url(), &ledger_dir(&data), &shared, config).await;
     let served = Served::start(&rig).await;
     let t0 = now();
     let shard = FakeShard::start(&shared, "shard-a", 8, t0).await;
@@ -110,8 +112,9 @@ async fn a_cup_runs_from_registration_to_champion(db: &Database) {
     assert_eq!(got.games.iter().filter(|game| game.state == pb::GameState::Scheduled as i32).count(), 2);
     assert!(got.bracket_text.contains("p1"), "{}", got.bracket_text);
 
+    // The semis are played for real (home wins), their replays written where the shard writes them.
     for row in &semis {
-        shard.finish(&shard.result(row, Play::Score(5, 1), t0 + 61_000)).await;
+        shard.finish(&shard.replayed(row, 0, &replays, t0 + 61_000)).await;
     }
     eventually("both semis counted", || async {
         (matches(&rig.director, id, MatchStatus::Counted).await.len() == 2).then_some(())
@@ -139,13 +142,17 @@ async fn a_cup_runs_from_registration_to_champion(db: &Database) {
     assert_eq!(receipt.inclusion_proof.len(), direct.inclusion_proof.len());
     assert!(receipt.inclusion_proof.iter().all(|hash| hash.len() == 32));
     match rally_ledger::verify_receipt(&direct, &common::ledger_vkey()).expect("the receipt verifies") {
-        Entry::MatchResult { match_id, scores, .. } => assert_eq!((match_id, scores), (finals[0].match_id, vec![5, 4])),
+        Entry::MatchResult { match_id, scores, replay_sha256, .. } => {
+            assert_eq!((match_id, scores), (finals[0].match_id, vec![5, 4]));
+            assert_eq!(replay_sha256, "", "the final left no replay: logged without one");
+        }
         other => panic!("the receipt is for {other:?}"),
     }
     let missing = players[1].receipt(id, 12345).await.expect_err("no such match");
     assert_eq!(missing.code(), Code::NotFound);
-    let report = common::verify_ledger(&ledger_dir(&data));
+    let report = common::verify_ledger_with(&ledger_dir(&data), true);
     assert_eq!((report.tournaments, report.finished, report.match_results), (1, 1, 3));
+    assert_eq!((report.replay_files, report.replayed), (2, 2), "both semis' replays copied and re-simulated");
     served.server.shutdown().await.expect("shutdown");
     rig.close().await;
 }

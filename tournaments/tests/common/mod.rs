@@ -326,6 +326,42 @@ impl FakeShard {
         }
     }
 
+    /// Plays `row` for real in Pong (first point wins), choosing the first
+    /// seed from which `winner_side` wins, writes its replay file to
+    /// `replay_dir` as the shard driver does, and returns its result.
+    pub fn replayed(&self, row: &MatchRow, winner_side: u8, replay_dir: &Path, now_ms: u64) -> MatchResult {
+        use rally_sim::replay::{InputLog, LogEntry, SeatAction, replay};
+        use rally_sim::{LifecycleConfig, MatchSpec, PongWorld};
+        let mut result = self.result(row, Play::Score(0, 0), now_ms);
+        // Seeds from the match id, so each match has a log of its own.
+        for seed in row.match_id % 1_000_000.. {
+            let log = InputLog {
+                game: "pong".to_owned(),
+                spec: MatchSpec { n_seats: 2, points_to_win: 1, time_limit_ticks: 1200 },
+                seed,
+                lifecycle: LifecycleConfig::default(),
+                entries: vec![
+                    LogEntry { tick: 0, seat: 0, action: SeatAction::Connect },
+                    LogEntry { tick: 0, seat: 1, action: SeatAction::Connect },
+                    LogEntry { tick: 70, seat: 0, action: SeatAction::Input(1) },
+                ],
+                end_tick: 2000,
+            };
+            let outcome = replay::<PongWorld>(&log).expect("replay").outcome.expect("the match ends within the log");
+            if outcome.winner != Some(winner_side) {
+                continue;
+            }
+            std::fs::create_dir_all(replay_dir).expect("replay dir");
+            let path = replay_dir.join(format!("{}.replay", MatchId(row.match_id)));
+            std::fs::write(path, log.encode().expect("encode")).expect("write replay");
+            result.scores = outcome.scores;
+            result.winner = outcome.winner;
+            result.input_log_digest = hex::encode(log.digest());
+            break;
+        }
+        result
+    }
+
     /// Publishes a result as a shard agent does (settled once per match id)
     /// and frees its slot.
     pub async fn finish(&self, result: &MatchResult) {
@@ -370,7 +406,12 @@ pub fn ledger_entries(ledger: &Arc<Mutex<Ledger>>) -> Vec<rally_ledger::entry::E
 
 /// Verifies the ledger directory as `rally ledger verify` does.
 pub fn verify_ledger(dir: &Path) -> rally_ledger::VerifyReport {
-    let options = rally_ledger::VerifyOptions { replay: false, key: Some(ledger_vkey()) };
+    verify_ledger_with(dir, false)
+}
+
+/// Verifies the ledger directory, re-simulating every match with a replay when `replay`.
+pub fn verify_ledger_with(dir: &Path, replay: bool) -> rally_ledger::VerifyReport {
+    let options = rally_ledger::VerifyOptions { replay, key: Some(ledger_vkey()) };
     rally_ledger::verify(&dir.display().to_string(), &options).expect("the ledger verifies")
 }
 
