@@ -160,6 +160,9 @@ pub struct ReadyLine {
     /// The matchmaker's gRPC address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matchmaker: Option<SocketAddr>,
+    /// The tournament service's gRPC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tournaments: Option<SocketAddr>,
     /// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,

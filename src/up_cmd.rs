@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use rally_bot::queue::{BotFiller, QueueConfig, QueueStats, run_queue_bot};
+use rally_bot::tournament::{CupBoard, CupConfig, run_bot_cups};
 use rally_bot::{BatchWindow, Decider, Difficulty, PolicyKind};
 use rally_lobby::{LobbyConfig, ProfileStore};
 use rally_matchmaker::engine::Backends;
@@ -93,6 +94,24 @@ pub struct UpArgs {
     /// Print the machine-readable ready line instead of the banner.
     #[arg(long, help = READY_JSON_HELP)]
     pub ready_json: bool,
+    /// Tournaments gRPC address (its ledger is <data-dir>/ledger, signed with <data-dir>/ledger.key).
+    #[arg(long, default_value = "127.0.0.1:7104")]
+    pub tournaments_addr: SocketAddr,
+    /// Do not run the built-in bot cup (the tournament service still serves).
+    #[arg(long)]
+    pub no_tournament: bool,
+    /// Bots in each bot cup (single elimination, best of one; a new cup starts when one ends).
+    #[arg(long, default_value_t = 8)]
+    pub cup_bots: u32,
+    /// Seconds each bot cup's registration (and check-in) stays open.
+    #[arg(long, default_value_t = 20.0)]
+    pub cup_registration: f64,
+    /// Points a side needs to win a tournament match (short, so a cup ends in minutes).
+    #[arg(long, default_value_t = 2)]
+    pub tournament_points_to_win: u8,
+    /// Seconds a tournament player has to connect to a ready match before forfeiting it.
+    #[arg(long, default_value_t = 20.0)]
+    pub tournament_no_show: f64,
 }
 
 fn parse_difficulty(name: &str) -> Result<Difficulty, String> {
@@ -143,7 +162,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         None => Backends::in_memory(Duration::from_millis(config.ticket_retention_ms)),
     };
     let ratings: Arc<dyn rally_matchmaker::RatingSource> = Arc::new(lobby.profiles().clone());
-    let matchmaker = Matchmaker::new(config, backends.clone(), ratings, minter.clone())?;
+    let matchmaker = Matchmaker::new(config, backends.clone(), ratings.clone(), minter.clone())?;
     let matchmaker_server = rally_matchmaker::serve(args.matchmaker_addr, matchmaker.clone(), lobby.verifier().clone())
         .await
         .with_context(|| format!("starting the matchmaker on {}", args.matchmaker_addr))?;
@@ -155,6 +174,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     serve.udp_listen = (!args.no_udp).then_some(args.udp_addr);
     let udp_listen = serve.udp_listen;
     serve.drain_timeout = Duration::from_secs_f64(args.drain_timeout.max(0.0));
+    // The tournament service copies each counted match's replay from here into the ledger.
+    let replay_dir = args.data_dir.join("replays");
+    std::fs::create_dir_all(&replay_dir).with_context(|| format!("creating {}", replay_dir.display()))?;
+    serve.replay_dir = Some(replay_dir.clone());
     serve.shard.name = "up-1".to_owned();
     let capacity = u32::try_from(serve.shard.max_matches).unwrap_or(u32::MAX);
     let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -193,6 +216,46 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "up",
     );
     let engine = matchmaker.start();
+
+    // Tournaments: scheduled on the same shard registry, results from the same bus, logged to the ledger.
+    let ledger = rally_tournaments::open_ledger(
+        &args.data_dir.join("ledger"),
+        &args.data_dir.join("ledger.key"),
+        "rally.up/ledger",
+    )
+    .with_context(|| format!("opening the ledger in {}", args.data_dir.join("ledger").display()))?;
+    let tournaments_db = match &args.database_url {
+        Some(url) if !url.starts_with("sqlite:") => url.clone(),
+        _ => format!("sqlite://{}", args.data_dir.join("tournaments.db").display()),
+    };
+    let store = rally_tournaments::Store::connect(&tournaments_db).await.context("the tournaments database")?;
+    let tournaments_config = rally_tournaments::TournamentsConfig {
+        modes: vec![rally_tournaments::TournamentMode {
+            name: "pong".to_owned(),
+            points_to_win: args.tournament_points_to_win,
+        }],
+        no_show: Duration::from_secs_f64(args.tournament_no_show.max(1.0)),
+        replay_dir: Some(replay_dir),
+        consumer: "up".to_owned(),
+        ..rally_tournaments::TournamentsConfig::default()
+    };
+    let director = rally_tournaments::TournamentDirector::open(
+        tournaments_config,
+        store,
+        backends.registry.clone(),
+        backends.bus.clone(),
+        ratings.clone(),
+        minter.clone(),
+        ledger.clone(),
+    )
+    .await
+    .context("starting the tournament director")?;
+    let director_handle = director.start();
+    let tournaments_server =
+        rally_tournaments::serve(args.tournaments_addr, director.clone(), lobby.verifier().clone())
+            .await
+            .with_context(|| format!("starting the tournament service on {}", args.tournaments_addr))?;
+    let tournaments_url = format!("http://{}", tournaments_server.local_addr());
 
     // Bots: one decider batches every bot's decisions.
     let policy = args.bot_policy.build(None).context("loading the bot policy")?;
@@ -242,6 +305,32 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         });
     }
 
+    // The bot cup: its own accounts, so the queueing bots keep queueing.
+    let cups = Arc::new(CupBoard::default());
+    let cup_task = (!args.no_tournament).then(|| {
+        let config = CupConfig {
+            lobby_url: lobby_url.clone(),
+            tournaments_url: tournaments_url.clone(),
+            username_prefix: "cup-bot".to_owned(),
+            password: BOT_PASSWORD.to_owned(),
+            entrants: args.cup_bots.max(2),
+            registration: Duration::from_secs_f64(args.cup_registration.max(1.0)),
+            // Points come quickly between easy bots, so a cup takes minutes.
+            difficulty: Difficulty::EASY,
+            name: "rally up cup".to_owned(),
+        };
+        let (decider, stats, board) = (decider.handle(), bot_stats.clone(), cups.clone());
+        let mut stop = stop_bots_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = run_bot_cups(&config, decider, stats, board, stop).await {
+                tracing::warn!("the bot cup stopped: {err:#}");
+            }
+        })
+    });
+
     let metrics = rally_server::ops::serve(args.metrics_addr, shard.readiness.clone())
         .await
         .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
@@ -249,6 +338,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ReadyLine {
             lobby: Some(lobby.local_addr()),
             matchmaker: Some(matchmaker_server.local_addr()),
+            tournaments: Some(tournaments_server.local_addr()),
             token_key: Some(minter.public_key_spec()),
             ..ReadyLine::with_shard("up", &shard, metrics)
         }
@@ -257,6 +347,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("rally up: everything on localhost (data in {})", args.data_dir.display());
         println!("  lobby       {lobby_url}   (Auth, Profile, Chat)");
         println!("  matchmaker  {matchmaker_url}");
+        println!(
+            "  tournaments {tournaments_url}   (ledger in {}; `rally ledger verify {}`)",
+            args.data_dir.join("ledger").display(),
+            args.data_dir.display()
+        );
         println!("  shard       {} (QUIC), certificate sha256 {}", shard.local_addr, shard.fingerprint);
         match shard.udp_addr {
             Some(udp) => println!("  udp         {udp} (the shard's raw UDP: unencrypted; --no-udp turns it off)"),
@@ -264,6 +359,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         println!("  metrics     http://{metrics}/metrics");
         println!("  bots        {} × {} queueing for \"pong\"", args.bots, args.bot_policy.name());
+        if args.no_tournament {
+            println!("  bot cup     off (--no-tournament)");
+        } else {
+            println!("  bot cup     {} bots, single elimination, a new cup when one ends", args.cup_bots.max(2));
+        }
         println!("Play a match: `rally play` in another terminal. Ctrl-C drains and stops.");
     }
 
@@ -274,7 +374,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    let status = status_loop(&args, &shard.live, &bot_stats, &filler, lobby.profiles(), &applied);
+    let cup_status = CupStatus { board: &cups, ledger: &ledger, enabled: !args.no_tournament };
+    let status = status_loop(&args, &shard.live, &bot_stats, &filler, lobby.profiles(), &applied, &cup_status);
     tokio::select! {
         _ = shutdown => println!("shutdown requested: draining (running matches finish, up to {} s)", args.drain_timeout),
         _ = stop_after => println!("--seconds elapsed: draining (running matches finish, up to {} s)", args.drain_timeout),
@@ -288,6 +389,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!("shard drained; stopping bots");
     let _ = stop_bots_tx.send(true);
     while bots.join_next().await.is_some() {}
+    if let Some(cup_task) = cup_task {
+        let _ = cup_task.await;
+    }
     tracing::info!("bots stopped; flushing results");
     // The agent ends once the shard dropped its results sender and every result is published.
     let agent_report = agent.await.context("shard agent")?;
@@ -300,7 +404,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             "not every published result reached the ratings within 10 s; the bus keeps the rest"
         );
     }
-    tracing::info!("results flushed; stopping the matchmaker");
+    tracing::info!("results flushed; stopping the tournaments");
+    director_handle.stop().await;
+    // Watch streams stay open until their clients go: bound the wait.
+    match tokio::time::timeout(Duration::from_secs(5), tournaments_server.shutdown()).await {
+        Ok(result) => result.context("tournaments shutdown")?,
+        Err(_) => tracing::warn!("the tournament service did not close its streams within 5 s; stopping anyway"),
+    }
+    tracing::info!("tournaments stopped; stopping the matchmaker");
     match_channels.stop().await;
     consumer.stop().await;
     engine.stop().await;
@@ -327,7 +438,35 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         report.late_ticks,
         report.ticks
     );
+    let size = ledger.lock().map_or(0, |ledger| ledger.size());
+    match cups.last_champion() {
+        Some((id, champion)) => println!(
+            "bot cups finished: {} (the last, tournament {id}, won by {champion}); the ledger holds {size} entries: \
+             `rally ledger verify --replay {}` checks them",
+            cups.finished(),
+            args.data_dir.display()
+        ),
+        None => println!("bot cups finished: 0; the ledger holds {size} entries"),
+    }
     Ok(())
+}
+
+/// What the status line says about tournaments.
+struct CupStatus<'a> {
+    board: &'a CupBoard,
+    ledger: &'a std::sync::Mutex<rally_ledger::Ledger>,
+    enabled: bool,
+}
+
+impl CupStatus<'_> {
+    fn line(&self) -> String {
+        let size = self.ledger.lock().map_or(0, |ledger| ledger.size());
+        if self.enabled {
+            format!("{} | ledger {size} entries", self.board.line())
+        } else {
+            format!("ledger {size} entries")
+        }
+    }
 }
 
 /// Prints a status line every `--status-interval` seconds; never returns.
@@ -338,6 +477,7 @@ async fn status_loop(
     filler: &BotFiller,
     profiles: &ProfileStore,
     applied: &rally_matchmaker::lobby_results::ProfileResults,
+    cups: &CupStatus<'_>,
 ) {
     if args.status_interval <= 0.0 {
         return std::future::pending().await;
@@ -362,7 +502,7 @@ async fn status_loop(
             .unwrap_or_else(|err| format!("unavailable ({err})"));
         println!(
             "[status] matches running {} finished {} | players online {} | tick p99 {:.2} ms, late {} | \
-             bot matches {} (+{} bot-fill), errors {} | ratings applied {} | top: {}",
+             bot matches {} (+{} bot-fill), errors {} | ratings applied {} | top: {} | {}",
             live.matches(),
             live.matches_ended(),
             live.connections(),
@@ -373,6 +513,7 @@ async fn status_loop(
             bots.failures.load(Ordering::Relaxed) + filler.stats().failures.load(Ordering::Relaxed),
             applied.stats().applied,
             leaders,
+            cups.line(),
         );
     }
 }
