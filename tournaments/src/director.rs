@@ -1525,3 +1525,62 @@ pub fn open_ledger(dir: &Path, key_file: &Path, origin: &str) -> Result<Arc<Mute
     let ledger = Ledger::open(dir, signer).map_err(|err| TournamentError::Ledger(err.to_string()))?;
     Ok(Arc::new(Mutex::new(ledger)))
 }
+
+#[cfg(test)]
+mod tests {
+    use rally_protocol::results::SeatResult;
+
+    use super::*;
+
+    fn result(reason: EndReason, scores: Vec<u32>, winner: Option<u8>, present: [bool; 2]) -> MatchResult {
+        MatchResult {
+            match_id: MatchId(1),
+            game: "pong".into(),
+            shard: "shard-a".into(),
+            seats: (0..2_u8)
+                .map(|seat| SeatResult {
+                    seat,
+                    player_id: present[usize::from(seat)].then_some(PlayerId(10 + u64::from(seat))),
+                    side: seat,
+                    forfeited: !present[usize::from(seat)],
+                })
+                .collect(),
+            scores,
+            winner,
+            reason,
+            duration_ticks: 0,
+            tick_rate_hz: 60,
+            started_at_ms: 0,
+            ended_at_ms: 0,
+            input_log_digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn results_map_to_outcomes_with_home_on_side_0() {
+        let played = |home_score, away_score| Some(GameOutcome::Played { home_score, away_score });
+        assert_eq!(game_outcome(&result(EndReason::Score, vec![5, 3], Some(0), [true; 2])), played(5, 3));
+        assert_eq!(game_outcome(&result(EndReason::TimeLimit, vec![2, 2], None, [true; 2])), played(2, 2));
+        assert_eq!(
+            game_outcome(&result(EndReason::Forfeit, vec![0, 1], Some(1), [false, true])),
+            Some(GameOutcome::Forfeit { winner: Side::Away })
+        );
+        assert_eq!(
+            game_outcome(&result(EndReason::Abandoned, vec![0, 0], None, [true, false])),
+            Some(GameOutcome::Forfeit { winner: Side::Home })
+        );
+        assert_eq!(
+            game_outcome(&result(EndReason::Abandoned, vec![0, 0], None, [false, false])),
+            Some(GameOutcome::DoubleForfeit)
+        );
+        assert_eq!(game_outcome(&result(EndReason::ShardShutdown, vec![0, 0], None, [true; 2])), None);
+    }
+
+    #[test]
+    fn match_ids_fit_the_tables() {
+        for _ in 0..1000 {
+            let id = new_match_id();
+            assert!(id > 0 && i64::try_from(id).is_ok());
+        }
+    }
+}

@@ -223,7 +223,72 @@ async fn a_lost_shard_reschedules_once_then_double_forfeits(shared: &Shared) {
     db.cleanup().await;
 }
 
+async fn withdrawals_corrections_and_disqualifications_void_their_matches(shared: &Shared) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let db = common::Database::sqlite().await;
+    let config = rally_tournaments::TournamentsConfig { operators: vec![200], ..config() };
+    let rig = Rig::open(db.url(), &ledger_dir(&data), shared, config).await;
+    let t0 = now();
+    let shard = FakeShard::start(shared, "shard-a", 8, t0).await;
+    let registry = shared.registry();
+    let id = seeded(&rig.director, cup(), &[1, 2, 3, 4], t0).await;
+    let s = t0 + 60_001;
+    rig.director.tick(s).await.expect("tick");
+    let semis = matches(&rig.director, id, MatchStatus::Scheduled).await;
+    let semi_of = |player: u64| semis.iter().find(|row| row.home_id == player || row.away_id == player).expect("semi");
+    let (semi_a, semi_b) = (semi_of(4).clone(), semi_of(3).clone());
+
+    // Player 4 withdraws: their semi is a forfeit, its match void and its slot free.
+    rig.director.withdraw(id, 4, s + 1).await.expect("withdraw");
+    assert_eq!(matches(&rig.director, id, MatchStatus::Void).await[0].match_id, semi_a.match_id);
+    assert_eq!(registry.shards(s + 1).await.expect("shards")[0].reserved, 1);
+    // The void match's result, should the shard still send one, counts for nothing.
+    shard.finish(&shard.result(&semi_a, Play::Score(0, 5), s + 2)).await;
+    shard.finish(&shard.result(&semi_b, Play::Score(5, 0), s + 2)).await;
+    wait_counted(&rig.director, id, 1).await;
+    rig.director.tick(s + 3).await.expect("tick");
+    let final_1 = matches(&rig.director, id, MatchStatus::Scheduled).await;
+    assert_eq!(final_1.iter().map(|row| (row.home_id, row.away_id)).collect::<Vec<_>>(), [(1, semi_b.home_id)]);
+
+    // Only organisers correct; a correction of semi b re-pairs the final.
+    let key: rally_tournament::GameKey = serde_json::from_str(&semi_b.game_key_json).expect("key");
+    let winner_b = GameOutcome::Forfeit { winner: Side::Away };
+    let refused = rig.director.correct(id, 1, key, winner_b.clone(), "no", s + 4).await.expect_err("a player");
+    assert!(matches!(refused, rally_tournaments::TournamentError::PermissionDenied(_)), "{refused}");
+    rig.director
+        .correct(id, 100, key, winner_b, "the home player used a second account", s + 4)
+        .await
+        .expect("correct");
+    assert_eq!(matches(&rig.director, id, MatchStatus::Void).await.len(), 2, "the old final is void");
+    rig.director.tick(s + 5).await.expect("tick");
+    let final_2 = matches(&rig.director, id, MatchStatus::Scheduled).await;
+    assert_eq!(final_2.iter().map(|row| (row.home_id, row.away_id)).collect::<Vec<_>>(), [(1, semi_b.away_id)]);
+
+    // An operator disqualifies the finalist: the final is a forfeit, the cup over.
+    rig.director.disqualify(id, 200, semi_b.away_id, "abuse in chat", s + 6).await.expect("disqualify");
+    let view = rig.director.view(id).await.expect("view");
+    assert_eq!(view.champion, Some(1));
+    assert_eq!(view.record.status, rally_tournaments::store::Status::Finished);
+    assert_eq!(registry.shards(s + 6).await.expect("shards")[0].reserved, 0, "every slot is free");
+    let kinds: Vec<&str> = ledger_entries(&rig.ledger).iter().map(Entry::kind).collect();
+    for kind in ["withdrawal", "match_result", "correction", "disqualification", "finished"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert_eq!(logged_results(&rig).len(), 1, "only semi b was played");
+    let late = rig.director.correct(id, 100, key, GameOutcome::DoubleForfeit, "too late", s + 7).await;
+    assert!(matches!(late, Err(rally_tournaments::TournamentError::FailedPrecondition(_))), "{late:?}");
+    common::verify_ledger(&ledger_dir(&data));
+    rig.close().await;
+    db.cleanup().await;
+}
+
 mod memory {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn withdrawals_corrections_and_disqualifications_void_their_matches() {
+        let shared = super::Shared::memory();
+        super::withdrawals_corrections_and_disqualifications_void_their_matches(&shared).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn duplicates_and_reordering_count_each_game_once() {
         let shared = super::Shared::memory();
