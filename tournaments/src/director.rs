@@ -522,6 +522,12 @@ impl TournamentDirector {
                 ),
             ));
         }
+        if check_in_opens_at_ms < registration_opens_at_ms {
+            return Err(TournamentError::invalid(
+                "check_in_opens_at_ms",
+                format!("{check_in_opens_at_ms} is before registration opens ({registration_opens_at_ms})"),
+            ));
+        }
         if check_in_closes_at_ms < registration_closes_at_ms || check_in_opens_at_ms >= check_in_closes_at_ms {
             return Err(TournamentError::invalid(
                 "check_in_closes_at_ms",
@@ -599,10 +605,15 @@ impl TournamentDirector {
         let current = self.live_mut(&mut live, tournament).await?;
         let record = current.record.clone();
         let entrants = self.inner.store.entrants(tournament).await?;
-        if let Some(existing) = entrants.iter().find(|entrant| entrant.player_id == player)
-            && existing.state.holds_place()
-        {
-            return Ok(existing.clone());
+        if let Some(existing) = entrants.iter().find(|entrant| entrant.player_id == player) {
+            if existing.state.holds_place() {
+                return Ok(existing.clone());
+            }
+            if existing.state == EntrantState::Disqualified {
+                return Err(TournamentError::PermissionDenied(format!(
+                    "you were disqualified from tournament {tournament} and may not register again"
+                )));
+            }
         }
         if record.status.is_over() || record.status == Status::Running {
             return Err(TournamentError::RegistrationClosed(format!(
