@@ -434,6 +434,32 @@ impl Ledger {
         Ok(hex)
     }
 
+    /// Removes a replay file that no logged entry names (one stored for a result that
+    /// will not be appended after all: verify refuses unreferenced replay files).
+    /// Returns whether a file was removed; a referenced one is kept.
+    pub fn discard_replay(&mut self, hex: &str) -> Result<bool, LedgerError> {
+        if !is_sha256_hex(hex) {
+            return Ok(false);
+        }
+        let entries_path = self.dir.join(ENTRIES_FILE);
+        let bytes = std::fs::read(&entries_path).map_err(io_error(&entries_path))?;
+        let published = &bytes[..self.line_ends.last().copied().unwrap_or(0) as usize];
+        let needle = format!("\"replay_sha256\":\"{hex}\"");
+        if published.windows(needle.len()).any(|window| window == needle.as_bytes()) {
+            return Ok(false);
+        }
+        let replays = self.dir.join(REPLAYS_DIR);
+        let path = replays.join(format!("{hex}{REPLAY_SUFFIX}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&replays)?;
+                Ok(true)
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(io_error(&path)(err)),
+        }
+    }
+
     /// A stored replay file by its hex name; `None` when there is none (or the name
     /// is not a SHA-256 hex).
     pub fn replay(&self, hex: &str) -> Result<Option<Vec<u8>>, LedgerError> {

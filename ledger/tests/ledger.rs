@@ -328,9 +328,18 @@ fn the_bracket_and_the_replays_are_checked_against_the_engine_and_the_sim() {
     let error = verify_with_replay(dir.path().to_str().unwrap()).unwrap_err();
     assert!(matches!(&error, VerifyError::Entry { index: 3, reason } if reason.contains("winner side")), "{error}");
 
-    // An unreferenced replay file is not part of the log.
-    ledger.put_replay(b"not referenced").unwrap();
+    // An unreferenced replay file is not part of the log; discarding it mends that,
+    // and a referenced one cannot be discarded.
+    let orphan = ledger.put_replay(b"not referenced").unwrap();
     assert!(matches!(verify_dir(dir.path()), Err(VerifyError::UnexpectedFile { .. })));
+    assert!(ledger.discard_replay(&orphan).unwrap());
+    let Some(Entry::MatchResult { replay_sha256, .. }) =
+        ledger.entries(3..4).unwrap().pop().map(|bytes| Entry::decode(&bytes).unwrap())
+    else {
+        panic!("entry 3 is the result")
+    };
+    assert!(!ledger.discard_replay(&replay_sha256).unwrap());
+    verify_dir(dir.path()).unwrap();
 }
 
 #[test]
