@@ -72,6 +72,8 @@ pub(crate) fn pair(
             cost[i * n + j] = rematch + SCORE_COST * diff * diff + spread;
         }
     }
+    // `integer-blossom` keeps its working buffers in a thread-local pool for the next call
+    // (about 75 MB once it has paired 1,024 players): see "Memory" in the crate docs.
     let mate = integer_blossom::min_weight_perfect_matching(&cost, n);
     let mut pairs = Vec::with_capacity(n / 2);
     for (i, &j) in mate.iter().enumerate() {
