@@ -1234,10 +1234,13 @@ impl TournamentDirector {
         }
         let tournament = row.tournament_id;
         let key: GameKey = serde_json::from_str(&row.game_key_json)?;
+        // Before taking the lock: the copy may wait a moment for the file.
+        let counts = game_outcome(result).is_some() || row.attempt >= 2;
+        let replay_sha256 = if counts { self.copy_replay(result.match_id).await } else { String::new() };
         let outcome = {
             let mut live = self.inner.live.lock().await;
             let current = self.live_mut(&mut live, tournament).await?;
-            self.count(current, &row, key, result).await?
+            self.count(current, &row, key, result, replay_sha256).await?
         };
         if outcome != ResultOutcome::Duplicate {
             // The shard frees its slot when it publishes; this covers a fake or lost one.
@@ -1253,6 +1256,7 @@ impl TournamentDirector {
         row: &MatchRow,
         key: GameKey,
         result: &MatchResult,
+        replay_sha256: String,
     ) -> Result<ResultOutcome, TournamentError> {
         let id = live.record.id;
         let Some(engine) = live.engine.clone() else {
@@ -1285,7 +1289,6 @@ impl TournamentDirector {
                 GameOutcome::DoubleForfeit
             }
         };
-        let replay_sha256 = self.copy_replay(result.match_id).await;
         let entry = Entry::MatchResult {
             v: ENTRY_VERSION,
             tournament: id,

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeShard, Play, Rig, Shared, config, cup, eventually, ledger_dir, ledger_entries, matches, seeded};
+use common::{FakeShard, Play, Rig, Shared, config, cup, eventually, ledger_dir, matches, seeded};
 use rally_ledger::entry::Entry;
 use rally_matchmaker::match_events::MemoryMatchEvents;
 use rally_matchmaker::{Backends, Matchmaker, MatchmakerConfig, MemoryTickets};
@@ -21,8 +21,9 @@ fn now() -> u64 {
 }
 
 /// The ledger's match results, in order: (match id, outcome, reason).
-fn logged_results(rig: &Rig) -> Vec<(u64, GameOutcome, String)> {
-    ledger_entries(&rig.ledger)
+async fn logged_results(rig: &Rig) -> Vec<(u64, GameOutcome, String)> {
+    rig.entries()
+        .await
         .into_iter()
         .filter_map(|entry| match entry {
             Entry::MatchResult { match_id, outcome, reason, .. } => Some((match_id, outcome, reason)),
@@ -84,13 +85,13 @@ async fn duplicates_and_reordering_count_each_game_once(shared: &Shared) {
     eventually("every delivery to be handled", || async { (consumer.stats().handled >= 8).then_some(()) }).await;
     let view = rig.director.view(id).await.expect("view");
     assert_eq!(view.champion, Some(finals[0].away_id), "the away side won the final 5-3");
-    let logged = logged_results(&rig);
+    let logged = logged_results(&rig).await;
     assert_eq!(logged.len(), 3, "three games, three results: {logged:?}");
     let mut ids: Vec<u64> = logged.iter().map(|(match_id, _, _)| *match_id).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 3, "each match logged once");
-    let report = common::verify_ledger(&ledger_dir(&data));
+    let report = rig.verify(&ledger_dir(&data), false).await;
     assert_eq!((report.tournaments, report.finished, report.match_results), (1, 1, 3), "{report:?}");
     rig.close().await;
     db.cleanup().await;
@@ -136,14 +137,14 @@ async fn no_shows_forfeit_and_silent_matches_expire(shared: &Shared) {
     assert_eq!(outcome_of(round[1].match_id), Some(GameOutcome::DoubleForfeit));
     assert_eq!(outcome_of(round[2].match_id), Some(GameOutcome::Played { home_score: 2, away_score: 5 }));
     assert_eq!(outcome_of(round[3].match_id), Some(GameOutcome::DoubleForfeit));
-    let reasons: Vec<String> = logged_results(&rig).into_iter().map(|(_, _, reason)| reason).collect();
+    let reasons: Vec<String> = logged_results(&rig).await.into_iter().map(|(_, _, reason)| reason).collect();
     assert_eq!(reasons, ["forfeit", "abandoned", "score", "no_result"]);
     // A result that turns up after the deadline changes nothing.
     shard.finish(&shard.result(&round[3], Play::Score(5, 0), start)).await;
     let consumer = rig.consumer.as_ref().expect("consumer");
     eventually("the late result to be handled", || async { (consumer.stats().handled >= 4).then_some(()) }).await;
-    assert_eq!(logged_results(&rig).len(), 4, "the late result is not logged");
-    common::verify_ledger(&ledger_dir(&data));
+    assert_eq!(logged_results(&rig).await.len(), 4, "the late result is not logged");
+    rig.verify(&ledger_dir(&data), false).await;
     rig.close().await;
     db.cleanup().await;
 }
@@ -213,12 +214,12 @@ async fn a_lost_shard_reschedules_once_then_double_forfeits(shared: &Shared) {
     let view = rig.director.view(id).await.expect("view");
     assert_eq!(view.games.len(), 1);
     assert_eq!(view.games[0].1, Some(GameOutcome::DoubleForfeit));
-    let logged = logged_results(&rig);
+    let logged = logged_results(&rig).await;
     assert_eq!(logged.len(), 1, "the game is logged once, with its counted match: {logged:?}");
     assert_eq!((logged[0].0, logged[0].2.as_str()), (second[0].match_id, "shard_shutdown"));
     rig.director.tick(s + 2_002).await.expect("tick");
     assert!(matches(&rig.director, id, MatchStatus::Scheduled).await.is_empty(), "not scheduled a third time");
-    common::verify_ledger(&ledger_dir(&data));
+    rig.verify(&ledger_dir(&data), false).await;
     rig.close().await;
     db.cleanup().await;
 }
@@ -270,14 +271,14 @@ async fn withdrawals_corrections_and_disqualifications_void_their_matches(shared
     assert_eq!(view.champion, Some(1));
     assert_eq!(view.record.status, rally_tournaments::store::Status::Finished);
     assert_eq!(registry.shards(s + 6).await.expect("shards")[0].reserved, 0, "every slot is free");
-    let kinds: Vec<&str> = ledger_entries(&rig.ledger).iter().map(Entry::kind).collect();
+    let kinds: Vec<&str> = rig.entries().await.iter().map(Entry::kind).collect();
     for kind in ["withdrawal", "match_result", "correction", "disqualification", "finished"] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
-    assert_eq!(logged_results(&rig).len(), 1, "only semi b was played");
+    assert_eq!(logged_results(&rig).await.len(), 1, "only semi b was played");
     let late = rig.director.correct(id, 100, key, GameOutcome::DoubleForfeit, "too late", s + 7).await;
     assert!(matches!(late, Err(rally_tournaments::TournamentError::FailedPrecondition(_))), "{late:?}");
-    common::verify_ledger(&ledger_dir(&data));
+    rig.verify(&ledger_dir(&data), false).await;
     rig.close().await;
     db.cleanup().await;
 }

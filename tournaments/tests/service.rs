@@ -150,7 +150,7 @@ async fn a_cup_runs_from_registration_to_champion(db: &Database) {
     }
     let missing = players[1].receipt(id, 12345).await.expect_err("no such match");
     assert_eq!(missing.code(), Code::NotFound);
-    let report = common::verify_ledger_with(&ledger_dir(&data), true);
+    let report = rig.verify(&ledger_dir(&data), true).await;
     assert_eq!((report.tournaments, report.finished, report.match_results), (1, 1, 3));
     assert_eq!((report.replay_files, report.replayed), (2, 2), "both semis' replays copied and re-simulated");
     served.server.shutdown().await.expect("shutdown");
@@ -285,6 +285,7 @@ async fn a_restart_mid_tournament_resumes(db: &Database) {
         (matches(&rig.director, id, MatchStatus::Counted).await.len() == 1).then_some(())
     })
     .await;
+    rig.caught_up().await;
     let logged = rig.ledger.lock().expect("ledger").size();
     rig.close().await;
     forget_ledger_indices(db.url(), 2).await;
@@ -310,7 +311,7 @@ async fn a_restart_mid_tournament_resumes(db: &Database) {
         rig.director.view(id).await.expect("view").champion.map(|_| ())
     })
     .await;
-    let report = common::verify_ledger(&ledger_dir(&data));
+    let report = rig.verify(&ledger_dir(&data), false).await;
     assert_eq!((report.tournaments, report.finished, report.match_results), (1, 1, 3));
     rig.close().await;
 }

@@ -182,6 +182,27 @@ impl Rig {
         Self { director, ledger, consumer }
     }
 
+    /// Waits until every event is in the ledger (appends follow the
+    /// database commits that the tests wait on).
+    pub async fn caught_up(&self) {
+        eventually("the ledger to catch up", || async {
+            self.director.store().unlogged(1).await.expect("unlogged").is_empty().then_some(())
+        })
+        .await;
+    }
+
+    /// The ledger's entries once it has caught up.
+    pub async fn entries(&self) -> Vec<rally_ledger::entry::Entry> {
+        self.caught_up().await;
+        ledger_entries(&self.ledger)
+    }
+
+    /// Verifies the ledger in `dir` once it has caught up.
+    pub async fn verify(&self, dir: &Path, replay: bool) -> rally_ledger::VerifyReport {
+        self.caught_up().await;
+        verify_ledger_with(dir, replay)
+    }
+
     /// Stops the consumer and drops everything (as a process exit would;
     /// nothing is flushed that a crash would not have).
     pub async fn close(mut self) {
