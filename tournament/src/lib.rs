@@ -53,8 +53,9 @@
 //!   perfect matching (the blossom algorithm of `integer-blossom`, a maximum-weight matching
 //!   underneath), where a pair costs, in strict priority: being a rematch (so rematches happen
 //!   only when no pairing avoids them); the square of the pair's point difference (so players
-//!   meet their own score group); and, inside a score group of `g` players, how far apart in
-//!   the ranking they are from `g/2` (top half meets bottom half: 1–3, 2–4 in round 1 of 4).
+//!   meet their own score group); and, inside a score group, both being in the same half of
+//!   it (so its top half meets its bottom half, as in round 1 where seeds 1..n/2 meet seeds
+//!   n/2+1..n). Among equally good pairings the matching's own deterministic choice stands.
 //!   Tables go by the better player's rank; home is whoever has been home less often in the
 //!   stage, the better-ranked on equal counts.
 //! - **Round robin.** Berger tables: with `m` = the player count rounded up to even, `m-1`
@@ -109,7 +110,7 @@
 //! # Cost and memory
 //! Every input is applied to a copy of the state, which replaces it only on success. Pairing
 //! a Swiss round of `n` players is an `O(n³)` matching over an `n × n` cost matrix; its cost
-//! depends on the score structure (for 1,024 players about 60 ms in round 5 and 250 ms in
+//! depends on the score structure (for 1,024 players about 50 ms in round 5 and 35 ms in
 //! round 2 on the development machine, see `benches/swiss.rs`). `integer-blossom` keeps its `O(n²)`
 //! working buffers in a thread-local pool for reuse: a thread that paired 1,024 players holds
 //! about 75 MB until it exits (about 1 MB for 128). Callers with large Swiss fields should
