@@ -1,5 +1,5 @@
 //! The tournament director: lifecycles, scheduling on shards, results, the
-//! ledger projection. Transport-free: the gRPC service ([`crate::service`])
+//! ledger projection. Transport-free: the gRPC service ([`mod@crate::service`])
 //! and tests call it directly, with the time as an argument.
 //!
 //! - **Lifecycle** ([`TournamentDirector::tick`]): registration opens and
@@ -1056,6 +1056,7 @@ impl TournamentDirector {
             tracing::warn!(tournament = id, match_id = row.match_id, shard = %row.shard, %key,
                 "no result by the match's deadline: a double forfeit");
             if self.commit(live, engine, vec![step], changes, now_ms).await? != Appended::Stale {
+                metrics::counter!("rally_tournaments_matches_expired_total").increment(1);
                 stats.expired += 1;
                 changed = true;
             }
@@ -1204,6 +1205,7 @@ impl TournamentDirector {
                     Ok(Reservation::Reserved) => {
                         tracing::info!(tournament = id, match_id, key = %game.key, shard = %shard.name, attempt,
                             home = game.home, away = game.away, "match scheduled");
+                        metrics::counter!("rally_tournaments_matches_scheduled_total").increment(1);
                         stats.scheduled += 1;
                         changed = true;
                         continue 'games;
@@ -1230,6 +1232,7 @@ impl TournamentDirector {
             return Ok(ResultOutcome::NotOurs);
         };
         if row.status != MatchStatus::Scheduled {
+            metrics::counter!("rally_tournaments_results_ignored_total").increment(1);
             return Ok(ResultOutcome::Duplicate);
         }
         let tournament = row.tournament_id;
@@ -1281,6 +1284,7 @@ impl TournamentDirector {
                 }
                 tracing::warn!(tournament = id, match_id = row.match_id, shard = %row.shard, %key,
                     "the match's shard was lost; the game is scheduled again on another shard");
+                metrics::counter!("rally_tournaments_matches_lost_total").increment(1);
                 return Ok(ResultOutcome::Rescheduled);
             }
             None => {
@@ -1312,6 +1316,7 @@ impl TournamentDirector {
             Appended::Stale => Ok(ResultOutcome::Duplicate),
             Appended::Written(_) => {
                 tracing::info!(tournament = id, match_id = row.match_id, %key, scores = ?result.scores, "result counted");
+                metrics::counter!("rally_tournaments_results_counted_total").increment(1);
                 Ok(ResultOutcome::Counted)
             }
         }

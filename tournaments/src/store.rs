@@ -706,7 +706,7 @@ impl Store {
     }
 
     /// Appends `events` to a tournament's log with `changes`, in one
-    /// transaction (see [`Changes::matches`] for the guard).
+    /// transaction (see [`Changes::guard`]).
     pub async fn append(
         &self,
         tournament_id: u64,
