@@ -44,7 +44,10 @@ pub struct TournamentsConfig {
     pub replay_dir: Option<PathBuf>,
     /// How often [`crate::TournamentDirector::start`] advances lifecycles.
     pub tick_interval: Duration,
-    /// This process's consumer name in the [`RESULTS_GROUP`] group.
+    /// This process's consumer name in the [`RESULTS_GROUP`] group. Keep it
+    /// stable across restarts of one process slot, so a restarted process
+    /// finishes its own pending results at once; the random default's are
+    /// taken over by another consumer after the bus's idle limit (30 s).
     pub consumer: String,
 }
 

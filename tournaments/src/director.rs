@@ -1243,8 +1243,11 @@ impl TournamentDirector {
         let outcome = {
             let mut live = self.inner.live.lock().await;
             let current = self.live_mut(&mut live, tournament).await?;
-            self.count(current, &row, key, result, replay_sha256).await?
+            self.count(current, &row, key, result, replay_sha256.clone()).await?
         };
+        if outcome != ResultOutcome::Counted && !replay_sha256.is_empty() {
+            self.discard_replay(replay_sha256).await;
+        }
         if outcome != ResultOutcome::Duplicate {
             // The shard frees its slot when it publishes; this covers a fake or lost one.
             let _ = self.inner.registry.release(&row.shard, result.match_id).await;
@@ -1353,6 +1356,22 @@ impl TournamentDirector {
                 tracing::warn!(%err, %match_id, "storing the replay failed");
                 String::new()
             }
+        }
+    }
+
+    /// Removes a replay copied for a result that was not counted after all
+    /// (verify refuses replay files no entry names). The ledger is caught up
+    /// first, so an entry committed but not yet appended still protects its file.
+    async fn discard_replay(&self, hex: String) {
+        if let Err(err) = self.catch_up_ledger().await {
+            tracing::warn!(%err, replay = %hex, "keeping a replay copied for an uncounted result: the ledger is behind");
+            return;
+        }
+        let ledger = self.inner.ledger.clone();
+        let discarded =
+            tokio::task::spawn_blocking(move || ledger.lock().unwrap_or_else(poisoned).discard_replay(&hex)).await;
+        if let Ok(Err(err)) = discarded {
+            tracing::warn!(%err, "could not remove a replay copied for an uncounted result");
         }
     }
 

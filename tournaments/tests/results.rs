@@ -227,7 +227,9 @@ async fn a_lost_shard_reschedules_once_then_double_forfeits(shared: &Shared) {
 async fn withdrawals_corrections_and_disqualifications_void_their_matches(shared: &Shared) {
     let data = tempfile::tempdir().expect("temp dir");
     let db = common::Database::sqlite().await;
-    let config = rally_tournaments::TournamentsConfig { operators: vec![200], ..config() };
+    let replays = data.path().join("replays");
+    let config =
+        rally_tournaments::TournamentsConfig { operators: vec![200], replay_dir: Some(replays.clone()), ..config() };
     let rig = Rig::open(db.url(), &ledger_dir(&data), shared, config).await;
     let t0 = now();
     let shard = FakeShard::start(shared, "shard-a", 8, t0).await;
@@ -244,7 +246,8 @@ async fn withdrawals_corrections_and_disqualifications_void_their_matches(shared
     assert_eq!(matches(&rig.director, id, MatchStatus::Void).await[0].match_id, semi_a.match_id);
     assert_eq!(registry.shards(s + 1).await.expect("shards")[0].reserved, 1);
     // The void match's result, should the shard still send one, counts for nothing.
-    shard.finish(&shard.result(&semi_a, Play::Score(0, 5), s + 2)).await;
+    // Its replay is never copied: verify refuses replay files no entry names.
+    shard.finish(&shard.replayed(&semi_a, 1, &replays, s + 2)).await;
     shard.finish(&shard.result(&semi_b, Play::Score(5, 0), s + 2)).await;
     wait_counted(&rig.director, id, 1).await;
     rig.director.tick(s + 3).await.expect("tick");
@@ -276,6 +279,8 @@ async fn withdrawals_corrections_and_disqualifications_void_their_matches(shared
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
     assert_eq!(logged_results(&rig).await.len(), 1, "only semi b was played");
+    let kept = std::fs::read_dir(ledger_dir(&data).join("replays")).map_or(0, |dir| dir.count());
+    assert_eq!(kept, 0, "the void match's replay is not in the ledger");
     let late = rig.director.correct(id, 100, key, GameOutcome::DoubleForfeit, "too late", s + 7).await;
     assert!(matches!(late, Err(rally_tournaments::TournamentError::FailedPrecondition(_))), "{late:?}");
     rig.verify(&ledger_dir(&data), false).await;
