@@ -18,7 +18,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Crates whose `src/` may register metrics.
 const CRATES: &[&str] =
-    &[".", "protocol", "sim", "transport", "server", "client", "lobby", "matchmaker", "bot", "loadtest"];
+    &[".", "protocol", "sim", "transport", "server", "client", "lobby", "matchmaker", "tournaments", "bot", "loadtest"];
 
 /// Files the docs cite that live beside the repository, not in it.
 const OUTSIDE: &[&str] = &["DESIGN.md"];
