@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the whole platform in one process: lobby, matchmaker, a shard and bots playing.
     Up(crate::up_cmd::UpArgs),
     /// Play Pong in the terminal against people or bots: log in, chat, queue, play.
-    Play(crate::play::net::PlayArgs),
+    Play(crate::play::PlayCommandArgs),
     /// Operator commands on the lobby's database: grant and revoke roles (moderator).
     Admin(crate::admin_cmd::AdminArgs),
     /// The tournament results log: verify it (with --replay, every match re-simulated), print a match's proof, witness it.

@@ -41,7 +41,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 /// `rally play`: the terminal client, on a runtime of its own.
-fn play_cmd(args: play::net::PlayArgs) -> anyhow::Result<()> {
+fn play_cmd(args: play::PlayCommandArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(play::run(args))
 }

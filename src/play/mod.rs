@@ -92,11 +92,22 @@ fn spawn_key_reader() -> mpsc::UnboundedReceiver<KeyEvent> {
     rx
 }
 
+/// `rally play`'s flags: where to connect, and a tournament to play in.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PlayCommandArgs {
+    /// Where to connect.
+    #[command(flatten)]
+    pub net: net::PlayArgs,
+    /// Tournaments.
+    #[command(flatten)]
+    pub tournament: net::TournamentPlayArgs,
+}
+
 /// `rally play` in a real terminal.
-pub async fn run(args: net::PlayArgs) -> anyhow::Result<()> {
+pub async fn run(args: PlayCommandArgs) -> anyhow::Result<()> {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-    let net = tokio::spawn(net::run(args, command_rx, event_tx));
+    let net = tokio::spawn(net::run_with(args.net, args.tournament, command_rx, event_tx));
     let mut keys = spawn_key_reader();
     let mut app = App::new();
     let mut terminal = ratatui::init();

@@ -65,6 +65,79 @@ pub struct PlayArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// `rally play`'s tournament flags (apart from [`PlayArgs`], which tests build field by field).
+#[derive(Clone, Debug, Default, Args)]
+pub struct TournamentPlayArgs {
+    /// Play in this tournament: logging in registers you (and checks you in when its window opens);
+    /// then `b` or `h` waits for your next match in it and plays it. Without it, logging in lists
+    /// the tournaments open to entrants in the chat pane.
+    #[arg(long, value_name = "ID")]
+    pub tournament: Option<u64>,
+    /// The tournament service's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:7104", env = "RALLY_TOURNAMENTS")]
+    pub tournaments: String,
+}
+
+fn tournaments_client(
+    url: &str,
+) -> anyhow::Result<
+    rally_tournaments::proto::tournament::tournaments_client::TournamentsClient<tonic::transport::Channel>,
+> {
+    Ok(rally_tournaments::proto::tournament::tournaments_client::TournamentsClient::new(player::lazy_channel(url)?)
+        .max_decoding_message_size(16 * 1024 * 1024))
+}
+
+/// How far a tournament is, in a few words.
+fn progress(tournament: &rally_tournaments::proto::tournament::Tournament) -> String {
+    use rally_tournaments::proto::tournament::GameState;
+    let done = tournament.games.iter().filter(|game| game.state() == GameState::Done).count();
+    let status = tournament.status().as_str_name().trim_start_matches("TOURNAMENT_STATUS_").to_lowercase();
+    format!(
+        "tournament {} {:?}: {status}, {done} of {} games done",
+        tournament.tournament_id,
+        tournament.name,
+        tournament.games.len()
+    )
+}
+
+/// After logging in: registers in `--tournament` and shows its bracket, or lists
+/// the tournaments open to entrants, as lines in the chat pane.
+async fn announce_tournaments(session: &Session, args: &TournamentPlayArgs, events: &mpsc::UnboundedSender<NetEvent>) {
+    use rally_tournaments::proto::tournament::{GetRequest, ListRequest, RegisterRequest, TournamentStatus};
+    let line = |text: String| send(events, NetEvent::Chat { from: "tournaments".to_owned(), text });
+    let Ok(mut client) = tournaments_client(&args.tournaments) else { return };
+    let Some(id) = args.tournament else {
+        let statuses = vec![TournamentStatus::Registration as i32, TournamentStatus::CheckIn as i32];
+        let request = session.request(ListRequest { page_size: 10, page_token: String::new(), statuses });
+        // No tournament service (an older deployment) is not worth an error on screen.
+        if let Ok(list) = client.list(request).await {
+            for tournament in list.into_inner().tournaments {
+                line(format!(
+                    "open: #{} {} ({}/{}): rally play --tournament {}",
+                    tournament.tournament_id,
+                    tournament.name,
+                    tournament.n_registered,
+                    tournament.max_entrants,
+                    tournament.tournament_id
+                ));
+            }
+        }
+        return;
+    };
+    match client.register(session.request(RegisterRequest { tournament_id: id })).await {
+        Ok(_) => line(format!("registered in tournament {id}: press b or h to play your next match in it")),
+        Err(status) => send(events, NetEvent::Error(status_text("tournament", &status))),
+    }
+    if let Ok(response) = client.get(session.request(GetRequest { tournament_id: id })).await
+        && let Some(tournament) = response.into_inner().tournament
+    {
+        line(progress(&tournament));
+        for text in tournament.bracket_text.lines() {
+            line(text.to_owned());
+        }
+    }
+}
+
 /// A gRPC status as a person reads it.
 fn status_text(what: &str, status: &tonic::Status) -> String {
     match status.code() {
@@ -76,6 +149,16 @@ fn status_text(what: &str, status: &tonic::Status) -> String {
 /// Runs until the app says [`Command::Quit`] or drops its sender.
 pub async fn run(
     args: PlayArgs,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<NetEvent>,
+) -> anyhow::Result<()> {
+    run_with(args, TournamentPlayArgs::default(), commands, events).await
+}
+
+/// [`run`], playing in a tournament when `tournament` names one.
+pub async fn run_with(
+    args: PlayArgs,
+    tournament: TournamentPlayArgs,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NetEvent>,
 ) -> anyhow::Result<()> {
@@ -116,6 +199,10 @@ pub async fn run(
                                 }
                             }));
                         }
+                        if !tournament.tournaments.is_empty() {
+                            let (session, events, tournament) = (new.clone(), events.clone(), tournament.clone());
+                            tokio::spawn(async move { announce_tournaments(&session, &tournament, &events).await });
+                        }
                         session = Some(new);
                     }
                     Err(message) => send(&events, NetEvent::Error(message)),
@@ -143,9 +230,14 @@ pub async fn run(
                 let leave = leave_tx.subscribe();
                 let ticket_tx = ticket_tx.clone();
                 let seats = seats.clone();
+                let tournament = tournament.clone();
                 game.0 = Some(tokio::spawn(async move {
                     let mut play = Play { session, events: &events, input, leave, seats };
-                    if let Err(err) = play.queue_and_play(&mode, reach, ticket_tx).await {
+                    let played = match tournament.tournament {
+                        Some(id) => play.tournament_match(id, &tournament.tournaments, reach).await,
+                        None => play.queue_and_play(&mode, reach, ticket_tx).await,
+                    };
+                    if let Err(err) = played {
                         send(&events, NetEvent::Error(format!("{err:#}")));
                     }
                 }));
@@ -374,6 +466,70 @@ impl Play<'_> {
             played?;
             break;
         }
+        self.report_result(before).await;
+        Ok(())
+    }
+
+    /// Waits on the tournament's Watch stream for the player's next ready match
+    /// and plays it (checking in when the window is open), like a queued match.
+    async fn tournament_match(
+        &mut self,
+        id: u64,
+        tournaments_url: &str,
+        (transport, shard_udp): (TransportKind, SocketAddr),
+    ) -> anyhow::Result<()> {
+        use rally_tournaments::proto::tournament::{CheckInRequest, EntrantState, TournamentStatus, WatchRequest};
+        let mut client = tournaments_client(tournaments_url)?;
+        send(self.events, NetEvent::Queued);
+        let request = self.session.request(WatchRequest { tournament_id: id });
+        let mut stream = client
+            .watch(request)
+            .await
+            .map_err(|status| anyhow::anyhow!(status_text("tournament", &status)))?
+            .into_inner();
+        let me = self.session.player_id();
+        let ready = loop {
+            let update = stream
+                .message()
+                .await
+                .map_err(|status| anyhow::anyhow!(status_text("tournament", &status)))?
+                .context("the tournament service closed the stream")?;
+            let Some(tournament) = &update.tournament else { continue };
+            let mine =
+                tournament.entrants.iter().find(|entrant| entrant.player_id == me).map(|entrant| entrant.state());
+            if tournament.status() == TournamentStatus::CheckIn && mine == Some(EntrantState::Registered) {
+                let request = self.session.request(CheckInRequest { tournament_id: id });
+                client.check_in(request).await.map_err(|status| anyhow::anyhow!(status_text("check-in", &status)))?;
+            }
+            if let Some(ready) = update.ready.first() {
+                break ready.clone();
+            }
+            if matches!(tournament.status(), TournamentStatus::Finished | TournamentStatus::Cancelled) {
+                let line = progress(tournament);
+                send(self.events, NetEvent::QueueCancelled(format!("No more matches for you: {line}")));
+                return Ok(());
+            }
+        };
+        let label = ready.key.as_ref().map_or(String::new(), |key| key.label.clone());
+        send(
+            self.events,
+            NetEvent::Chat { from: "tournament".to_owned(), text: format!("{label} against {}", ready.opponent_name) },
+        );
+        send(self.events, NetEvent::Matched { shard: ready.shard_name.clone() });
+        let addr = match transport {
+            TransportKind::Udp => shard_udp,
+            _ => tokio::net::lookup_host(&ready.shard_address)
+                .await
+                .with_context(|| format!("cannot resolve the shard address {:?}", ready.shard_address))?
+                .next()
+                .with_context(|| format!("the shard address {:?} resolves to nothing", ready.shard_address))?,
+        };
+        let before = self.profile().await;
+        let target = ShardTarget::new(transport, addr, &ready.certificate_sha256)?;
+        let credential = ClientHello::Connect { token: ready.connect_token.clone() };
+        let played = self.play_seat(&target, &credential, &ready.shard_name, &ready.certificate_sha256).await;
+        target.close().await;
+        played?;
         self.report_result(before).await;
         Ok(())
     }
