@@ -174,13 +174,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     serve.udp_listen = (!args.no_udp).then_some(args.udp_addr);
     let udp_listen = serve.udp_listen;
     serve.drain_timeout = Duration::from_secs_f64(args.drain_timeout.max(0.0));
-    // The tournament service copies each counted match's replay from here into the ledger.
+    // The tournament service copies each counted match's replay from `replays/` into the ledger
+    // when the result arrives; the shard writes them to `shard-replays/` (see `hand_on_whole_replays`).
     let replay_dir = args.data_dir.join("replays");
-    std::fs::create_dir_all(&replay_dir).with_context(|| format!("creating {}", replay_dir.display()))?;
-    serve.replay_dir = Some(replay_dir.clone());
+    let shard_replays = args.data_dir.join("shard-replays");
+    for dir in [&replay_dir, &shard_replays] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    serve.replay_dir = Some(shard_replays.clone());
     serve.shard.name = "up-1".to_owned();
     let capacity = u32::try_from(serve.shard.max_matches).unwrap_or(u32::MAX);
-    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (results_tx, shard_results_rx) = mpsc::unbounded_channel();
+    let (agent_tx, results_rx) = mpsc::unbounded_channel();
+    tokio::spawn(hand_on_whole_replays(shard_results_rx, agent_tx, shard_replays, replay_dir.clone()));
     let shard = rally_server::start::<PongWorld>(serve, results_tx).await.with_context(|| match udp_listen {
         Some(udp) => format!("starting the shard on {} and raw UDP on {udp}", args.shard_addr),
         None => format!("starting the shard on {}", args.shard_addr),
@@ -449,6 +455,43 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         None => println!("bot cups finished: 0; the ledger holds {size} entries"),
     }
     Ok(())
+}
+
+/// Hands each result from the shard on to its agent once the match's replay
+/// file is whole, moved into `replay_dir` (a rename, so a reader sees all of it
+/// or none). The shard writes the file while the result leaves; a reader
+/// racing it would copy a partial replay into the ledger.
+async fn hand_on_whole_replays(
+    mut from_shard: mpsc::UnboundedReceiver<rally_protocol::results::MatchResult>,
+    to_agent: mpsc::UnboundedSender<rally_protocol::results::MatchResult>,
+    written_to: PathBuf,
+    replay_dir: PathBuf,
+) {
+    /// How long a replay may take to appear; a match may also end without one.
+    const REPLAY_WAIT: Duration = Duration::from_secs(3);
+    while let Some(result) = from_shard.recv().await {
+        let name = format!("{}.replay", result.match_id);
+        let (from, to) = (written_to.join(&name), replay_dir.join(&name));
+        let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
+        loop {
+            let whole =
+                tokio::fs::read(&from).await.is_ok_and(|bytes| rally_sim::replay::InputLog::decode(&bytes).is_ok());
+            if whole {
+                if let Err(err) = tokio::fs::rename(&from, &to).await {
+                    tracing::warn!(path = %from.display(), %err, "could not move the replay");
+                }
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(match_id = %result.match_id, "no whole replay for the match");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to_agent.send(result).is_err() {
+            return;
+        }
+    }
 }
 
 /// What the status line says about tournaments.
