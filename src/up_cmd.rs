@@ -94,9 +94,10 @@ pub struct UpArgs {
     /// Print the machine-readable ready line instead of the banner.
     #[arg(long, help = READY_JSON_HELP)]
     pub ready_json: bool,
-    /// Tournaments gRPC address (its ledger is <data-dir>/ledger, signed with <data-dir>/ledger.key).
-    #[arg(long, default_value = "127.0.0.1:7104")]
-    pub tournaments_addr: SocketAddr,
+    /// Tournaments gRPC address (its ledger is <data-dir>/ledger, signed with <data-dir>/ledger.key)
+    /// [default: 127.0.0.1:7104, or any free port when --lobby-addr asks for one with port 0].
+    #[arg(long)]
+    pub tournaments_addr: Option<SocketAddr>,
     /// Do not run the built-in bot cup (the tournament service still serves).
     #[arg(long)]
     pub no_tournament: bool,
@@ -257,10 +258,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     .await
     .context("starting the tournament director")?;
     let director_handle = director.start();
-    let tournaments_server =
-        rally_tournaments::serve(args.tournaments_addr, director.clone(), lobby.verifier().clone())
-            .await
-            .with_context(|| format!("starting the tournament service on {}", args.tournaments_addr))?;
+    let tournaments_addr = args.tournaments_addr.unwrap_or_else(|| match args.lobby_addr.port() {
+        0 => SocketAddr::new(args.lobby_addr.ip(), 0),
+        _ => SocketAddr::from(([127, 0, 0, 1], 7104)),
+    });
+    let tournaments_server = rally_tournaments::serve(tournaments_addr, director.clone(), lobby.verifier().clone())
+        .await
+        .with_context(|| format!("starting the tournament service on {tournaments_addr}"))?;
     let tournaments_url = format!("http://{}", tournaments_server.local_addr());
 
     // Bots: one decider batches every bot's decisions.
