@@ -1094,7 +1094,7 @@ impl TournamentDirector {
         let id = live.record.id;
         let matches = self.inner.store.matches(id).await?;
         // A game's attempt counts its matches lost with their shard.
-        let mut lost: HashMap<GameKey, u32> = HashMap::new();
+        let mut lost: HashMap<GameKey, Vec<String>> = HashMap::new();
         let mut scheduled: BTreeSet<GameKey> = BTreeSet::new();
         for row in &matches {
             let key: GameKey = serde_json::from_str(&row.game_key_json)?;
@@ -1102,7 +1102,7 @@ impl TournamentDirector {
                 MatchStatus::Scheduled => {
                     scheduled.insert(key);
                 }
-                MatchStatus::Lost => *lost.entry(key).or_default() += 1,
+                MatchStatus::Lost => lost.entry(key).or_default().push(row.shard.clone()),
                 _ => {}
             }
         }
@@ -1134,14 +1134,18 @@ impl TournamentDirector {
         let deadline = self.inner.config.match_deadline().as_millis() as u64;
         let mut changed = false;
         'games: for game in waiting {
-            let attempt = lost.get(&game.key).copied().unwrap_or(0) + 1;
+            let lost_on = lost.get(&game.key).map(Vec::as_slice).unwrap_or_default();
+            let attempt = lost_on.len() as u32 + 1;
             loop {
+                // The most free slots; a shard that lost this game only when no other has room.
                 let Some(idx) = shards
                     .iter()
                     .enumerate()
                     .filter(|(_, (_, free))| *free > 0)
                     .max_by(|(_, (a, free_a)), (_, (b, free_b))| {
-                        free_a.cmp(free_b).then_with(|| b.info.name.cmp(&a.info.name))
+                        let fresh =
+                            |entry: &rally_matchmaker::registry::ShardEntry| !lost_on.contains(&entry.info.name);
+                        fresh(a).cmp(&fresh(b)).then(free_a.cmp(free_b)).then_with(|| b.info.name.cmp(&a.info.name))
                     })
                     .map(|(idx, _)| idx)
                 else {

@@ -184,6 +184,10 @@ async fn a_lost_shard_reschedules_once_then_double_forfeits(shared: &Shared) {
         (!matches(&rig.director, id, MatchStatus::Lost).await.is_empty()).then_some(())
     })
     .await;
+    // Shard a comes back, empty and roomier than b: the game still goes to another shard.
+    let back =
+        rally_matchmaker::registry::ShardInfo { incarnation: shard_a.info.incarnation + 1, ..shard_a.info.clone() };
+    shared.registry().register(&back, common::SHARD_TTL_MS, s + 1_001).await.expect("shard a again");
     rig.director.tick(s + 1_002).await.expect("tick");
     let second = matches(&rig.director, id, MatchStatus::Scheduled).await;
     assert_eq!(second.len(), 1, "rescheduled once");
