@@ -163,6 +163,9 @@ pub struct ReadyLine {
     /// The tournament service's gRPC address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tournaments: Option<SocketAddr>,
+    /// The results ledger's read-only HTTP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<SocketAddr>,
     /// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,

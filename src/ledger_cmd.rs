@@ -36,6 +36,22 @@ pub enum LedgerCommand {
     /// Follow a log, check each new checkpoint extends the last one seen, and cosign it;
     /// exits non-zero when the log shows two histories.
     Witness(WitnessArgs),
+    /// Serve a log read-only over HTTP (the paths `rally ledger verify http://…` and witnesses read).
+    /// It opens the log as its writer: not while `rally up` runs on it (that one serves --ledger-addr).
+    Serve(ServeArgs),
+}
+
+/// `rally ledger serve` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A data dir (its `ledger/` is served) or a ledger dir.
+    pub source: PathBuf,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:7105")]
+    pub listen: std::net::SocketAddr,
+    /// The log's signing key [default: `ledger.key` beside the ledger dir, where `rally up` keeps it].
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `rally ledger verify` flags.
@@ -98,7 +114,35 @@ pub fn run(args: LedgerArgs) -> anyhow::Result<()> {
         LedgerCommand::Verify(args) => verify(&args),
         LedgerCommand::Proof(args) => proof(&args),
         LedgerCommand::Witness(args) => witness(&args),
+        LedgerCommand::Serve(args) => serve(&args),
     }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let dir = resolve_dir(&args.source);
+    // The origin is the verifier key's name (`<origin>+<key id>+<key>`): the signer must match it.
+    let vkey = read_vkey(&dir).with_context(|| format!("{} holds no log to serve", dir.display()))?;
+    let origin = vkey.split('+').next().unwrap_or_default().to_owned();
+    let key_file = match &args.key_file {
+        Some(path) => path.clone(),
+        None => dir.parent().unwrap_or(Path::new(".")).join("ledger.key"),
+    };
+    if !key_file.exists() {
+        bail!("no signing key at {} (pass --key-file)", key_file.display());
+    }
+    let signer = rally_ledger::LogSigner::load_or_create(&key_file, &origin)?;
+    let ledger = rally_ledger::Ledger::open(&dir, signer).with_context(|| format!("opening {}", dir.display()))?;
+    let size = ledger.size();
+    let router = rally_ledger::router(std::sync::Arc::new(std::sync::Mutex::new(ledger)));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async move {
+        let shutdown = crate::common::shutdown_signal()?;
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("serving {} ({size} entries) on http://{addr}: `rally ledger verify http://{addr}`", dir.display());
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("serving the ledger")
+    })
 }
 
 /// Where the log of `source` is: a URL as given; a directory that holds a log

@@ -98,6 +98,10 @@ pub struct UpArgs {
     /// [default: 127.0.0.1:7104, or any free port when --lobby-addr asks for one with port 0].
     #[arg(long)]
     pub tournaments_addr: Option<SocketAddr>,
+    /// The ledger's read-only HTTP address (checkpoint, entries, proofs, replays: `rally ledger verify http://…`)
+    /// [default: 127.0.0.1:7105, or any free port when --lobby-addr asks for one with port 0].
+    #[arg(long)]
+    pub ledger_addr: Option<SocketAddr>,
     /// Do not run the built-in bot cup (the tournament service still serves).
     #[arg(long)]
     pub no_tournament: bool,
@@ -266,6 +270,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting the tournament service on {tournaments_addr}"))?;
     let tournaments_url = format!("http://{}", tournaments_server.local_addr());
+    let ledger_addr = args.ledger_addr.unwrap_or_else(|| match args.lobby_addr.port() {
+        0 => SocketAddr::new(args.lobby_addr.ip(), 0),
+        _ => SocketAddr::from(([127, 0, 0, 1], 7105)),
+    });
+    let ledger_listener = tokio::net::TcpListener::bind(ledger_addr)
+        .await
+        .with_context(|| format!("serving the ledger on {ledger_addr}"))?;
+    let ledger_addr = ledger_listener.local_addr().context("the ledger's address")?;
+    let ledger_http = tokio::spawn(axum::serve(ledger_listener, rally_ledger::router(ledger.clone())).into_future());
 
     // Bots: one decider batches every bot's decisions.
     let policy = args.bot_policy.build(None).context("loading the bot policy")?;
@@ -349,6 +362,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             lobby: Some(lobby.local_addr()),
             matchmaker: Some(matchmaker_server.local_addr()),
             tournaments: Some(tournaments_server.local_addr()),
+            ledger: Some(ledger_addr),
             token_key: Some(minter.public_key_spec()),
             ..ReadyLine::with_shard("up", &shard, metrics)
         }
@@ -369,6 +383,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         println!("  metrics     http://{metrics}/metrics");
         println!("  bots        {} × {} queueing for \"pong\"", args.bots, args.bot_policy.name());
+        println!("  ledger      http://{ledger_addr}   (read-only: checkpoint, entries, proofs, replays)");
         if args.no_tournament {
             println!("  bot cup     off (--no-tournament)");
         } else {
@@ -421,6 +436,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok(result) => result.context("tournaments shutdown")?,
         Err(_) => tracing::warn!("the tournament service did not close its streams within 5 s; stopping anyway"),
     }
+    ledger_http.abort();
     tracing::info!("tournaments stopped; stopping the matchmaker");
     match_channels.stop().await;
     consumer.stop().await;

@@ -33,6 +33,8 @@ struct Up {
     child: Child,
     lobby: String,
     tournaments: String,
+    /// The ledger's read-only HTTP base URL.
+    ledger: String,
 }
 
 /// Starts `rally up` on `data_dir` with ephemeral ports, no queueing bots and no
@@ -71,6 +73,7 @@ fn start_up(data_dir: &Path) -> Up {
         child,
         lobby: format!("http://{}", ready.lobby.unwrap()),
         tournaments: format!("http://{}", ready.tournaments.expect("the ready line names the tournament service")),
+        ledger: format!("http://{}", ready.ledger.expect("the ready line names the ledger")),
     }
 }
 
@@ -239,6 +242,18 @@ async fn sixteen_bots_play_a_swiss_then_a_top_eight_knockout_to_a_champion_and_t
     assert!(shown.contains(tournament.bracket_text.trim()), "{shown}");
     assert!(shown.contains("champion: "), "{shown}");
 
+    // While it runs, anyone verifies the log over HTTP (only published entries are served), and a
+    // witness pinned to its key cosigns it.
+    let over_http = rally_ledger::verify(&up.ledger, &rally_ledger::VerifyOptions::default()).unwrap();
+    assert_eq!((over_http.tournaments, over_http.finished), (1, 1));
+    assert_eq!(over_http.match_results, tournament.games.len());
+    let vkey = std::fs::read_to_string(dir.path().join("ledger").join(rally_ledger::VKEY_FILE)).unwrap();
+    let http_state = dir.path().join("http-witness").display().to_string();
+    let witnessed =
+        rally(&["ledger", "witness", "--log", &up.ledger, "--key", vkey.trim(), "--state-dir", &http_state, "--once"]);
+    assert!(witnessed.status.success(), "{}", text(&witnessed));
+    assert!(String::from_utf8_lossy(&witnessed.stdout).contains("cosigned checkpoint"), "{}", text(&witnessed));
+
     // Stopped cleanly, the ledger verifies, every match re-simulated to its logged result.
     let stopped = tokio::task::spawn_blocking(move || sigint_and_wait(&mut up.child)).await.unwrap();
     assert!(stopped.success(), "rally up exited with {stopped}");
@@ -263,7 +278,6 @@ async fn sixteen_bots_play_a_swiss_then_a_top_eight_knockout_to_a_champion_and_t
     let proof = rally(&["ledger", "proof", &data, "--match", &final_match]);
     assert!(proof.status.success(), "{}", text(&proof));
     let receipt = rally_ledger::Receipt::from_json(String::from_utf8_lossy(&proof.stdout).trim()).unwrap();
-    let vkey = std::fs::read_to_string(ledger_dir.join(rally_ledger::VKEY_FILE)).unwrap();
     let entry = rally_ledger::verify_receipt(&receipt, vkey.trim()).unwrap();
     assert!(
         matches!(entry, rally_ledger::entry::Entry::MatchResult { match_id, .. } if match_id.to_string() == final_match)
