@@ -120,6 +120,8 @@ pub struct EntrantBot {
     tournament_id: u64,
     /// Match ids already played (or given up on), so a re-announced match is not played twice.
     played: BTreeSet<u64>,
+    /// Games done when the bot last looked whether it is out.
+    done_seen: usize,
     matches: u32,
     wins: u32,
 }
@@ -132,6 +134,7 @@ impl EntrantBot {
             client: TournamentsClient::new(channel),
             tournament_id,
             played: BTreeSet::new(),
+            done_seen: 0,
             matches: 0,
             wins: 0,
         }
@@ -215,7 +218,6 @@ impl EntrantBot {
             }
             _ => {}
         }
-        let mut played_one = false;
         for ready in &update.ready {
             if self.played.contains(&ready.match_id) {
                 continue;
@@ -242,18 +244,19 @@ impl EntrantBot {
                     tracing::warn!(player = me, match_id = ready.match_id, error = %format!("{err:#}"), "tournament match failed");
                 }
             }
-            played_one = true;
         }
-        if played_one
-            && tournament.status() == TournamentStatus::Running
-            && let Some((rank, true)) = self.own_standing().await
-        {
-            // Out, unless the service still holds a game for it (a bronze final).
-            let still_playing = tournament
+        // Out once the engine says so: looked up after each new result, while the bot has no game open.
+        let done = tournament.games.iter().filter(|game| game.state() == GameState::Done).count();
+        if tournament.status() == TournamentStatus::Running && done != self.done_seen {
+            self.done_seen = done;
+            let open = tournament
                 .games
                 .iter()
                 .any(|game| (game.home_id == me || game.away_id == me) && game.state() != GameState::Done);
-            if !still_playing {
+            if !open
+                && update.ready.is_empty()
+                && let Some((rank, true)) = self.own_standing().await
+            {
                 return Ok(Some(TournamentBotEnd::Eliminated { rank }));
             }
         }
