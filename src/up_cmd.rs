@@ -151,7 +151,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("development access-token keys in {}", args.data_dir.display()))?;
     let database_url =
         args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("lobby.db").display()));
-    let lobby = rally_lobby::serve(LobbyConfig::new(args.lobby_addr, database_url, keys))
+    let mut lobby_config = LobbyConfig::new(args.lobby_addr, database_url, keys);
+    // Every bot of this process (queue bots, cup bots, the cup's organiser) signs in
+    // from loopback: the per-IP sign-in limit would otherwise refuse a person on the
+    // same machine once they are all in.
+    lobby_config.limits.auth_per_ip_exempt = ["127.0.0.0/8", "::1/128"]
+        .into_iter()
+        .map(|network| network.parse().map_err(|err: String| anyhow::anyhow!("loopback network {network}: {err}")))
+        .collect::<anyhow::Result<_>>()?;
+    let lobby = rally_lobby::serve(lobby_config)
         .await
         .with_context(|| format!("starting the lobby on {} (is another `rally up` running?)", args.lobby_addr))?;
     let lobby_url = format!("http://{}", lobby.local_addr());
