@@ -9,7 +9,7 @@ RALLY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 RALLY_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export RALLY_TEST_DATABASE_URL RALLY_TEST_REDIS_URL
 
-.PHONY: run demo test bench fmt lint
+.PHONY: run demo test bench fmt lint debs
 
 # Python for the bot: ONNX Runtime's shared library (loaded at run time by the
 # bot crate) and the training script's numpy + onnx, pinned, in .venv only.
@@ -23,9 +23,22 @@ VENV_PACKAGES = onnxruntime==1.31.1 numpy==2.3.5 onnx==1.19.1
 	.venv/bin/pip install --quiet --disable-pip-version-check $(VENV_PACKAGES)
 	touch $@
 
+## Debian packages the build and the tests need, installed once when missing:
+## protoc (the Agones SDK crate's build script runs it) and Prometheus (promtool
+## and a real server scrape `rally up` in the observability tests).
+DEBS = protoc:protobuf-compiler promtool:prometheus
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+debs:
+	@missing=""; for pair in $(DEBS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+		|| { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
+	fi
+
 ## The main job: the whole platform on localhost (lobby on SQLite, matchmaker with
 ## in-memory registry and bus, one shard, ONNX bots playing); Ctrl-C drains and stops.
-run: .venv
+run: .venv debs
 	$(CARGO) run --release --locked -- up
 
 ## The headless simulation demo: scripted players, 10,000 matches in one world.
@@ -33,16 +46,16 @@ demo:
 	$(CARGO) run --release --locked -- sim --matches 10000 --seconds 10
 
 ## Every test of the workspace.
-test: .venv
+test: .venv debs
 	$(CARGO) test --workspace --locked
 
 ## Criterion benchmarks (release build).
-bench: .venv
+bench: .venv debs
 	$(CARGO) bench --workspace --locked
 
 fmt:
 	$(CARGO) fmt --all
 
-lint:
+lint: debs
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
