@@ -45,7 +45,7 @@ def tool(name):
 
 def ident(obj):
     meta = obj.get("metadata") or {}
-    return f"{obj.get('kind')}/{meta.get('name')}" + (f" (namespace {meta['namespace']})" if meta.get("namespace") else "")
+    return f"{obj.get('kind')}/{meta.get('name') or meta.get('generateName')}" + (f" (namespace {meta['namespace']})" if meta.get("namespace") else "")
 
 
 def pod_templates(obj):
@@ -209,8 +209,8 @@ def main():
         return 1
     problems = []
     for obj in objects:
-        if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
-            problems.append(f"an object without apiVersion, kind or metadata.name: {str(obj)[:200]}")
+        if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind") or not ((obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName")):
+            problems.append(f"an object without apiVersion, kind or metadata.name (or generateName): {str(obj)[:200]}")
     if problems:
         print("\n".join(f"FAIL {p}" for p in problems))
         return 1
@@ -221,7 +221,7 @@ def main():
     builtin, custom = [], {}  # custom: schema path -> [(obj, file)]
     with tempfile.TemporaryDirectory(prefix="rally-validate-") as tmp:
         for index, obj in enumerate(objects):
-            path = os.path.join(tmp, f"{index:03d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml")
+            path = os.path.join(tmp, f"{index:03d}-{obj['kind'].lower()}-{obj['metadata'].get('name') or obj['metadata']['generateName']}.yaml")
             with open(path, "w", encoding="utf-8") as out:
                 yaml.safe_dump(obj, out)
             api_version = obj["apiVersion"]
@@ -236,7 +236,7 @@ def main():
                     source = obj["spec"]["template"]
                     pod = (source.get("spec") or {}).get("template") if obj["kind"] != "GameServer" else source
                     wrapped = {"apiVersion": "v1", "kind": "PodTemplate",
-                               "metadata": {"name": f"{obj['kind'].lower()}-{obj['metadata']['name']}-pod"},
+                               "metadata": {"name": f"{obj['kind'].lower()}-{obj['metadata'].get('name') or 'generated'}-pod"},
                                "template": pod}
                     pod_path = path[:-5] + "-pod.yaml"
                     with open(pod_path, "w", encoding="utf-8") as out:
