@@ -54,8 +54,6 @@ for overlay in dev prod; do
   echo "== deploy/k8s/overlays/$overlay (Kubernetes $kube_version)"
   validate_overlay "$work/k8s" "$overlay" || { echo "deploy/k8s/check.sh: overlay $overlay FAILED" >&2; failed=1; }
 done
-# The rendered prod overlay is what deploy/agones/check.sh resolves references against.
-if [[ -n ${RALLY_K8S_PROD_RENDER:-} ]]; then cp "$work/k8s-prod.yaml" "$RALLY_K8S_PROD_RENDER"; fi
 [[ $failed == 0 ]] || exit 1
 
 # The negative checks: each break, made to a fresh copy, must make the check fail.
