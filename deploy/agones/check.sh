@@ -3,8 +3,8 @@
 # FleetAutoscaler and the example GameServerAllocation against the Agones schemas of the
 # pinned version (deploy/schemas/agones, see its README), the Fleet's pod template and
 # the plain objects against Kubernetes (kubernetes-validate --strict), references against
-# the Secrets and ConfigMaps of deploy/k8s/overlays/prod, and rally's own contract
-# (contract.py). Then proves the check can fail on broken copies. No cluster and no
+# the Secrets and ConfigMaps of deploy/k8s/overlays/prod, rally's own contract
+# (contract.py) and the shard's flags against `rally shard --help`. Then proves the check can fail on broken copies. No cluster and no
 # Agones run here: this checks the manifests against published schemas only.
 #
 #   deploy/agones/check.sh         (called by deploy/check.sh)
@@ -19,6 +19,14 @@ for exe in kubectl kubernetes-validate check-jsonschema python; do
     exit 1
   fi
 done
+
+# The binary whose `--help` the flags and RALLY_* variables are checked against
+# (deploy/k8s/flags.py): RALLY_BIN, else a debug build of this checkout.
+if [[ -z ${RALLY_BIN:-} ]]; then
+  echo "== building rally for the flag check (RALLY_BIN names one instead)"
+  (cd "$root" && cargo build --locked --quiet --bin rally) || { echo "deploy/agones/check.sh: cargo build failed" >&2; exit 1; }
+  RALLY_BIN=$root/target/debug/rally
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -38,7 +46,8 @@ check() {
   "$venv/bin/kubectl" kustomize "$copy" > "$out" || return 1
   "$venv/bin/python" "$root/deploy/k8s/validate.py" --kubernetes-version "$kube_version" \
     --schemas "$root/deploy/schemas" --context "$work/k8s-prod.yaml" "$out" "$copy"/examples/*.yaml || return 1
-  "$venv/bin/python" "$root/deploy/agones/contract.py" "$out" "$copy"/examples/*.yaml
+  "$venv/bin/python" "$root/deploy/agones/contract.py" "$out" "$copy"/examples/*.yaml || return 1
+  "$venv/bin/python" "$root/deploy/k8s/flags.py" "$RALLY_BIN" "$out"
 }
 
 echo "== deploy/agones (Agones schemas of deploy/schemas/agones, Kubernetes $kube_version)"
@@ -88,6 +97,8 @@ expect_failure "Counter capacity differs from --max-matches" fleet.yaml 's/capac
   'Counter matches capacity 400 differs'
 expect_failure "grace period shorter than the drain" fleet.yaml 's/terminationGracePeriodSeconds: 60/terminationGracePeriodSeconds: 20/' \
   'terminationGracePeriodSeconds 20 must exceed'
+expect_failure "shard flag the binary does not have" fleet.yaml 's/- --agones/- --agone/' \
+  'has no --agone'
 expect_failure "allocation tries Ready before Allocated" examples/gameserverallocation.yaml 's/gameServerState: Allocated/gameServerState: Ready/' \
   'selectors must be Allocated then Ready'
 echo "deploy/agones/check.sh: Agones objects valid (schemas of Agones v1.60.0, Kubernetes $kube_version); $n broken copies rejected"

@@ -2,7 +2,8 @@
 # Renders every overlay of deploy/k8s with `kubectl kustomize` and validates every object
 # (deploy/k8s/validate.py: kubernetes-validate --strict for the target Kubernetes version,
 # the pinned CRD schemas in deploy/schemas/ for Gateway API and prometheus-operator
-# objects, and the references between objects). Then proves the check can fail: broken
+# objects, and the references between objects) and every flag and RALLY_* variable the
+# pods pass against `rally ROLE --help` (deploy/k8s/flags.py). Then proves the check can fail: broken
 # copies of the manifests must be rejected. No cluster is involved: this checks the
 # manifests against published schemas, not against a running API server.
 #
@@ -22,6 +23,14 @@ for exe in kubectl kubernetes-validate check-jsonschema python; do
     exit 1
   fi
 done
+
+# The binary whose `--help` the flags and RALLY_* variables are checked against
+# (deploy/k8s/flags.py): RALLY_BIN, else a debug build of this checkout.
+if [[ -z ${RALLY_BIN:-} ]]; then
+  echo "== building rally for the flag check (RALLY_BIN names one instead)"
+  (cd "$root" && cargo build --locked --quiet --bin rally) || { echo "deploy/k8s/check.sh: cargo build failed" >&2; exit 1; }
+  RALLY_BIN=$root/target/debug/rally
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -45,7 +54,8 @@ validate_overlay() {
   out=$work/$(basename "$copy")-$overlay.yaml
   "$venv/bin/kubectl" kustomize "$copy/overlays/$overlay" > "$out" || return 1
   "$venv/bin/python" "$root/deploy/k8s/validate.py" --kubernetes-version "$kube_version" \
-    --schemas "$root/deploy/schemas" "$out"
+    --schemas "$root/deploy/schemas" "$out" || return 1
+  "$venv/bin/python" "$root/deploy/k8s/flags.py" "$RALLY_BIN" "$out"
 }
 
 fresh_copy "$work/k8s"
@@ -99,6 +109,10 @@ expect_failure "Secret a pod reads is not generated" dev base/lobby.yaml 's/name
   'reads Secret rally-redis-uri, which is not in the rendered output'
 expect_failure "Service selects no pod" prod base/matchmaker.yaml '0,/component: matchmaker/! s/^\(    app.kubernetes.io\/component:\) matchmaker$/\1 match-maker/' \
   'Service/rally-matchmaker .*matches no pod template'
+expect_failure "flag the binary does not have" dev components/plain-shards/shard.yaml 's/--drain-timeout=30/--drain-timeot=30/' \
+  'has no --drain-timeot'
+expect_failure "variable the binary does not read" prod base/matchmaker.yaml 's/name: RALLY_MATCHMAKER_LISTEN/name: RALLY_MATCHMAKER_LISTN/' \
+  'names no variable RALLY_MATCHMAKER_LISTN'
 expect_failure "overlay that does not render" dev overlays/dev/kustomization.yaml 's/- redis.yaml/- rediss.yaml/' \
   "accumulating resources from 'rediss.yaml'"
 echo "deploy/k8s/check.sh: every overlay valid for Kubernetes $kube_version; $n broken copies rejected"
