@@ -97,8 +97,8 @@ expect_failure "Counter capacity differs from --max-matches" fleet.yaml 's/capac
   'Counter matches capacity 400 differs'
 expect_failure "grace period shorter than the drain" fleet.yaml 's/terminationGracePeriodSeconds: 60/terminationGracePeriodSeconds: 20/' \
   'terminationGracePeriodSeconds 20 must exceed'
-expect_failure "shard flag the binary does not have" fleet.yaml 's/- --agones/- --agone/' \
-  'has no --agone'
+expect_failure "shard flag the binary does not have" fleet.yaml 's/- --drain-timeout=30/- --drain-timout=30/' \
+  'has no --drain-timout'
 expect_failure "allocation tries Ready before Allocated" examples/gameserverallocation.yaml 's/gameServerState: Allocated/gameServerState: Ready/' \
   'selectors must be Allocated then Ready'
 echo "deploy/agones/check.sh: Agones objects valid (schemas of Agones v1.60.0, Kubernetes $kube_version); $n broken copies rejected"
