@@ -98,4 +98,13 @@ def main(paths):
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
+        # A required field is missing or has the wrong shape (the schema check reports
+        # where); say so instead of a traceback.
+        print(f"FAIL an Agones object lacks a field rally needs, or has it in the wrong shape: {error!r}")
+        sys.exit(1)
+    except (OSError, yaml.YAMLError) as error:
+        print(f"FAIL cannot read the manifests: {error}")
+        sys.exit(1)

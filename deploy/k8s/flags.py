@@ -84,4 +84,11 @@ def main(binary, paths):
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    try:
+        sys.exit(main(sys.argv[1], sys.argv[2:]))
+    except OSError as error:
+        print(f"FAIL cannot run the binary or read the manifests: {error}")
+        sys.exit(1)
+    except (KeyError, TypeError, AttributeError) as error:
+        print(f"FAIL an object lacks metadata.name or has a field in the wrong shape: {error!r}")
+        sys.exit(1)

@@ -48,27 +48,32 @@ def ident(obj):
     return f"{obj.get('kind')}/{meta.get('name') or meta.get('generateName')}" + (f" (namespace {meta['namespace']})" if meta.get("namespace") else "")
 
 
+def mapping(value):
+    """value if it is a mapping, else {}: malformed objects are the schema checks' to report."""
+    return value if isinstance(value, dict) else {}
+
+
 def pod_templates(obj):
     """(labels, pod spec) of the pods an object runs."""
-    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    kind, spec = obj.get("kind"), mapping(obj.get("spec"))
     if kind in POD_TEMPLATE_KINDS:
-        template = spec.get("template") or {}
-        yield (template.get("metadata") or {}).get("labels") or {}, template.get("spec") or {}
+        template = mapping(spec.get("template"))
+        yield mapping(mapping(template.get("metadata")).get("labels")), mapping(template.get("spec"))
     elif kind == "CronJob":
-        template = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
-        yield (template.get("metadata") or {}).get("labels") or {}, template.get("spec") or {}
+        template = mapping(mapping(mapping(spec.get("jobTemplate")).get("spec")).get("template"))
+        yield mapping(mapping(template.get("metadata")).get("labels")), mapping(template.get("spec"))
     elif kind in ("Fleet", "GameServerSet"):
-        gameserver = spec.get("template") or {}
-        labels = dict((gameserver.get("metadata") or {}).get("labels") or {})
-        template = (gameserver.get("spec") or {}).get("template") or {}
+        gameserver = mapping(spec.get("template"))
+        labels = dict(mapping(mapping(gameserver.get("metadata")).get("labels")))
+        template = mapping(mapping(gameserver.get("spec")).get("template"))
         # Agones copies the GameServer's labels onto its pod.
-        labels.update((template.get("metadata") or {}).get("labels") or {})
-        yield labels, template.get("spec") or {}
+        labels.update(mapping(mapping(template.get("metadata")).get("labels")))
+        yield labels, mapping(template.get("spec"))
     elif kind == "GameServer":
-        labels = dict((obj.get("metadata") or {}).get("labels") or {})
-        template = spec.get("template") or {}
-        labels.update((template.get("metadata") or {}).get("labels") or {})
-        yield labels, template.get("spec") or {}
+        labels = dict(mapping(mapping(obj.get("metadata")).get("labels")))
+        template = mapping(spec.get("template"))
+        labels.update(mapping(mapping(template.get("metadata")).get("labels")))
+        yield labels, mapping(template.get("spec"))
 
 
 def selects(selector, labels):
@@ -233,8 +238,10 @@ def main():
                     continue
                 custom.setdefault(schema, []).append((obj, path))
                 for _labels, _spec in pod_templates(obj):
-                    source = obj["spec"]["template"]
-                    pod = (source.get("spec") or {}).get("template") if obj["kind"] != "GameServer" else source
+                    source = mapping(mapping(obj.get("spec")).get("template"))
+                    pod = mapping(source.get("spec")).get("template") if obj["kind"] != "GameServer" else source
+                    if not isinstance(pod, dict):
+                        continue  # the CRD schema check reports the missing pod template
                     wrapped = {"apiVersion": "v1", "kind": "PodTemplate",
                                "metadata": {"name": f"{obj['kind'].lower()}-{obj['metadata'].get('name') or 'generated'}-pod"},
                                "template": pod}
@@ -283,4 +290,10 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (KeyError, TypeError, AttributeError) as error:
+        # The schema checks above report malformed objects; the reference checks assume
+        # well-formed ones.
+        print(f"FAIL an object has a field in the wrong shape for the reference checks: {error!r}")
+        sys.exit(1)
