@@ -15,6 +15,7 @@ pub mod chat;
 pub mod contract;
 pub mod db;
 pub mod error;
+pub mod grpc_metrics;
 pub mod limits;
 mod page_token;
 pub mod password;

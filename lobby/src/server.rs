@@ -1,6 +1,7 @@
 //! Wiring: one tonic server with Auth, Profile, Chat, health and reflection (v1
-//! and v1alpha) behind the [`ContractLayer`] (size, metadata and method rules),
-//! and a handle to stop it. `rally lobby` and (later) `rally up` call [`serve`].
+//! and v1alpha) behind the [`ContractLayer`] (size, metadata and method rules)
+//! and the [`GrpcMetricsLayer`] (request counts and latency), and a handle to
+//! stop it. `rally lobby` and `rally up` call [`serve`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::chat::{ChatConfig, ChatService, ChatStore};
 use crate::contract::{ContractLayer, HTTP2_MAX_HEADER_LIST_BYTES};
 use crate::db::Db;
 use crate::error::LobbyError;
+use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::limits::LobbyLimitsConfig;
 use crate::password::{PasswordHashConfig, PasswordHasherPool};
 use crate::profile::{ProfileService, ProfileStore};
@@ -158,13 +160,17 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|err| LobbyError::Internal(format!("reflection: {err}")))?;
-    let contract = ContractLayer::new(&[
+    let descriptors = [
         proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])
-    .map_err(|err| LobbyError::Internal(format!("descriptors: {err}")))?;
+    ];
+    let contract =
+        ContractLayer::new(&descriptors).map_err(|err| LobbyError::Internal(format!("descriptors: {err}")))?;
+    let grpc_metrics = GrpcMetricsLayer::new(&descriptors)
+        .map_err(|err| LobbyError::Internal(format!("descriptors: {err}")))?
+        .with_timeout(config.request_timeout);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -176,6 +182,7 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         .trace_fn(request_span)
         .timeout(config.request_timeout)
         .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .layer(grpc_metrics)
         .layer(contract)
         .add_service(health)
         .add_service(reflection)

@@ -659,13 +659,15 @@ pub async fn serve(
         .build_v1alpha()
         .context("reflection")?;
     // The lobby's rules for sizes, metadata and unknown methods, so every server answers alike.
-    let contract = rally_lobby::contract::ContractLayer::new(&[
+    let descriptors = [
         proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])
-    .context("descriptors")?;
+    ];
+    let contract = rally_lobby::contract::ContractLayer::new(&descriptors).context("descriptors")?;
+    // Request counts and latency per method and status code, as the lobby's.
+    let grpc_metrics = rally_lobby::grpc_metrics::GrpcMetricsLayer::new(&descriptors).context("descriptors")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let local_addr = listener.local_addr().context("local address")?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -673,6 +675,7 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         .trace_fn(request_span)
         .http2_max_header_list_size(rally_lobby::contract::HTTP2_MAX_HEADER_LIST_BYTES)
+        .layer(grpc_metrics)
         .layer(contract)
         .add_service(health)
         .add_service(reflection)
