@@ -401,6 +401,14 @@ pub fn run_consumer(
     config: ConsumerConfig,
     handler: Arc<dyn ResultHandler>,
 ) -> ConsumerHandle {
+    metrics::describe_gauge!(
+        "rally_results_consumer_pending",
+        "Results delivered to a consumer group and not yet acknowledged, by group (results-bus lag)"
+    );
+    metrics::describe_gauge!(
+        "rally_results_consumer_undelivered",
+        "Results on the bus never delivered to a consumer group, by group (results-bus lag)"
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stats_tx, stats_rx) = watch::channel(ConsumerStats::default());
     let span = tracing::info_span!("results_consumer", group = %config.group, consumer = %config.consumer);

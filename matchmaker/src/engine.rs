@@ -772,6 +772,7 @@ impl Matchmaker {
     /// `watch_poll_interval`, until the handle is stopped. Errors (Redis down)
     /// are logged and the loops carry on.
     pub fn start(&self) -> EngineHandle {
+        describe_metrics();
         let (stop_tx, stop_rx) = watch::channel(false);
         let rounds = {
             let this = self.clone();
@@ -1000,6 +1001,25 @@ impl From<BackendError> for tonic::Status {
     fn from(err: BackendError) -> Self {
         MatchmakerError::from(err).into()
     }
+}
+
+/// Describes the engine's series to the installed recorder.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("rally_matchmaker_queued", "Tickets waiting in the queue, by mode (queue depth)");
+    describe_histogram!(
+        "rally_matchmaker_wait_seconds",
+        Unit::Seconds,
+        "Time from enqueue to assignment of each matched ticket (time to match)"
+    );
+    describe_histogram!("rally_matchmaker_round_seconds", Unit::Seconds, "Time to run one matching round");
+    describe_counter!("rally_matchmaker_tickets_enqueued_total", "Tickets enqueued");
+    describe_counter!("rally_matchmaker_tickets_matched_total", "Tickets matched into a match");
+    describe_counter!("rally_matchmaker_tickets_expired_total", "Tickets that expired unmatched");
+    describe_counter!("rally_matchmaker_matches_total", "Matches formed and placed on a shard");
+    describe_counter!("rally_matchmaker_matches_aborted_total", "Matches formed but not placed");
+    describe_counter!("rally_matchmaker_no_capacity_total", "Matches that found no shard with room, per round");
+    describe_gauge!("rally_matchmaker_waiting_for_capacity", "Matches waiting for a shard with room");
 }
 
 #[cfg(test)]

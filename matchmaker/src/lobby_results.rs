@@ -22,6 +22,15 @@ use crate::match_events::MatchEvents;
 /// The consumer group the lobby's rating consumers share.
 pub const LOBBY_GROUP: &str = "lobby-ratings";
 
+/// The counter of results handled, by `outcome` ([`APPLIED`], [`DUPLICATE`], [`ABORTED`]).
+pub const RESULTS_TOTAL: &str = "rally_lobby_match_results_total";
+/// `outcome` of a result that changed ratings.
+pub const APPLIED: &str = "applied";
+/// `outcome` of a result delivered again (applied before; no change).
+pub const DUPLICATE: &str = "duplicate";
+/// `outcome` of an aborted match (no rating changes).
+pub const ABORTED: &str = "aborted";
+
 /// Counters of [`ProfileResults`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProfileResultsStats {
@@ -53,6 +62,14 @@ pub struct ProfileResults {
 impl ProfileResults {
     /// A handler writing to `store`.
     pub fn new(store: ProfileStore) -> Self {
+        metrics::describe_counter!(
+            RESULTS_TOTAL,
+            "Match results the lobby's consumer handled, by outcome: applied (ratings changed), duplicate, aborted"
+        );
+        // Every outcome shows from the start, at an honest 0.
+        for outcome in [APPLIED, DUPLICATE, ABORTED] {
+            metrics::counter!(RESULTS_TOTAL, "outcome" => outcome).increment(0);
+        }
         Self { store, chat: None, stats: watch::channel(ProfileResultsStats::default()).0 }
     }
 
@@ -84,6 +101,7 @@ impl ResultHandler for ProfileResults {
         }
         if is_aborted(result) {
             self.stats.send_modify(|stats| stats.aborted += 1);
+            metrics::counter!(RESULTS_TOTAL, "outcome" => ABORTED).increment(1);
             return Ok(());
         }
         let outcome = self.store.apply_match_result(result).await.map_err(|err| err.to_string())?;
@@ -91,6 +109,11 @@ impl ResultHandler for ProfileResults {
             ApplyOutcome::Applied => stats.applied += 1,
             ApplyOutcome::AlreadyApplied => stats.duplicates += 1,
         });
+        let label = match outcome {
+            ApplyOutcome::Applied => APPLIED,
+            ApplyOutcome::AlreadyApplied => DUPLICATE,
+        };
+        metrics::counter!(RESULTS_TOTAL, "outcome" => label).increment(1);
         Ok(())
     }
 }

@@ -14,9 +14,11 @@ use std::time::Duration;
 use metrics::Histogram;
 use rally_sim::game::Game;
 
+use rally_protocol::control::{EndReason as WireEndReason, RefuseReason};
+
 use crate::driver::ShardReport;
 use crate::limits::Admit;
-use crate::shard::Shard;
+use crate::shard::{Shard, end_reason_label};
 use crate::stats::{InputCounts, ShardStats, ValueCounts};
 
 /// Phase labels of `rally_shard_matches_by_phase`, indexed like [`Shard::matches_by_phase`].
@@ -27,6 +29,8 @@ const PHASES: [&str; 4] = ["waiting", "countdown", "playing", "finished"];
 /// a recorder installed after the shard started still gets every series.
 #[derive(Debug, Default)]
 pub(crate) struct Exporter {
+    /// Whether the series were described and the labelled counters zeroed.
+    introduced: bool,
     last: ShardStats,
     last_late_ticks: u64,
     last_skipped_ticks: u64,
@@ -59,6 +63,11 @@ impl Exporter {
         inbound: &InboundCounters,
         rtts: &[Duration],
     ) {
+        if !self.introduced {
+            self.introduced = true;
+            introduce();
+        }
+        metrics::gauge!("rally_shard_draining").set(if shard.is_draining() { 1.0 } else { 0.0 });
         metrics::gauge!("rally_shard_matches").set(shard.n_matches() as f64);
         metrics::gauge!("rally_shard_connections").set(shard.n_connections() as f64);
         metrics::gauge!("rally_shard_tick").set(f64::from(shard.tick_number()));
@@ -125,6 +134,43 @@ impl Exporter {
         );
         self.last.clone_from(now);
     }
+}
+
+/// Describes the shard's series to the recorder, and makes the labelled
+/// counters the dashboards and alerts read exist at zero for every reason
+/// this build knows: a counter appears only once incremented, and "no
+/// refusal of that kind yet" is an honest 0.
+fn introduce() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    for reason in (1..=u16::from(u8::MAX)).filter_map(|code| RefuseReason::try_from(code).ok()) {
+        metrics::counter!("rally_shard_refused_total", "reason" => reason.label()).increment(0);
+    }
+    for reason in [
+        WireEndReason::Score,
+        WireEndReason::Forfeit,
+        WireEndReason::Abandoned,
+        WireEndReason::ShardShutdown,
+        WireEndReason::TimeLimit,
+    ] {
+        metrics::counter!("rally_shard_matches_ended_total", "reason" => end_reason_label(reason)).increment(0);
+    }
+    describe_gauge!("rally_shard_draining", "1 while the shard drains (takes no new matches; /readyz answers 503)");
+    describe_gauge!("rally_shard_matches", "Matches running on the shard");
+    describe_gauge!("rally_shard_connections", "Player connections on the shard (its concurrent players)");
+    describe_gauge!("rally_shard_tick", "The shard's tick number (stops moving when the tick loop is stuck)");
+    describe_gauge!("rally_shard_matches_by_phase", "Matches by phase: waiting, countdown, playing, finished");
+    describe_histogram!("rally_shard_tick_seconds", Unit::Seconds, "Time to run one tick (step every match, send)");
+    describe_histogram!("rally_shard_client_rtt_seconds", Unit::Seconds, "Transport round-trip time per connection");
+    describe_counter!("rally_shard_late_ticks_total", "Ticks that started more than one tick late");
+    describe_counter!("rally_shard_skipped_ticks_total", "Ticks skipped to catch up (past max catch-up)");
+    describe_counter!("rally_shard_datagrams_out_total", "Datagrams sent to players");
+    describe_counter!("rally_shard_bytes_out_total", Unit::Bytes, "Datagram payload bytes sent to players");
+    describe_counter!("rally_shard_datagrams_in_total", "Datagrams received from players");
+    describe_counter!("rally_shard_bytes_in_total", Unit::Bytes, "Datagram payload bytes received from players");
+    describe_counter!("rally_shard_datagrams_dropped_total", "Datagrams the transports refused to send");
+    describe_counter!("rally_shard_refused_total", "Hellos refused, by reason");
+    describe_counter!("rally_shard_matches_ended_total", "Matches ended, by reason (score, forfeit, ...)");
+    describe_counter!("rally_shard_matches_created_total", "Matches created on the shard");
 }
 
 fn export_inputs(seat: usize, now: &InputCounts, before: &InputCounts) {

@@ -27,6 +27,14 @@ pub fn prometheus() -> PrometheusHandle {
                     Matcher::Suffix("_seconds".into()),
                     &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.1, 0.25, 0.5, 1.0],
                 )
+                // Time in the queue runs to minutes (bots fill seats after 15 s), past the
+                // tick-sized buckets above; a full name wins over a suffix.
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("rally_matchmaker_wait_seconds".into()),
+                        &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0],
+                    )
+                })
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(
                         Matcher::Suffix("_bytes".into()),
