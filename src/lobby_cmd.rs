@@ -1,4 +1,5 @@
-//! `rally lobby`: the Auth, Profile and Chat gRPC services on SQLite or PostgreSQL.
+//! `rally lobby`: the Auth, Profile and Chat gRPC services on SQLite or PostgreSQL,
+//! with the ops endpoint (`/metrics`, `/healthz`, `/readyz`) on `--metrics-addr`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,10 @@ pub struct LobbyArgs {
     /// per-account login limit still applies [default: none].
     #[arg(long, value_name = "NETWORK", env = "RALLY_LOGIN_LIMIT_EXEMPT", value_delimiter = ',')]
     pub login_limit_exempt: Vec<rally_lobby::limits::IpNetwork>,
+    /// Prometheus metrics (gRPC requests, results applied), /healthz and /readyz
+    /// (503 once shutting down).
+    #[arg(long, default_value = "127.0.0.1:9601", env = "RALLY_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
     /// Print the machine-readable ready line instead of the banner.
     #[arg(long, help = READY_JSON_HELP)]
     pub ready_json: bool,
@@ -78,12 +83,17 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
         tracing::info!(n_words = config.chat.word_filter.len(), "chat word filter loaded");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    // Before any series is made, so none goes to the no-op recorder.
+    rally_server::ops::prometheus();
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
         let mut handle = rally_lobby::serve(config).await.context("starting the lobby")?;
+        let readiness = rally_server::ops::Readiness::default();
+        let metrics = rally_server::ops::serve(args.metrics_addr, readiness.clone()).await?;
         if !args.ready_json {
             println!(
-                "lobby listening on {}; the matchmaker needs --access-token-key {}",
+                "lobby listening on {} (gRPC), metrics on http://{metrics}/metrics; the matchmaker needs \
+                 --access-token-key {}",
                 handle.local_addr(),
                 public_keys.join(" --access-token-key ")
             );
@@ -113,14 +123,21 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
             None => None,
         };
         if args.ready_json {
-            ReadyLine { lobby: Some(handle.local_addr()), access_token_keys: public_keys, ..ReadyLine::new("lobby") }
-                .print()?;
+            ReadyLine {
+                lobby: Some(handle.local_addr()),
+                metrics: Some(metrics),
+                access_token_keys: public_keys,
+                ..ReadyLine::new("lobby")
+            }
+            .print()?;
         }
         tokio::select! {
             served = handle.wait() => return served.context("lobby stopped"),
             () = shutdown => {}
         }
         tracing::info!("shutting down the lobby");
+        // Load balancers stop sending new calls while the running ones finish.
+        readiness.set_draining();
         if let Some((consumer, channels)) = consumer {
             channels.stop().await;
             consumer.stop().await;
