@@ -44,4 +44,6 @@ pub enum Command {
     Ledger(crate::ledger_cmd::LedgerArgs),
     /// Tournaments: create, list, show (the bracket in the terminal), join and watch.
     Tournament(crate::tournament_cmd::TournamentArgs),
+    /// Probe a running role once (an ops endpoint over HTTP or grpc.health.v1): exit 0 when healthy, for HEALTHCHECKs.
+    Health(crate::health_cmd::HealthArgs),
 }

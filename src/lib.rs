@@ -12,6 +12,7 @@ pub mod admin_cmd;
 pub mod bot_cmd;
 pub mod cli;
 pub mod common;
+pub mod health_cmd;
 pub mod ledger_cmd;
 pub mod loadtest_cmd;
 pub mod lobby_cmd;
@@ -37,6 +38,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Admin(args) => admin_cmd::run(args),
         cli::Command::Ledger(args) => ledger_cmd::run(args),
         cli::Command::Tournament(args) => tournament_cmd::run(args),
+        cli::Command::Health(args) => health_cmd::run(args),
     }
 }
 

@@ -83,7 +83,8 @@ def ready_line(command):
 def check_keys(rally, secrets):
     public = env_file_keys(secrets / "matchmaker.env") | env_file_keys(secrets / "shard.env")
     with tempfile.TemporaryDirectory() as data:
-        lobby = ready_line([rally, "lobby", "--listen", "127.0.0.1:0", "--data-dir", data, "--ready-json",
+        lobby = ready_line([rally, "lobby", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+                            "--data-dir", data, "--ready-json",
                             "--access-signing-key-file", str(secrets / "rally-access-signing-key")])
         if lobby is None:
             return
