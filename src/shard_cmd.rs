@@ -1,6 +1,9 @@
 //! `rally shard`: one match shard serving QUIC, with metrics, results and
 //! drain, and the agent `--redis-url` runs to register it in the shard
-//! registry and publish its results.
+//! registry and publish its results, and (`--agones`) its bridge to the
+//! Agones SDK sidecar.
+
+mod agones;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -98,6 +101,12 @@ pub struct ShardArgs {
     /// Print the machine-readable ready line instead of the banner.
     #[arg(long, help = READY_JSON_HELP)]
     pub ready_json: bool,
+    /// Run as an Agones GameServer through the SDK sidecar (AGONES_SDK_GRPC_PORT): labels, the
+    /// `matches` Counter (capacity --max-matches), Ready once listening, health pings while the
+    /// tick loop advances, Allocated while holding matches, Shutdown after the drain. The public
+    /// address is the GameServer's node address and the host port of its port named `quic`.
+    #[arg(long, env = "RALLY_AGONES")]
+    pub agones: bool,
 }
 
 fn secs_to_ticks(seconds: f64, tick_rate: u16) -> u32 {
@@ -164,16 +173,22 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
     rally_server::ops::prometheus();
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
+        // Under Agones the sidecar must answer before anything binds: no sidecar, no shard.
+        let mut agones_run = if args.agones { Some(agones::AgonesRun::connect().await?) } else { None };
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let shard = rally_server::start::<PongWorld>(config, results_tx).await?;
         let metrics = rally_server::ops::serve(args.metrics_addr, shard.readiness.clone()).await?;
+        let public_addr = match &agones_run {
+            Some((_, game_server)) => Some(agones::public_addr(game_server, args.public_addr.as_deref())?),
+            None => args.public_addr.clone(),
+        };
         let (results_rx, agent) = match &args.redis_url {
             Some(url) => {
                 let (rx, agent) = start_shard_agent(
                     url,
                     &args.redis_prefix,
                     &args.region,
-                    args.public_addr.as_deref(),
+                    public_addr.as_deref(),
                     args.max_matches,
                     &shard,
                     results_rx,
@@ -183,6 +198,15 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
             None => (results_rx, None),
         };
         let writer = tokio::spawn(write_results(results_rx, results_path));
+        let agones_run = match agones_run.take() {
+            Some((mut run, _)) => {
+                let config = rally_agones::BridgeConfig::new(args.max_matches, env!("CARGO_PKG_VERSION"), &args.region);
+                run.start(&shard, config).await?;
+                tracing::info!(public_addr = public_addr.as_deref().unwrap_or_default(), "Agones GameServer Ready");
+                Some(run)
+            }
+            None => None,
+        };
         if args.ready_json {
             ReadyLine::with_shard("shard", &shard, metrics).print()?;
         } else {
@@ -208,6 +232,10 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
             if !args.ready_json {
                 println!("registry: {} results published, {} unpublished", agent.published, agent.unpublished);
             }
+        }
+        // Last: Agones deletes the pod once told, so every result is on disk and published first.
+        if let Some(agones_run) = agones_run {
+            agones_run.shutdown().await?;
         }
         tracing::info!(
             ticks = report.ticks,

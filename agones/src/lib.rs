@@ -101,7 +101,7 @@ pub enum BridgeError {
         port: String,
         /// What the SDK said.
         #[source]
-        source: agones::errors::Error,
+        source: Box<agones::errors::Error>,
     },
     /// An SDK call failed.
     #[error("Agones SDK call {call} failed: {source}")]
@@ -110,7 +110,7 @@ pub enum BridgeError {
         call: &'static str,
         /// What the SDK said.
         #[source]
-        source: agones::errors::Error,
+        source: Box<agones::errors::Error>,
     },
     /// A label value Kubernetes would refuse.
     #[error(
@@ -141,7 +141,7 @@ pub enum BridgeError {
 /// up to 30 s for it to answer (the SDK's own handshake).
 pub async fn connect() -> Result<Sdk, BridgeError> {
     let port = std::env::var("AGONES_SDK_GRPC_PORT").unwrap_or_else(|_| "9357".to_owned());
-    Sdk::new(None, None).await.map_err(|source| BridgeError::Connect { port, source })
+    Sdk::new(None, None).await.map_err(|source| BridgeError::Connect { port, source: Box::new(source) })
 }
 
 /// `host:port` players reach this GameServer at: its status address and the host port of the
@@ -251,7 +251,7 @@ fn valid_label_value(value: &str) -> bool {
 }
 
 fn sdk_error(call: &'static str) -> impl FnOnce(agones::errors::Error) -> BridgeError {
-    move |source| BridgeError::Sdk { call, source }
+    move |source| BridgeError::Sdk { call, source: Box::new(source) }
 }
 
 impl Bridge {
