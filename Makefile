@@ -24,12 +24,15 @@ VENV_PACKAGES = onnxruntime==1.31.1 numpy==2.3.5 onnx==1.19.1
 	touch $@
 
 ## Debian packages the build and the tests need, installed once when missing:
-## protoc (the Agones SDK crate's build script runs it) and Prometheus (promtool
-## and a real server scrape `rally up` in the observability tests).
-DEBS = protoc:protobuf-compiler promtool:prometheus
+## protoc and the well-known .proto files (the Agones SDK crate's build script
+## runs protoc on them) and Prometheus (promtool, and a real server scraping
+## `rally up` in the observability tests). Each entry is FILE:PACKAGE.
+DEBS = /usr/bin/protoc:protobuf-compiler \
+	/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
+	/usr/bin/promtool:prometheus /usr/bin/prometheus:prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 debs:
-	@missing=""; for pair in $(DEBS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	@missing=""; for pair in $(DEBS); do [ -e $${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
