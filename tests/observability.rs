@@ -280,6 +280,42 @@ fn dashboards_and_alerts_read_live_metrics_and_prometheus_scrapes_rally_up() {
 }
 
 #[test]
+fn rally_lobby_serves_its_grpc_metrics_on_metrics_addr() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rally"))
+        .args(["lobby", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--dev", "--ready-json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _lobby = Running(child);
+    let ready = ReadyLine::parse(&line).unwrap();
+    let (lobby, metrics) = (ready.lobby.unwrap(), ready.metrics.expect("the ready line names the ops endpoint"));
+    assert_eq!(http_get(metrics, "/readyz").unwrap().0, 200);
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use rally_lobby::proto::auth::{LoginRequest, RegisterRequest, auth_client::AuthClient};
+        let mut auth = AuthClient::connect(format!("http://{lobby}")).await.unwrap();
+        let register = RegisterRequest { username: "metered_mo".into(), password: "correct horse battery".into() };
+        auth.register(register).await.unwrap();
+        let wrong = LoginRequest { username: "metered_mo".into(), password: "not the password".into() };
+        auth.login(wrong).await.expect_err("a wrong password");
+    });
+    let (_, page) = http_get(metrics, "/metrics").unwrap();
+    for series in [
+        r#"rally_grpc_server_requests_total{service="rally.auth.v1.Auth",method="Register",code="OK"} 1"#,
+        r#"rally_grpc_server_requests_total{service="rally.auth.v1.Auth",method="Login",code="Unauthenticated"} 1"#,
+        r#"rally_grpc_server_request_seconds_count{service="rally.auth.v1.Auth",method="Register",code="OK"} 1"#,
+    ] {
+        assert!(page.lines().any(|line| line == series), "no {series} on the lobby's /metrics:\n{page}");
+    }
+}
+
+#[test]
 fn metric_names_are_read_from_expressions() {
     assert_eq!(
         metric_names("sum by (le) (rate(rally_a_bucket{x=\"rally.v1\"}[1m])) / rally_b > 0 and xrally_c"),
