@@ -39,6 +39,9 @@ use tokio::task::JoinHandle;
 
 pub use agones::{GameServer, Sdk};
 
+#[cfg(feature = "fake-sidecar")]
+pub mod fake_sidecar;
+
 /// The Counter that holds the shard's matches (the Fleet must declare it).
 pub const COUNTER: &str = "matches";
 /// Label key of the rally version. The SDK sidecar prefixes every key with `agones.dev/sdk-`,

@@ -5,13 +5,11 @@
 
 #![expect(clippy::unwrap_used, reason = "test")]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Call, FakeSidecar};
 use ed25519_dalek::SigningKey;
+use rally_agones::fake_sidecar::{Call, FakeSidecar};
 use rally_agones::{Bridge, BridgeConfig, BridgeStats, LiveProbe, Sdk};
 use rally_client::session::ClientEvent;
 use rally_client::{ConnectConfig, Connection, Transport};
@@ -47,7 +45,7 @@ fn bridge_config() -> BridgeConfig {
 }
 
 async fn connect_sdk(sidecar: &FakeSidecar) -> Sdk {
-    let port = sidecar.serve().await;
+    let port = sidecar.serve().await.unwrap();
     Sdk::new(Some(port), None).await.unwrap()
 }
 
