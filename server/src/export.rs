@@ -29,8 +29,10 @@ const PHASES: [&str; 4] = ["waiting", "countdown", "playing", "finished"];
 /// a recorder installed after the shard started still gets every series.
 #[derive(Debug, Default)]
 pub(crate) struct Exporter {
-    /// Whether the series were described and the labelled counters zeroed.
-    introduced: bool,
+    /// Publishes so far: every [`INTRODUCE_EVERY`]th one (the first too)
+    /// describes the series and zeroes the labelled counters again, so a
+    /// recorder installed after the shard started gets them within a second.
+    publishes: u64,
     last: ShardStats,
     last_late_ticks: u64,
     last_skipped_ticks: u64,
@@ -63,10 +65,10 @@ impl Exporter {
         inbound: &InboundCounters,
         rtts: &[Duration],
     ) {
-        if !self.introduced {
-            self.introduced = true;
+        if self.publishes.is_multiple_of(INTRODUCE_EVERY) {
             introduce();
         }
+        self.publishes += 1;
         metrics::gauge!("rally_shard_draining").set(if shard.is_draining() { 1.0 } else { 0.0 });
         metrics::gauge!("rally_shard_matches").set(shard.n_matches() as f64);
         metrics::gauge!("rally_shard_connections").set(shard.n_connections() as f64);
@@ -135,6 +137,9 @@ impl Exporter {
         self.last.clone_from(now);
     }
 }
+
+/// Publishes between two [`introduce`] calls (about a second at 60 Hz).
+const INTRODUCE_EVERY: u64 = 64;
 
 /// Describes the shard's series to the recorder, and makes the labelled
 /// counters the dashboards and alerts read exist at zero for every reason

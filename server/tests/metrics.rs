@@ -87,7 +87,16 @@ async fn a_shard_started_before_the_recorder_exports_every_core_figure() {
     value_of(&text, "rally_shard_inputs_late_total{seat=\"1\"}");
     assert_eq!(value_of(&text, "rally_shard_matches_created_total"), 1.0);
     assert!(text.contains("rally_shard_matches_ended_total{reason=\"score\"} 1"), "{text}");
-    assert!(text.lines().any(|line| line.starts_with("rally_shard_refused_total{reason=")), "{text}");
+    // Every refusal reason shows from the start, at 0; the one refused hello counts once.
+    let refusals: Vec<(&str, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("rally_shard_refused_total{reason=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(reason, value)| (reason, value.parse().unwrap()))
+        .collect();
+    assert!(refusals.iter().any(|(reason, count)| *reason == "draining" && *count == 0.0), "{text}");
+    assert_eq!(refusals.iter().map(|(_, count)| count).sum::<f64>(), 1.0, "{text}");
+    assert_eq!(value_of(&text, "rally_shard_matches_ended_total{reason=\"forfeit\"}"), 0.0);
     assert_eq!(value_of(&text, "rally_shard_snapshots_total"), stats.snapshots_sent as f64);
     assert_eq!(
         value_of(&text, "rally_shard_snapshot_payload_bytes_count"),
