@@ -71,6 +71,8 @@ struct Counter {
 #[derive(Debug)]
 struct State {
     calls: Vec<Call>,
+    /// A file whose lines are counted when Shutdown arrives, and the count.
+    count_at_shutdown: Option<(std::path::PathBuf, Option<usize>)>,
     state: String,
     labels: BTreeMap<String, String>,
     counters: BTreeMap<String, Counter>,
@@ -92,6 +94,7 @@ impl FakeSidecar {
         Self {
             state: Arc::new(Mutex::new(State {
                 calls: Vec::new(),
+                count_at_shutdown: None,
                 state: "Scheduled".into(),
                 labels: BTreeMap::new(),
                 counters,
@@ -115,6 +118,17 @@ impl FakeSidecar {
             .add_service(beta::sdk_server::SdkServer::new(self.clone()));
         tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
         Ok(port)
+    }
+
+    /// Counts the lines of `path` at the moment `Shutdown` arrives (a results file, say, to
+    /// check it was complete before the process said it was done).
+    pub fn count_lines_at_shutdown(&self, path: impl Into<std::path::PathBuf>) {
+        self.lock().count_at_shutdown = Some((path.into(), None));
+    }
+
+    /// The lines [`FakeSidecar::count_lines_at_shutdown`] counted, once `Shutdown` arrived.
+    pub fn lines_at_shutdown(&self) -> Option<usize> {
+        self.lock().count_at_shutdown.as_ref().and_then(|(_, lines)| *lines)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -220,6 +234,9 @@ impl sdk::sdk_server::Sdk for FakeSidecar {
     }
 
     async fn shutdown(&self, _: Request<sdk::Empty>) -> Result<Response<sdk::Empty>, Status> {
+        if let Some((path, lines)) = self.lock().count_at_shutdown.as_mut() {
+            *lines = Some(std::fs::read_to_string(path).unwrap_or_default().lines().count());
+        }
         self.set_state("Shutdown", Call::Shutdown);
         Ok(Response::new(sdk::Empty {}))
     }
