@@ -61,7 +61,14 @@ rally_binary() {
 compose_against_rally() {
     local rally
     rally=$(rally_binary) || return 1
-    python deploy/compose/check.py "$rally"
+    # With the test PostgreSQL and Redis (the Makefile exports them), the
+    # layout also runs as processes here (check.py's --smoke).
+    if [[ -n ${RALLY_TEST_DATABASE_URL:-} && -n ${RALLY_TEST_REDIS_URL:-} ]]; then
+        python deploy/compose/check.py "$rally" --smoke "$RALLY_TEST_DATABASE_URL" "$RALLY_TEST_REDIS_URL"
+    else
+        echo "compose: RALLY_TEST_DATABASE_URL or RALLY_TEST_REDIS_URL unset: no smoke run"
+        python deploy/compose/check.py "$rally"
+    fi
 }
 
 check "hadolint deploy/docker/Dockerfile" hadolint deploy/docker/Dockerfile

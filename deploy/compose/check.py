@@ -1,6 +1,6 @@
 """What the Compose schema cannot see in compose.yaml, checked against the real
 `rally` binary and the real keys.sh (run by deploy/check.sh as
-`python deploy/compose/check.py RALLY_BINARY [COMPOSE_FILE]`):
+`python deploy/compose/check.py RALLY_BINARY [--smoke DATABASE_URL REDIS_URL]`):
 
 - every service a `depends_on` names exists, and one waited on as healthy has a healthcheck;
 - every secret, volume and env file a service uses is declared, and keys.sh writes each file;
@@ -8,7 +8,12 @@
   image's ENV) and every flag of its command is one that role's `--help` lists,
   since a misspelt variable is silently ignored;
 - the public keys keys.sh derives are the ones a `rally lobby` and a `rally
-  matchmaker` started with its seeds announce.
+  matchmaker` started with its seeds announce;
+- with `--smoke DATABASE_URL REDIS_URL`: one lobby, matchmaker, shard and bot
+  farm of the file run as processes here, from the file's own commands and
+  variables (compose names and ports mapped to free loopback ports, /run/secrets
+  to keys.sh's files, PostgreSQL and Redis to the given ones); each must pass
+  its compose healthcheck, and the bots must play a match each and stop.
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -101,9 +106,128 @@ def check_keys(rally, secrets):
                     f"the matchmaker announces {matchmaker['token_key']}")
 
 
+def dockerfile_env_values():
+    text = (ROOT / "deploy/docker/Dockerfile").read_text().replace("\\\n", " ")
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            values.update(re.findall(r"\b(RALLY_[A-Z_]+)=(\S+)", line))
+    return values
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def smoke(rally, compose, secrets, scratch, database_url, redis_url):
+    """Runs lobby-1, matchmaker-1, shard-1 and bots-1 as processes, as compose would."""
+    import random
+    import time
+
+    services = compose["services"]
+    ports = {}
+
+    def port(service, number):
+        return ports.setdefault((service, number), free_port())
+
+    def interpolate(value):
+        return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", lambda match: match.group(1), str(value))
+
+    def rewrite(service, value):
+        value = interpolate(value)
+        if value.startswith("postgres://"):
+            return database_url
+        if value.startswith("redis://"):
+            return redis_url
+        value = value.replace("/run/secrets/", f"{secrets}/")
+        value = re.sub(r"\b(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)", lambda m: f"127.0.0.1:{port(service, int(m.group(1)))}", value)
+        names = "|".join(re.escape(name) for name in services)
+        return re.sub(rf"\b({names}):(\d+)", lambda m: f"127.0.0.1:{port(m.group(1), int(m.group(2)))}", value)
+
+    suffix = f"{random.randrange(1 << 32):08x}"
+    image_env = dockerfile_env_values()
+    running = []
+
+    def environment(name):
+        service = services[name]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RALLY_")}
+        env.update(image_env)
+        env.pop("ORT_DYLIB_PATH", None)
+        for env_file in service.get("env_file") or []:
+            env.update(env_file_keys(secrets / Path(env_file).name))
+        env.update({key: str(value) for key, value in (service.get("environment") or {}).items()})
+        env = {key: rewrite(name, value) if key.startswith("RALLY_") else value for key, value in env.items()}
+        data = scratch / name
+        data.mkdir()
+        env["RALLY_DATA_DIR"] = str(data)
+        env["RALLY_REDIS_PREFIX"] = f"compose-smoke-{suffix}"
+        env["RALLY_LOG_FORMAT"] = "text"
+        return env
+
+    def command(name):
+        words = [rewrite(name, word) for word in services[name]["command"]]
+        if "--username-prefix" in words:
+            at = words.index("--username-prefix") + 1
+            words[at] = f"{words[at]}-{suffix}"
+        return words
+
+    def healthy(name, env, child):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and test[1] == "rally", test
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                problem(f"smoke: {name} exited with {child.returncode}: {child.stderr.read()[-800:]}")
+                return False
+            probe = subprocess.run([rally, *test[2:]], env=env, capture_output=True, text=True, timeout=30)
+            if probe.returncode == 0:
+                print(f"compose smoke: {name} healthy ({probe.stdout.strip()})")
+                return True
+            time.sleep(0.5)
+        problem(f"smoke: {name} not healthy within 60 s: {probe.stderr.strip()}")
+        return False
+
+    try:
+        for name in ["lobby-1", "matchmaker-1", "shard-1"]:
+            env = environment(name)
+            child = subprocess.Popen([rally, *command(name)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+            running.append(child)
+            if not healthy(name, env, child):
+                return
+        env = environment("bots-1")
+        words = [*command("bots-1"), "--matches-per-bot", "1"]
+        try:
+            bots = subprocess.run([rally, *words], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            problem("smoke: bots-1 did not finish a match each within 300 s")
+            return
+        summary = (bots.stdout.strip().splitlines() or [""])[-1]
+        if bots.returncode != 0 or not re.match(r"[1-9]\d* matches", summary):
+            problem(f"smoke: bots-1 exited {bots.returncode}: {summary} {bots.stderr.strip()[-800:]}")
+        else:
+            print(f"compose smoke: bots-1 played through lobby-1, matchmaker-1 and shard-1: {summary}")
+    finally:
+        for child in running:
+            child.terminate()
+        for child in running:
+            try:
+                child.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
 def main():
     rally = sys.argv[1]
-    compose_file = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "compose.yaml"
+    args = sys.argv[2:]
+    smoke_urls = None
+    if args[:1] == ["--smoke"]:
+        smoke_urls, args = args[1:3], args[3:]
+    compose_file = Path(args[0]) if args else HERE / "compose.yaml"
     compose = YAML(typ="safe").load(compose_file.read_text())
     services = compose["services"]
     declared_secrets = compose.get("secrets", {})
@@ -175,6 +299,8 @@ def main():
                 problem(f"the Dockerfile sets {variable}, which no role reads")
 
         check_keys(rally, secrets)
+        if smoke_urls and not problems:
+            smoke(rally, compose, secrets, Path(scratch), *smoke_urls)
 
     if problems:
         sys.exit(1)
