@@ -105,7 +105,10 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
                 let redis = redis.with_role("the lobby");
                 let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis.clone()));
                 let events = std::sync::Arc::new(rally_matchmaker::redis::RedisMatchEvents::new(redis));
-                let name = format!("lobby-{}", std::process::id());
+                // The consumer name must differ between replicas: in a container every
+                // process is PID 1, so the host name (the pod's or compose's) comes first.
+                let host = std::env::var("HOSTNAME").ok().filter(|host| !host.is_empty());
+                let name = format!("lobby-{}-{}", host.as_deref().unwrap_or("local"), std::process::id());
                 let (consumer, _, channels) = rally_matchmaker::lobby_results::consume_into_lobby(
                     bus,
                     events,
