@@ -10,6 +10,9 @@
 //! - every path ARCHITECTURE.md cites exists: a backticked token with a `/`
 //!   relative to the repository root, a bare file name (`driver.rs`)
 //!   somewhere in the repository.
+//! - the operator's docs under `deploy/` cite only registered metrics and
+//!   existing paths (relative to the root, or to a directory under `deploy/`:
+//!   `overlays/prod/kustomization.yaml` in the Kubernetes section).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,14 +20,32 @@ use std::path::{Path, PathBuf};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Crates whose `src/` may register metrics.
-const CRATES: &[&str] =
-    &[".", "protocol", "sim", "transport", "server", "client", "lobby", "matchmaker", "tournaments", "bot", "loadtest"];
+const CRATES: &[&str] = &[
+    ".",
+    "protocol",
+    "sim",
+    "transport",
+    "server",
+    "client",
+    "lobby",
+    "matchmaker",
+    "tournament",
+    "ledger",
+    "tournaments",
+    "agones",
+    "bot",
+    "loadtest",
+];
+
+/// The operator's docs: their metric names and paths are checked too.
+const DEPLOY_DOCS: &[&str] = &["deploy/README.md", "deploy/CAPACITY.md"];
 
 /// Files the docs cite that live beside the repository, not in it.
 const OUTSIDE: &[&str] = &["DESIGN.md"];
 
 /// File extensions a backticked token must end with to count as a path.
-const PATH_EXTENSIONS: &[&str] = &[".rs", ".md", ".toml", ".proto", ".py", ".onnx", ".sql", ".yaml", ".json", ".sh"];
+const PATH_EXTENSIONS: &[&str] =
+    &[".rs", ".md", ".toml", ".proto", ".py", ".onnx", ".sql", ".yaml", ".yml", ".json", ".sh"];
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
@@ -133,7 +154,7 @@ fn every_metric_the_docs_cite_is_registered() {
     let registered = registered_metrics();
     assert!(registered.contains("rally_shard_inputs_on_time_total"), "the scan finds the exporter's names");
     let mut missing = Vec::new();
-    for doc in ["ARCHITECTURE.md", "README.md", "BENCHMARKS.md"] {
+    for doc in ["ARCHITECTURE.md", "README.md", "BENCHMARKS.md"].iter().chain(DEPLOY_DOCS) {
         for (line, span) in code_spans(&read(&Path::new(ROOT).join(doc))) {
             for name in cited_metrics(&span) {
                 if !is_registered(&name, &registered) {
@@ -163,6 +184,56 @@ fn every_path_architecture_cites_exists() {
         }
     }
     assert!(missing.is_empty(), "paths ARCHITECTURE.md cites that do not exist:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn every_path_the_deploy_docs_cite_exists() {
+    let mut deploy_files = Vec::new();
+    all_files(&Path::new(ROOT).join("deploy"), &mut deploy_files);
+    let mut missing = Vec::new();
+    for doc in DEPLOY_DOCS {
+        // Backticked spans only: a command in a fenced block names files it writes.
+        let prose = without_fences(&read(&Path::new(ROOT).join(doc)));
+        for (line, span) in code_spans(&prose) {
+            let Some(path) = cited_path(&span) else { continue };
+            let suffix = format!("/{path}");
+            let exists = Path::new(ROOT).join(path).exists()
+                || deploy_files.iter().any(|file| file.to_string_lossy().ends_with(&suffix));
+            if !exists {
+                missing.push(format!("{doc}:{line}: `{path}`"));
+            }
+        }
+    }
+    assert!(!deploy_files.is_empty(), "the scan finds deploy/'s files");
+    assert!(missing.is_empty(), "paths the deploy docs cite that do not exist:\n{}", missing.join("\n"));
+}
+
+/// `text` with the lines of its fenced code blocks blanked (line numbers kept).
+fn without_fences(text: &str) -> String {
+    let mut in_fence = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        let fence = line.trim_start().starts_with("```");
+        if !(fence || in_fence) {
+            out.push_str(line);
+        }
+        out.push('\n');
+        in_fence ^= fence;
+    }
+    out
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }
 
 #[test]

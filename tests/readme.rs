@@ -24,6 +24,7 @@ const MAKEFILE: &str = include_str!("../Makefile");
 const EXTERNAL: &[(&str, &str)] = &[
     ("createdb", "PostgreSQL's client: creates the split deployment's database"),
     ("openssl", "generates the split deployment's secrets"),
+    ("docker", "no Docker engine runs here: `make deploy-check` lints the Dockerfile and validates compose"),
 ];
 
 /// One command of a ```sh block.
@@ -239,6 +240,11 @@ fn check(command: &ShCommand, targets: &[String]) -> Result<(), String> {
             }
             return Ok(());
         }
+        // A script of the repository's own: it must exist (`make deploy-check` lints it).
+        script if script.starts_with("deploy/") => {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+            return if path.is_file() { Ok(()) } else { Err(format!("{at}: there is no script {script}")) };
+        }
         other => {
             return Err(format!(
                 "{at}: tests/readme.rs does not know `{other}`; check it in a test, or add it to EXTERNAL with the reason"
@@ -295,6 +301,8 @@ fn the_checks_catch_a_wrong_flag_a_missing_target_and_an_unknown_program() {
     assert!(err.contains("fast"), "{err}");
     assert!(check(&command("cargo run --release -- sim --matches 10"), &targets).is_ok());
     assert!(check(&command("cargo run --release -- sim --matchez 10"), &targets).is_err());
+    assert!(check(&command("deploy/check.sh"), &targets).is_ok(), "a script of the repository's");
+    assert!(check(&command("deploy/no-such-script.sh"), &targets).is_err(), "a script that is not there");
     let err = check(&command("make deploy"), &targets).expect_err("no such target");
     assert!(err.contains("`deploy`"), "{err}");
     assert!(check(&command("make lint bench"), &targets).is_ok());
