@@ -44,8 +44,11 @@ fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 #[test]
 fn a_split_matchmaker_trusts_the_lobbys_public_key_and_nothing_else() {
     let lobby_dir = tempfile::tempdir().unwrap();
-    let (_lobby, lobby_ready) =
-        start(rally().args(["lobby", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--dev", "--data-dir"]).arg(lobby_dir.path()));
+    let (_lobby, lobby_ready) = start(
+        rally()
+            .args(["lobby", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--dev", "--data-dir"])
+            .arg(lobby_dir.path()),
+    );
     let [public_key] = <[String; 1]>::try_from(lobby_ready.access_token_keys.clone()).unwrap();
     let written = std::fs::read_to_string(lobby_dir.path().join("access_token_keys.pub")).unwrap();
     assert_eq!(written.trim(), public_key);
