@@ -38,6 +38,31 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// to this size gets a clear gRPC status instead of an HTTP error.
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
+/// Fully-qualified service name → its method names, in declaration order, of
+/// the services in `descriptor_sets` (encoded `FileDescriptorSet`s, as
+/// tonic-build, tonic-health and tonic-reflection export them).
+pub(crate) fn service_methods(descriptor_sets: &[&[u8]]) -> Result<BTreeMap<String, Vec<String>>, prost::DecodeError> {
+    let mut services = BTreeMap::new();
+    for encoded in descriptor_sets {
+        let set = prost_types::FileDescriptorSet::decode(*encoded)?;
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let name = service.name.unwrap_or_default();
+                let full_name = if package.is_empty() { name } else { format!("{package}.{name}") };
+                let methods = service.method.into_iter().filter_map(|method| method.name).collect();
+                services.insert(full_name, methods);
+            }
+        }
+    }
+    Ok(services)
+}
+
+/// The `(service, method)` a gRPC path `/<package>.<Service>/<Method>` names.
+pub(crate) fn method_path(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/').and_then(|path| path.split_once('/'))
+}
+
 /// A tower layer applying the module's rules, for `Server::builder().layer(…)`.
 #[derive(Debug, Clone)]
 pub struct ContractLayer {
@@ -50,20 +75,7 @@ impl ContractLayer {
     /// `descriptor_sets` (encoded `FileDescriptorSet`s, as tonic-build,
     /// tonic-health and tonic-reflection export them).
     pub fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut services = BTreeMap::new();
-        for encoded in descriptor_sets {
-            let set = prost_types::FileDescriptorSet::decode(*encoded)?;
-            for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let name = service.name.unwrap_or_default();
-                    let full_name = if package.is_empty() { name } else { format!("{package}.{name}") };
-                    let methods = service.method.into_iter().filter_map(|method| method.name).collect();
-                    services.insert(full_name, methods);
-                }
-            }
-        }
-        Ok(Self { services: Arc::new(services) })
+        Ok(Self { services: Arc::new(service_methods(descriptor_sets)?) })
     }
 
     /// The refusal for a request this server will not pass on, if any.
@@ -77,7 +89,7 @@ impl ContractLayer {
             )));
         }
         let path = request.uri().path();
-        let Some((service, method)) = path.strip_prefix('/').and_then(|path| path.split_once('/')) else {
+        let Some((service, method)) = method_path(path) else {
             return Some(Status::unimplemented(format!(
                 "{path:?} is not a gRPC method path (/<package>.<Service>/<Method>); this server has {}",
                 self.service_list()

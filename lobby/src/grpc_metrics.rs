@@ -27,13 +27,12 @@
 //! Put it outermost (`Server::builder().layer(metrics).layer(contract)`), so
 //! it also counts what the contract layer refuses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use tonic::Code;
 use tonic::body::Body;
 use tonic::codegen::http::{HeaderMap, Request, Response};
@@ -52,7 +51,7 @@ const UNKNOWN: &str = "unknown";
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsLayer {
     /// Fully-qualified service name → its method names.
-    methods: Arc<BTreeMap<String, BTreeSet<String>>>,
+    methods: Arc<BTreeMap<String, Vec<String>>>,
     /// The server's own timeout (`Server::timeout`), if any.
     timeout: Option<Duration>,
 }
@@ -62,18 +61,7 @@ impl GrpcMetricsLayer {
     /// `descriptor_sets` (encoded `FileDescriptorSet`s, as for the contract layer).
     pub fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
         describe();
-        let mut methods: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for encoded in descriptor_sets {
-            let set = prost_types::FileDescriptorSet::decode(*encoded)?;
-            for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let name = service.name.unwrap_or_default();
-                    let full_name = if package.is_empty() { name } else { format!("{package}.{name}") };
-                    methods.entry(full_name).or_default().extend(service.method.into_iter().filter_map(|m| m.name));
-                }
-            }
-        }
+        let methods = crate::contract::service_methods(descriptor_sets)?;
         Ok(Self { methods: Arc::new(methods), timeout: None })
     }
 
@@ -87,10 +75,9 @@ impl GrpcMetricsLayer {
 
     /// The `(service, method)` labels of a request path.
     fn labels(&self, path: &str) -> (String, String) {
-        let known = path
-            .strip_prefix('/')
-            .and_then(|path| path.split_once('/'))
-            .filter(|(service, method)| self.methods.get(*service).is_some_and(|methods| methods.contains(*method)));
+        let known = crate::contract::method_path(path).filter(|(service, method)| {
+            self.methods.get(*service).is_some_and(|methods| methods.iter().any(|known| known == method))
+        });
         match known {
             Some((service, method)) => (service.to_owned(), method.to_owned()),
             None => (UNKNOWN.to_owned(), UNKNOWN.to_owned()),
