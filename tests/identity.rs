@@ -66,7 +66,11 @@ fn a_split_matchmaker_trusts_the_lobbys_public_key_and_nothing_else() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut auth = AuthClient::connect(format!("http://{}", lobby_ready.lobby.unwrap())).await.unwrap();
-        let request = RegisterRequest { username: "split_sam".into(), password: "correct horse battery".into() };
+        let request = RegisterRequest {
+            username: "split_sam".into(),
+            password: "correct horse battery".into(),
+            idempotency_key: String::new(),
+        };
         let registered = auth.register(request).await.unwrap().into_inner();
         let token = registered.tokens.unwrap().access_token;
         let player_id = registered.account.unwrap().player_id;

@@ -300,7 +300,11 @@ fn rally_lobby_serves_its_grpc_metrics_on_metrics_addr() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         use rally_lobby::proto::auth::{LoginRequest, RegisterRequest, auth_client::AuthClient};
         let mut auth = AuthClient::connect(format!("http://{lobby}")).await.unwrap();
-        let register = RegisterRequest { username: "metered_mo".into(), password: "correct horse battery".into() };
+        let register = RegisterRequest {
+            username: "metered_mo".into(),
+            password: "correct horse battery".into(),
+            idempotency_key: String::new(),
+        };
         auth.register(register).await.unwrap();
         let wrong = LoginRequest { username: "metered_mo".into(), password: "not the password".into() };
         auth.login(wrong).await.expect_err("a wrong password");

@@ -320,7 +320,11 @@ impl PlatformLoad {
                 _ = ticker.tick() => {}
             }
             let started = Instant::now();
-            let request = chat_pb::SendRequest { channel_id: channel_id.clone(), body: format!("lt {}", unix_us()) };
+            let request = chat_pb::SendRequest {
+                channel_id: channel_id.clone(),
+                body: format!("lt {}", unix_us()),
+                idempotency_key: String::new(),
+            };
             // Counted before the call returns: subscribers may see it first.
             self.shared.chat_sent.fetch_add(1, Ordering::Relaxed);
             match chat.send(player.request(request)).await {

@@ -105,7 +105,12 @@ async fn main() -> Result<(), BoxError> {
         ticker.tick().await;
         let sent = base.elapsed().as_nanos() as u64;
         let body = format!("{idx} {sent}");
-        sender.send(authed(pb::SendRequest { channel_id: CHANNEL_ID.into(), body }, &sender_token)?).await?;
+        sender
+            .send(authed(
+                pb::SendRequest { channel_id: CHANNEL_ID.into(), body, idempotency_key: String::new() },
+                &sender_token,
+            )?)
+            .await?;
         acks.record((base.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000)?;
     }
 

@@ -85,8 +85,13 @@ async fn main() -> Result<(), BoxError> {
     let mut token = String::new();
     for idx in 0..n_clients {
         let username = format!("storm{idx}");
-        let registered =
-            client.register(pb::RegisterRequest { username: username.clone(), password: PASSWORD.into() }).await?;
+        let registered = client
+            .register(pb::RegisterRequest {
+                username: username.clone(),
+                password: PASSWORD.into(),
+                idempotency_key: String::new(),
+            })
+            .await?;
         token = registered.into_inner().tokens.ok_or("no tokens")?.access_token;
         usernames.push(username);
     }

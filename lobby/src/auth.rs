@@ -335,7 +335,8 @@ mod tests {
         let auth = AuthService::new(db.clone(), hasher.clone(), issuer, ProfileStore::new(db.clone()), &limits);
         let ip = IpAddr::from([127, 0, 0, 1]);
         let password = "correct horse battery";
-        let register = pb::RegisterRequest { username: "ivan".into(), password: password.into() };
+        let register =
+            pb::RegisterRequest { username: "ivan".into(), password: password.into(), idempotency_key: String::new() };
         auth.inner.register(ip, register).await.expect("registered");
         let login =
             |username: &str, password: &str| pb::LoginRequest { username: username.into(), password: password.into() };

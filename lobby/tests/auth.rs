@@ -84,7 +84,11 @@ async fn bad_registrations_are_refused_and_change_nothing(backend: &Backend) {
     ];
     for (username, password, code, needle) in cases {
         let status = client
-            .register(pb::RegisterRequest { username: (*username).into(), password: (*password).into() })
+            .register(pb::RegisterRequest {
+                username: (*username).into(),
+                password: (*password).into(),
+                idempotency_key: String::new(),
+            })
             .await
             .expect_err("refused");
         assert_eq!(status.code(), *code, "{username:?}/{password:?}: {}", status.message());
@@ -226,7 +230,11 @@ async fn accounts_survive_a_restart(backend: &Backend) {
     client.login(login("heidi", PASSWORD)).await.expect("login after restart");
     client.refresh(pb::RefreshRequest { refresh_token: tokens.refresh_token }).await.expect("refresh after restart");
     let again = client
-        .register(pb::RegisterRequest { username: "HEIDI".into(), password: PASSWORD.into() })
+        .register(pb::RegisterRequest {
+            username: "HEIDI".into(),
+            password: PASSWORD.into(),
+            idempotency_key: String::new(),
+        })
         .await
         .expect_err("still taken");
     assert_eq!(again.code(), Code::AlreadyExists);

@@ -67,9 +67,12 @@ async fn send(
     channel_id: &str,
     body: &str,
 ) -> Result<pb::ChatMessage, Status> {
-    chat.send(authed(pb::SendRequest { channel_id: channel_id.into(), body: body.into() }, &player.token))
-        .await
-        .map(tonic::Response::into_inner)
+    chat.send(authed(
+        pb::SendRequest { channel_id: channel_id.into(), body: body.into(), idempotency_key: String::new() },
+        &player.token,
+    ))
+    .await
+    .map(tonic::Response::into_inner)
 }
 
 async fn subscribe(
@@ -546,7 +549,9 @@ async fn chat_needs_a_token_and_reports_healthy(backend: &Backend) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let lobby = start(config(backend)).await;
     let mut chat = chat_client(&lobby).await;
-    let missing = chat.send(pb::SendRequest { channel_id: "public:lobby".into(), body: "hi".into() }).await;
+    let missing = chat
+        .send(pb::SendRequest { channel_id: "public:lobby".into(), body: "hi".into(), idempotency_key: String::new() })
+        .await;
     assert_status(missing, Code::Unauthenticated, "missing access token");
     let forged = chat
         .subscribe(authed(pb::SubscribeRequest { channel_id: "public:lobby".into(), after_id: None }, "forged"))

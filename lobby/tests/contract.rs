@@ -66,9 +66,12 @@ async fn send(
     channel_id: &str,
     body: &str,
 ) -> Result<pb::ChatMessage, Status> {
-    chat.send(authed(pb::SendRequest { channel_id: channel_id.into(), body: body.into() }, &player.token))
-        .await
-        .map(tonic::Response::into_inner)
+    chat.send(authed(
+        pb::SendRequest { channel_id: channel_id.into(), body: body.into(), idempotency_key: String::new() },
+        &player.token,
+    ))
+    .await
+    .map(tonic::Response::into_inner)
 }
 
 fn result(match_id: u64, winner: u64, loser: u64, ended_at_ms: u64) -> MatchResult {
@@ -279,7 +282,13 @@ async fn oversized_requests_are_resource_exhausted_with_the_limit_named() {
     assert_status(sent, Code::ResourceExhausted, "the limit is 65536");
     // Auth has the same limit as every other service.
     let mut auth = auth_client(&lobby).await;
-    let register = auth.register(auth_pb::RegisterRequest { username: "bob".into(), password: huge.clone() }).await;
+    let register = auth
+        .register(auth_pb::RegisterRequest {
+            username: "bob".into(),
+            password: huge.clone(),
+            idempotency_key: String::new(),
+        })
+        .await;
     assert_status(register, Code::ResourceExhausted, "the limit is 65536");
     lobby.shutdown().await.expect("shutdown");
 }
@@ -297,8 +306,10 @@ async fn large_metadata_is_refused_clearly_and_spares_the_connection() {
         .expect("subscribe")
         .into_inner();
     for size in [16 * 1024, 64 * 1024] {
-        let mut request =
-            authed(pb::SendRequest { channel_id: "public:lobby".into(), body: "hi".into() }, &alice.token);
+        let mut request = authed(
+            pb::SendRequest { channel_id: "public:lobby".into(), body: "hi".into(), idempotency_key: String::new() },
+            &alice.token,
+        );
         request.metadata_mut().insert("x-padding", "p".repeat(size).parse().expect("ascii"));
         assert_status(chat.send(request).await, Code::ResourceExhausted, "metadata");
     }

@@ -131,7 +131,11 @@ impl PlayerClient {
         policy: RetryPolicy,
     ) -> Result<Self, Status> {
         let register = || async {
-            let request = RegisterRequest { username: username.to_owned(), password: password.to_owned() };
+            let request = RegisterRequest {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                idempotency_key: String::new(),
+            };
             match AuthClient::new(lobby.clone()).register(request).await {
                 Ok(_) => Ok(()),
                 Err(status) if status.code() == Code::AlreadyExists => Ok(()),
@@ -149,7 +153,11 @@ impl PlayerClient {
         username: &str,
         password: &str,
     ) -> Result<Self, Status> {
-        let request = RegisterRequest { username: username.to_owned(), password: password.to_owned() };
+        let request = RegisterRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            idempotency_key: String::new(),
+        };
         match AuthClient::new(lobby.clone()).register(request).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::AlreadyExists => {}

@@ -145,7 +145,11 @@ async fn register_queue_play_and_the_result_rates_both_players_once() {
     );
     let mut accounts = Vec::new();
     for name in ["alice", "bob"] {
-        let request = RegisterRequest { username: name.into(), password: "correct horse battery".into() };
+        let request = RegisterRequest {
+            username: name.into(),
+            password: "correct horse battery".into(),
+            idempotency_key: String::new(),
+        };
         let registered = auth.register(request).await.unwrap().into_inner();
         accounts.push((registered.account.unwrap().player_id, registered.tokens.unwrap().access_token));
     }

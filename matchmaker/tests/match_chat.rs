@@ -58,7 +58,11 @@ async fn a_formed_match_gets_a_channel_for_its_players_read_only_after_the_resul
     let mut chat = ChatClient::new(lobby_channel);
     let mut players = Vec::new();
     for name in ["alice", "bob", "carol"] {
-        let request = RegisterRequest { username: name.into(), password: "correct horse battery".into() };
+        let request = RegisterRequest {
+            username: name.into(),
+            password: "correct horse battery".into(),
+            idempotency_key: String::new(),
+        };
         let registered = auth.register(request).await.unwrap().into_inner();
         players.push((registered.account.unwrap().player_id, registered.tokens.unwrap().access_token));
     }
@@ -73,7 +77,8 @@ async fn a_formed_match_gets_a_channel_for_its_players_read_only_after_the_resul
     let channel_id = format!("match:{match_id}");
 
     assert!(channels.wait_opened(1, Duration::from_secs(30)).await, "the match's channel is opened");
-    let send = |body: &str| SendRequest { channel_id: channel_id.clone(), body: body.into() };
+    let send =
+        |body: &str| SendRequest { channel_id: channel_id.clone(), body: body.into(), idempotency_key: String::new() };
     let sent = chat.send(authed(send("good luck"), &alice_token)).await.unwrap().into_inner();
     assert_eq!(sent.message_id, 1);
     let outsider = chat.send(authed(send("hi"), &carol_token)).await.unwrap_err();

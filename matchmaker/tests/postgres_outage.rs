@@ -148,7 +148,13 @@ async fn calls_fail_fast_while_postgres_is_down_and_recover_when_it_returns() {
     let mut chat = ChatClient::new(lobby_channel.clone());
     let join = JoinRequest { target: Some(join_request::Target::PublicName("lobby".into())) };
     let channel_id = chat.join(player.request(join)).await.unwrap().into_inner().channel_id;
-    let send = |body: &str| player.request(SendRequest { channel_id: channel_id.clone(), body: body.to_owned() });
+    let send = |body: &str| {
+        player.request(SendRequest {
+            channel_id: channel_id.clone(),
+            body: body.to_owned(),
+            idempotency_key: String::new(),
+        })
+    };
     chat.send(send("before")).await.unwrap();
 
     cluster.stop_immediately();
@@ -156,7 +162,11 @@ async fn calls_fail_fast_while_postgres_is_down_and_recover_when_it_returns() {
     let mut auth = AuthClient::new(lobby_channel.clone());
     let login = LoginRequest { username: "outage-human".into(), password: password.into() };
     unavailable_at_once("Auth.Login", auth.login(login.clone())).await;
-    let register = RegisterRequest { username: "outage-newcomer".into(), password: password.into() };
+    let register = RegisterRequest {
+        username: "outage-newcomer".into(),
+        password: password.into(),
+        idempotency_key: String::new(),
+    };
     unavailable_at_once("Auth.Register", auth.register(register)).await;
     unavailable_at_once("Chat.Send", chat.send(send("during"))).await;
     let mut enqueue = MatchmakerClient::new(mm_channel.clone());
@@ -176,7 +186,13 @@ async fn calls_fail_fast_while_postgres_is_down_and_recover_when_it_returns() {
     .expect("logging in again does not hang")
     .expect("the lobby recovers by itself");
     assert_eq!(again.player_id(), player.player_id());
-    chat.send(again.request(SendRequest { channel_id: channel_id.clone(), body: "after".into() })).await.unwrap();
+    chat.send(again.request(SendRequest {
+        channel_id: channel_id.clone(),
+        body: "after".into(),
+        idempotency_key: String::new(),
+    }))
+    .await
+    .unwrap();
     enqueue.enqueue(authorized(pong, &access_token)).await.unwrap();
 
     mm_server.shutdown().await.unwrap();

@@ -215,7 +215,11 @@ pub async fn run_with(
             }
             Command::Chat(text) => {
                 if let Some(session) = &session {
-                    let request = session.request(SendRequest { channel_id: LOBBY_CHANNEL_ID.to_owned(), body: text });
+                    let request = session.request(SendRequest {
+                        channel_id: LOBBY_CHANNEL_ID.to_owned(),
+                        body: text,
+                        idempotency_key: String::new(),
+                    });
                     if let Err(status) = ChatClient::new(session.lobby().clone()).send(request).await {
                         send(&events, NetEvent::Error(status_text("chat", &status)));
                     }
@@ -283,7 +287,11 @@ async fn login(args: &PlayArgs, username: &str, password: &str, register: bool) 
     let lobby = player::channel(&args.lobby).await.map_err(|err| format!("{err:#}"))?;
     let matchmaker = player::channel(&args.matchmaker).await.map_err(|err| format!("{err:#}"))?;
     if register {
-        let request = RegisterRequest { username: username.to_owned(), password: password.to_owned() };
+        let request = RegisterRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            idempotency_key: String::new(),
+        };
         AuthClient::new(lobby.clone()).register(request).await.map_err(|status| status_text("register", &status))?;
     }
     PlayerClient::login(lobby, matchmaker, username, password).await.map_err(|status| status_text("log in", &status))

@@ -191,4 +191,11 @@ impl chat_server::Chat for ChatService {
         let created = self.store.report(&user, &channel, request.message_id, &request.reason).await?;
         Ok(Response::new(pb::ReportResponse { created }))
     }
+
+    async fn get_presence(
+        &self,
+        _request: Request<pb::GetPresenceRequest>,
+    ) -> Result<Response<pb::GetPresenceResponse>, Status> {
+        Err(Status::unimplemented("presence is not served yet"))
+    }
 }

@@ -111,7 +111,11 @@ pub const PASSWORD: &str = "correct horse battery";
 
 pub async fn register(client: &mut AuthClient<Channel>, username: &str) -> auth_pb::RegisterResponse {
     client
-        .register(auth_pb::RegisterRequest { username: username.into(), password: PASSWORD.into() })
+        .register(auth_pb::RegisterRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+            idempotency_key: String::new(),
+        })
         .await
         .expect("register")
         .into_inner()
