@@ -3,7 +3,9 @@
 //! This crate holds the control messages (bincode 2, behind [`codec`]), the
 //! hand-packed datagrams of the fast path ([`datagram`]), the schema-driven
 //! snapshot delta encoding ([`snapshot`]) and the Ed25519 connect tokens
-//! ([`token`]). It does no IO and reads no clock: time is always an argument.
+//! ([`token`]), and the versioned protobuf events of the Redis bus between
+//! roles ([`bus`], `proto/bus.proto`). It does no IO and reads no clock: time
+//! is always an argument.
 //!
 //! It does not know any game. Games describe their state as a [`Schema`] of
 //! integer fields and their input as one byte per tick.
@@ -13,6 +15,7 @@
 //! PROTOCOL.md at the repository root documents every byte.
 
 mod bits;
+pub mod bus;
 pub mod codec;
 pub mod control;
 pub mod datagram;

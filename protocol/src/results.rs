@@ -1,6 +1,8 @@
 //! The record a shard emits when a match ends, consumed by the results bus
-//! (lobby ratings, tournaments, the ledger). Serialized as JSON on the bus so
-//! operators can read it with `redis-cli XRANGE`; idempotent by `match_id`.
+//! (lobby ratings, tournaments, the ledger); idempotent by `match_id`. On the
+//! bus it travels as the versioned protobuf message of `proto/bus.proto`
+//! (conversions in [`crate::bus`]); on disk (a shard's `results.jsonl`) as
+//! JSON, which is what the serde derives are for.
 
 use serde::{Deserialize, Serialize};
 
