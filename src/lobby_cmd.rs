@@ -36,8 +36,11 @@ pub struct LobbyArgs {
     #[arg(long, value_name = "FILE", env = "RALLY_CHAT_WORD_FILTER")]
     pub word_filter: Option<PathBuf>,
     /// Redis of a split deployment: consume match results from its stream and
-    /// apply them to ratings (exactly once per match). Without it, results
-    /// reach ratings only in `rally up`'s in-process bus.
+    /// apply them to ratings (exactly once per match), and run as one of
+    /// several lobby replicas on one database: live chat across replicas
+    /// (pub/sub), presence, and per-account login and chat limits counted
+    /// together. Without it, results reach ratings only in `rally up`'s
+    /// in-process bus, and this lobby must be the database's only one.
     #[arg(long, env = "RALLY_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Key prefix on Redis, the same for every role of one deployment.
@@ -76,6 +79,7 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.chat_max_message_chars >= 1, "--chat-max-message-chars must be at least 1");
     config.chat.max_message_chars = args.chat_max_message_chars;
     config.limits.auth_per_ip_exempt.clone_from(&args.login_limit_exempt);
+    config.redis = args.redis_url.as_ref().map(|url| rally_lobby::LobbyRedisConfig::new(url, &args.redis_prefix));
     if let Some(path) = &args.word_filter {
         let words =
             std::fs::read_to_string(path).with_context(|| format!("reading --word-filter {}", path.display()))?;
@@ -104,14 +108,17 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
                     rally_matchmaker::RedisConnection::connect_lazy(url, &args.redis_prefix).context("--redis-url")?;
                 let redis = redis.with_role("the lobby");
                 let bus = std::sync::Arc::new(rally_matchmaker::redis::RedisBus::new(redis.clone()));
-                let events = std::sync::Arc::new(rally_matchmaker::redis::RedisMatchEvents::new(redis));
+                let events = std::sync::Arc::new(rally_matchmaker::redis::RedisMatchEvents::new(redis.clone()));
+                // New ratings go out as events for the matchmakers' read model.
+                let ratings = std::sync::Arc::new(rally_matchmaker::redis::RedisRatingEvents::new(redis));
                 // The consumer name must differ between replicas: in a container every
                 // process is PID 1, so the host name (the pod's or compose's) comes first.
                 let host = std::env::var("HOSTNAME").ok().filter(|host| !host.is_empty());
                 let name = format!("lobby-{}-{}", host.as_deref().unwrap_or("local"), std::process::id());
-                let (consumer, _, channels) = rally_matchmaker::lobby_results::consume_into_lobby(
+                let (consumer, _, channels) = rally_matchmaker::lobby_results::consume_into_lobby_publishing_ratings(
                     bus,
                     events,
+                    ratings,
                     handle.profiles().clone(),
                     handle.chat().clone(),
                     &name,

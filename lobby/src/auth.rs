@@ -10,10 +10,12 @@ use tonic::{Request, Response, Status};
 
 use crate::db::{Db, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
-use crate::limits::{IpLimiter, Limiter};
+use crate::idempotency::IdempotencyKey;
+use crate::limits::{IpLimiter, SharedLimiter};
 use crate::password::{MAX_PASSWORD_LEN, PasswordHasherPool, check_password_policy};
 use crate::profile::ProfileStore;
 use crate::proto::auth::{self as pb, auth_server};
+use crate::replicas::RedisLink;
 use crate::tokens::{AccessTokenIssuer, now_unix_s, require_caller};
 
 /// How long a refresh token lives.
@@ -47,7 +49,7 @@ struct AuthInner {
     issuer: AccessTokenIssuer,
     profiles: ProfileStore,
     per_ip: IpLimiter,
-    per_account: Limiter<String>,
+    per_account: SharedLimiter<String>,
 }
 
 impl AuthService {
@@ -57,6 +59,7 @@ impl AuthService {
         issuer: AccessTokenIssuer,
         profiles: ProfileStore,
         limits: &crate::limits::LobbyLimitsConfig,
+        redis: Option<&RedisLink>,
     ) -> Self {
         Self {
             inner: Arc::new(AuthInner {
@@ -65,7 +68,7 @@ impl AuthService {
                 issuer,
                 profiles,
                 per_ip: IpLimiter::new("this IP's sign-ins", limits),
-                per_account: Limiter::new("this account's logins", limits.login_per_account),
+                per_account: SharedLimiter::new("this account's logins", "login", limits.login_per_account, redis),
             }),
         }
     }
@@ -130,16 +133,37 @@ impl AuthInner {
 
     async fn register(&self, ip: IpAddr, request: pb::RegisterRequest) -> Result<pb::RegisterResponse, LobbyError> {
         self.per_ip.check(&ip)?;
+        let key = IdempotencyKey::parse(&request.idempotency_key)?;
         check_username(&request.username)?;
         check_password_policy(&request.password)?;
         if request.password.eq_ignore_ascii_case(&request.username) {
             return Err(LobbyError::invalid("password", "must differ from the username"));
         }
-        let hash = self.hasher.hash(request.password).await?;
+        if let Some(key) = &key
+            && let Some(response) = self.registered_with(key, &request).await?
+        {
+            return Ok(response);
+        }
+        let hash = self.hasher.hash(request.password.clone()).await?;
         let created_at = now_ms();
-        let username = request.username;
+        let username = request.username.clone();
         let lower = username.to_ascii_lowercase();
-        let account_id: Option<i64> = with_pool!(&self.db, |pool| {
+        // None: the key was claimed meanwhile, by a concurrent retry.
+        let created: Option<i64> = with_tx!(&self.db, |tx| {
+            if let Some(key) = &key {
+                // Claimed first: a concurrent retry (on any replica) waits
+                // here for this transaction, then finds the key taken.
+                let claimed = sqlx::query(
+                    "INSERT INTO register_keys (idempotency_key, account_id) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(key.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    return Ok(None);
+                }
+            }
             let row = sqlx::query(
                 "INSERT INTO accounts (username, username_lower, password_hash, created_at_ms) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
@@ -148,18 +172,84 @@ impl AuthInner {
             .bind(&lower)
             .bind(&hash)
             .bind(created_at)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?;
-            Ok(row.map(|row| row.try_get::<i64, _>("id")).transpose()?)
+            let Some(account_id) = row.map(|row| row.try_get::<i64, _>("id")).transpose()? else {
+                // Rolls the key's claim back with the transaction.
+                return Err(LobbyError::AlreadyExists(format!("username {username:?} is taken; choose another")));
+            };
+            if let Some(key) = &key {
+                sqlx::query("UPDATE register_keys SET account_id = $2 WHERE idempotency_key = $1")
+                    .bind(key.as_str())
+                    .bind(account_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Some(account_id))
         })?;
-        let account_id = account_id
-            .ok_or_else(|| LobbyError::AlreadyExists(format!("username {username:?} is taken; choose another")))?;
+        let account_id = match (created, &key) {
+            (Some(account_id), _) => account_id,
+            (None, Some(key)) => {
+                return self.registered_with(key, &request).await?.ok_or_else(|| {
+                    LobbyError::Internal(format!("idempotency key {key} is claimed but names no account"))
+                });
+            }
+            (None, None) => return Err(LobbyError::Internal("a keyless registration found its key taken".into())),
+        };
         self.profiles.create_profile(account_id as u64, &username, created_at).await?;
         let tokens = self.new_session(account_id, &username).await?;
         Ok(pb::RegisterResponse {
             account: Some(pb::Account { player_id: account_id as u64, username, created_at_ms: created_at }),
             tokens: Some(tokens),
         })
+    }
+
+    /// The answer to a Register retried with `key`: the account the key
+    /// first created (with a fresh token pair) when the retry carries the
+    /// same username and password; FAILED_PRECONDITION when it carries
+    /// others; None when the key is new.
+    async fn registered_with(
+        &self,
+        key: &IdempotencyKey,
+        request: &pb::RegisterRequest,
+    ) -> Result<Option<pb::RegisterResponse>, LobbyError> {
+        let row: Option<(i64, String, String, i64)> = with_pool!(&self.db, |pool| {
+            let row = sqlx::query(
+                "SELECT a.id, a.username, a.password_hash, a.created_at_ms FROM register_keys k \
+                 JOIN accounts a ON a.id = k.account_id WHERE k.idempotency_key = $1",
+            )
+            .bind(key.as_str())
+            .fetch_optional(pool)
+            .await?;
+            Ok(match row {
+                Some(row) => Some((
+                    row.try_get("id")?,
+                    row.try_get("username")?,
+                    row.try_get("password_hash")?,
+                    row.try_get("created_at_ms")?,
+                )),
+                None => None,
+            })
+        })?;
+        let Some((account_id, username, hash, created_at_ms)) = row else { return Ok(None) };
+        let different = || {
+            LobbyError::FailedPrecondition(format!(
+                "idempotency key {key} was used for a different registration; choose a new key for a new account"
+            ))
+        };
+        if !username.eq_ignore_ascii_case(&request.username) {
+            return Err(different());
+        }
+        if !self.hasher.verify_or_dummy(request.password.clone(), Some(hash)).await? {
+            return Err(different());
+        }
+        // The first attempt may have stopped between the account and its profile.
+        self.profiles.create_profile(account_id as u64, &username, created_at_ms).await?;
+        let tokens = self.new_session(account_id, &username).await?;
+        Ok(Some(pb::RegisterResponse {
+            account: Some(pb::Account { player_id: account_id as u64, username, created_at_ms }),
+            tokens: Some(tokens),
+        }))
     }
 
     async fn login(&self, ip: IpAddr, request: pb::LoginRequest) -> Result<pb::TokenPair, LobbyError> {
@@ -169,7 +259,7 @@ impl AuthInner {
             return Err(bad_login());
         }
         let lower = request.username.to_ascii_lowercase();
-        self.per_account.check(&lower)?;
+        self.per_account.check(&lower).await?;
         let row: Option<(i64, String, String)> = with_pool!(&self.db, |pool| {
             let row = sqlx::query("SELECT id, username, password_hash FROM accounts WHERE username_lower = $1")
                 .bind(&lower)
@@ -332,7 +422,7 @@ mod tests {
             .expect("hasher");
         let issuer = AccessTokenIssuer::new(AccessSigningKeys::generate());
         let limits = crate::limits::LobbyLimitsConfig::default();
-        let auth = AuthService::new(db.clone(), hasher.clone(), issuer, ProfileStore::new(db.clone()), &limits);
+        let auth = AuthService::new(db.clone(), hasher.clone(), issuer, ProfileStore::new(db.clone()), &limits, None);
         let ip = IpAddr::from([127, 0, 0, 1]);
         let password = "correct horse battery";
         let register =

@@ -16,11 +16,14 @@ pub mod contract;
 pub mod db;
 pub mod error;
 pub mod grpc_metrics;
+pub mod idempotency;
 pub mod limits;
 mod page_token;
 pub mod password;
+pub mod presence;
 pub mod profile;
 pub mod proto;
+pub mod replicas;
 pub mod request_span;
 pub mod roles;
 pub mod server;
@@ -28,7 +31,9 @@ pub mod tokens;
 
 pub use chat::{ChatConfig, ChatStore, WordFilter};
 pub use error::{AuthError, LobbyError};
+pub use presence::{Presence, PresenceConfig};
 pub use profile::{ApplyOutcome, ProfileStore};
+pub use replicas::LobbyRedisConfig;
 pub use server::{LobbyConfig, LobbyHandle, serve};
 pub use tokens::{
     AccessKeyError, AccessSigningKey, AccessSigningKeys, AccessTokenIssuer, AccessTokenPublicKey, AccessTokenVerifier,

@@ -2,20 +2,33 @@
 //! chat sends. A refusal carries how long to wait: at least 1 ms, rounded up,
 //! measured on the limiter's own clock, so waiting that long is enough.
 //!
+//! The per-account limits protect something every replica shares (an
+//! account's password, a channel's readers), so with Redis configured they
+//! are counted there ([`SharedLimiter`]: GCRA in one Lua script, on Redis's
+//! own clock), and three lobbies allow what one does. While Redis is
+//! unreachable each process falls back to its local limiter (never to no
+//! limit) and says so in the log. Per-IP limits stay per process: they guard
+//! each process's own CPU (password hashing) and a load balancer spreads one
+//! address over replicas, so a per-process limit is what each replica can take.
+//!
 //! Networks an operator trusts (a bot farm's, a NAT gateway's) can be exempt
 //! from the per-IP limit ([`LobbyLimitsConfig::auth_per_ip_exempt`]); the
 //! per-account limit still applies to them.
 
+use std::fmt::Display;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::LobbyError;
+use crate::replicas::RedisLink;
 
 /// One limit: a burst, refilled at one token per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +168,111 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             what: self.what,
             retry_after: retry_after(not_until.wait_time_from(self.inner.clock().now())),
         })
+    }
+}
+
+/// GCRA over one key: the stored value is the theoretical arrival time in
+/// microseconds on Redis's clock (`TIME`), so replicas with skewed clocks
+/// agree. Answers 0 when the request is allowed, else the microseconds to wait.
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local period = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local tolerance = (burst - 1) * period
+if tat - now > tolerance then
+  return math.ceil(tat - now - tolerance)
+end
+local next_tat = tat + period
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+return 0
+";
+
+/// After a Redis failure, how long a [`SharedLimiter`] uses its local limiter
+/// before it asks Redis again (so an outage costs one timeout, not one per request).
+const REDIS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// A per-account limit every replica counts together in Redis, falling back
+/// to a local [`Limiter`] while Redis is unreachable. Without Redis it is the
+/// local limiter alone.
+#[derive(Debug)]
+pub(crate) struct SharedLimiter<K: Hash + Eq + Clone> {
+    local: Limiter<K>,
+    config: RateLimitConfig,
+    /// Redis and the key space of this limit (`<prefix>:limit:<kind>:<key>`).
+    redis: Option<(RedisLink, &'static str, redis::Script)>,
+    /// Set while Redis is failing, so the log says it once per outage.
+    degraded: AtomicBool,
+    /// Until when the local limiter answers without asking Redis.
+    local_until: Mutex<Option<Instant>>,
+}
+
+impl<K: Hash + Eq + Clone + Display> SharedLimiter<K> {
+    /// `what` names the limit in refusals; `kind` is its Redis key space.
+    pub(crate) fn new(
+        what: &'static str,
+        kind: &'static str,
+        config: RateLimitConfig,
+        redis: Option<&RedisLink>,
+    ) -> Self {
+        Self {
+            local: Limiter::new(what, config),
+            config,
+            redis: redis.map(|link| (link.clone(), kind, redis::Script::new(GCRA_SCRIPT))),
+            degraded: AtomicBool::new(false),
+            local_until: Mutex::new(None),
+        }
+    }
+
+    /// Takes one token for `key` across replicas, or says how long to wait.
+    pub(crate) async fn check(&self, key: &K) -> Result<(), LobbyError> {
+        let Some((link, kind, script)) = &self.redis else { return self.local.check(key) };
+        {
+            let mut local_until = self.local_until.lock().unwrap_or_else(PoisonError::into_inner);
+            match *local_until {
+                Some(until) if Instant::now() < until => return self.local.check(key),
+                Some(_) => *local_until = None,
+                None => {}
+            }
+        }
+        let period_us = u64::try_from(self.config.period.as_micros()).unwrap_or(u64::MAX).max(1);
+        let redis_key = link.key(&format!("limit:{kind}:{key}"));
+        let mut conn = link.conn();
+        let mut invocation = script.key(&redis_key);
+        invocation.arg(period_us).arg(self.config.burst.get());
+        match link.run(invocation.invoke_async::<u64>(&mut conn)).await {
+            Ok(wait_us) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        limit = self.local.what,
+                        "rate limit: Redis is back; counting across replicas again"
+                    );
+                }
+                if wait_us == 0 {
+                    Ok(())
+                } else {
+                    Err(LobbyError::RateLimited {
+                        what: self.local.what,
+                        retry_after: retry_after(Duration::from_micros(wait_us)),
+                    })
+                }
+            }
+            Err(err) => {
+                metrics::counter!("rally_lobby_rate_limit_redis_failures_total").increment(1);
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        limit = self.local.what,
+                        error = %err,
+                        "rate limit: Redis is unreachable; falling back to this replica's local limit                          (each replica now allows the full rate on its own)"
+                    );
+                }
+                *self.local_until.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Instant::now() + REDIS_RETRY_AFTER_FAILURE);
+                self.local.check(key)
+            }
+        }
     }
 }
 

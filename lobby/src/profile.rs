@@ -31,6 +31,20 @@ pub enum ApplyOutcome {
     AlreadyApplied,
 }
 
+/// A player's rating and its version ([`ProfileStore::rating_state`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatingState {
+    /// Glicko-2 rating.
+    pub rating: f64,
+    /// Glicko-2 rating deviation.
+    pub deviation: f64,
+    /// Glicko-2 volatility.
+    pub volatility: f64,
+    /// Rated matches applied to the player so far: grows by one with every
+    /// rating change, so it orders the player's ratings.
+    pub rated_games: u64,
+}
+
 struct RatedPlayer {
     player_id: i64,
     side: u8,
@@ -183,6 +197,33 @@ impl ProfileStore {
             })
         })?;
         profile.ok_or_else(|| no_player(player_id))
+    }
+
+    /// `player_id`'s Glicko-2 rating with its per-player version (the rated
+    /// matches applied so far, counted in `match_history`), read in one
+    /// statement so the two always agree; `None` without a profile. The
+    /// results consumer publishes this after each result it applies, and the
+    /// matchmaker's read model keeps the highest version per player.
+    pub async fn rating_state(&self, player_id: u64) -> Result<Option<RatingState>, LobbyError> {
+        with_pool!(&self.db, |pool| {
+            let row = sqlx::query(
+                "SELECT p.rating, p.deviation, p.volatility, \
+                 (SELECT COUNT(*) FROM match_history h WHERE h.account_id = p.account_id) AS rated_games \
+                 FROM profiles p WHERE p.account_id = $1",
+            )
+            .bind(db_id(player_id))
+            .fetch_optional(pool)
+            .await?;
+            Ok(match row {
+                None => None,
+                Some(row) => Some(RatingState {
+                    rating: row.try_get("rating")?,
+                    deviation: row.try_get("deviation")?,
+                    volatility: row.try_get("volatility")?,
+                    rated_games: u64::try_from(row.try_get::<i64, _>("rated_games")?).unwrap_or(0),
+                }),
+            })
+        })
     }
 
     /// Refuses a player id that has no profile (every account has one) with

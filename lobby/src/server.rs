@@ -22,6 +22,7 @@ use crate::profile::{ProfileService, ProfileStore};
 use crate::proto::{
     self, auth::auth_server::AuthServer, chat::chat_server::ChatServer, profile::profile_server::ProfileServer,
 };
+use crate::replicas::{LobbyRedisConfig, RedisLink};
 use crate::request_span::request_span;
 use crate::tokens::{AccessSigningKeys, AccessTokenIssuer, AccessTokenVerifier, TokenInterceptor};
 
@@ -43,8 +44,12 @@ pub struct LobbyConfig {
     /// Upper bound on any request's handling time (clients' own deadlines apply
     /// too); a Subscribe stream is bounded only until it starts streaming.
     pub request_timeout: Duration,
-    /// Chat limits, moderators and word filter.
+    /// Chat limits, moderators, word filter and presence.
     pub chat: ChatConfig,
+    /// The Redis shared by this database's lobby replicas: live chat,
+    /// presence and per-account limits across them ([`crate::replicas`]).
+    /// None: one process, all of that in memory.
+    pub redis: Option<LobbyRedisConfig>,
 }
 
 impl LobbyConfig {
@@ -58,6 +63,7 @@ impl LobbyConfig {
             password_hash: PasswordHashConfig::default(),
             request_timeout: Duration::from_secs(30),
             chat: ChatConfig::default(),
+            redis: None,
         }
     }
 }
@@ -97,9 +103,10 @@ impl LobbyHandle {
     }
 
     /// Stops accepting, ends Subscribe streams (UNAVAILABLE, so clients
-    /// resume elsewhere), lets in-flight calls finish, and closes the database.
+    /// resume elsewhere), withdraws this process's players from presence,
+    /// lets in-flight calls finish, and closes the database.
     pub async fn shutdown(mut self) -> Result<(), LobbyError> {
-        self.chat.close();
+        self.chat.close().await;
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -129,8 +136,9 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     let verifier = issuer.verifier();
     let hasher = PasswordHasherPool::new(config.password_hash)?;
     let profiles = ProfileStore::new(db.clone());
+    let redis = config.redis.as_ref().map(RedisLink::connect_lazy).transpose()?;
 
-    let auth = AuthService::new(db.clone(), hasher, issuer, profiles.clone(), &config.limits);
+    let auth = AuthService::new(db.clone(), hasher, issuer, profiles.clone(), &config.limits, redis.as_ref());
     let auth = tonic::service::interceptor::InterceptedService::new(
         AuthServer::new(auth).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), false),
@@ -139,7 +147,7 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         ProfileServer::new(ProfileService::new(profiles.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), true),
     );
-    let chat = ChatStore::new(db.clone(), profiles.clone(), config.chat.clone(), &config.limits);
+    let chat = ChatStore::new(db.clone(), profiles.clone(), config.chat.clone(), &config.limits, redis.as_ref());
     let chat_service = tonic::service::interceptor::InterceptedService::new(
         ChatServer::new(ChatService::new(chat.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), true),

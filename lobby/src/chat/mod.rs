@@ -29,12 +29,15 @@ mod channel;
 mod filter;
 mod message;
 mod moderation;
+mod relay;
 mod service;
 mod store;
 mod subscription;
 mod text;
 
 use std::time::Duration;
+
+use crate::presence::PresenceConfig;
 
 pub use channel::{ChannelRef, MAX_PUBLIC_NAME_LEN};
 pub use filter::WordFilter;
@@ -57,6 +60,8 @@ pub struct ChatConfig {
     pub subscriber_buffer: usize,
     /// Longest mute a moderator may impose.
     pub max_mute: Duration,
+    /// Who counts as online, and for how long a crashed replica's players linger.
+    pub presence: PresenceConfig,
 }
 
 impl Default for ChatConfig {
@@ -67,6 +72,7 @@ impl Default for ChatConfig {
             broadcast_capacity: 1024,
             subscriber_buffer: 64,
             max_mute: Duration::from_secs(30 * 24 * 3600),
+            presence: PresenceConfig::default(),
         }
     }
 }

@@ -19,7 +19,8 @@ use super::message::ChatUser;
 use super::text::check_text;
 use crate::db::{Db, db_id, now_ms, with_pool};
 use crate::error::LobbyError;
-use crate::limits::{Limiter, LobbyLimitsConfig};
+use crate::limits::{LobbyLimitsConfig, SharedLimiter};
+use crate::replicas::RedisLink;
 
 /// Longest report or mute reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -48,21 +49,27 @@ pub(super) struct Moderation {
     max_message_chars: usize,
     max_mute: Duration,
     word_filter: WordFilter,
-    send_limiter: Limiter<u64>,
+    send_limiter: SharedLimiter<u64>,
     /// Who each player blocks, loaded on first use; every load and change
-    /// happens under `blocks_write`, so the cache never goes stale.
+    /// happens under `blocks_write`, so the cache never goes stale here, and
+    /// a change on another replica arrives over the relay and drops the entry.
     blocks: RwLock<HashMap<u64, Arc<HashSet<u64>>>>,
     blocks_write: tokio::sync::Mutex<()>,
 }
 
 impl Moderation {
-    pub(super) fn new(db: Db, config: &ChatConfig, limits: &LobbyLimitsConfig) -> Self {
+    pub(super) fn new(db: Db, config: &ChatConfig, limits: &LobbyLimitsConfig, redis: Option<&RedisLink>) -> Self {
         Self {
             db,
             max_message_chars: config.max_message_chars,
             max_mute: config.max_mute,
             word_filter: config.word_filter.clone(),
-            send_limiter: Limiter::new("this account's chat messages", limits.chat_send_per_account),
+            send_limiter: SharedLimiter::new(
+                "this account's chat messages",
+                "chat-send",
+                limits.chat_send_per_account,
+                redis,
+            ),
             blocks: RwLock::new(HashMap::new()),
             blocks_write: tokio::sync::Mutex::new(()),
         }
@@ -92,7 +99,7 @@ impl Moderation {
                 )));
             }
         }
-        self.send_limiter.check(&sender)
+        self.send_limiter.check(&sender).await
     }
 
     /// Refuses a send from a muted player, saying until when.
@@ -112,6 +119,16 @@ impl Moderation {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Drops `blocker`'s cached blocks (they changed on another replica).
+    pub(super) fn forget_blocks(&self, blocker: u64) {
+        self.blocks.write().unwrap_or_else(PoisonError::into_inner).remove(&blocker);
+    }
+
+    /// Drops every cached block list (changes may have been missed).
+    pub(super) fn forget_all_blocks(&self) {
+        self.blocks.write().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     fn cached_blocks(&self, blocker: u64) -> Option<Arc<HashSet<u64>>> {

@@ -16,6 +16,7 @@ use super::store::ChatStore;
 use super::subscription::SubscribeItem;
 use crate::db::db_id;
 use crate::error::LobbyError;
+use crate::idempotency::IdempotencyKey;
 use crate::page_token;
 use crate::proto::chat::{self as pb, chat_server};
 use crate::tokens::require_caller;
@@ -32,9 +33,13 @@ impl ChatService {
     }
 }
 
-fn user<T>(request: &Request<T>) -> Result<ChatUser, LobbyError> {
-    let (id, claims) = require_caller(request)?;
-    Ok(ChatUser { id, name: claims.name })
+impl ChatService {
+    /// The caller, who thereby counts as online.
+    fn user<T>(&self, request: &Request<T>) -> Result<ChatUser, LobbyError> {
+        let (id, claims) = require_caller(request)?;
+        self.store.presence().touch(id);
+        Ok(ChatUser { id, name: claims.name })
+    }
 }
 
 /// The channel a Join names, as `user` sees it.
@@ -78,6 +83,19 @@ impl From<ChatMessage> for pb::ChatMessage {
     }
 }
 
+impl From<pb::ChatMessage> for ChatMessage {
+    fn from(message: pb::ChatMessage) -> Self {
+        Self {
+            channel_id: message.channel_id,
+            message_id: message.message_id,
+            sender_id: message.sender_id,
+            sender_name: message.sender_name,
+            body: message.body,
+            sent_at_ms: message.sent_at_ms,
+        }
+    }
+}
+
 /// The scope a History page token is bound to: the channel and the viewer
 /// (whose blocks shape the pages).
 fn history_scope(viewer: &ChatUser, channel: &ChannelRef) -> String {
@@ -102,21 +120,21 @@ impl chat_server::Chat for ChatService {
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::ChatMessage, Status>> + Send>>;
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::Channel>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let channel = join_target(&user, request.into_inner().target)?;
         let joined = self.store.join(&user, channel).await?;
         Ok(Response::new(wire_channel(&user, joined)))
     }
 
     async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let channel = ChannelRef::parse(&request.get_ref().channel_id)?;
         self.store.leave(&user, &channel).await?;
         Ok(Response::new(pb::LeaveResponse {}))
     }
 
     async fn send(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::ChatMessage>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
         // A match's channel is read-only once the match has ended.
@@ -128,12 +146,13 @@ impl chat_server::Chat for ChatService {
             ))
             .into());
         }
-        let message = self.store.send(&user, &channel, &request.body).await?;
+        let key = IdempotencyKey::parse(&request.idempotency_key)?;
+        let message = self.store.send(&user, &channel, &request.body, key.as_ref()).await?;
         Ok(Response::new(message.into()))
     }
 
     async fn history(&self, request: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
         let scope = history_scope(&user, &channel);
@@ -151,7 +170,7 @@ impl chat_server::Chat for ChatService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
         let rx = self.store.subscribe(&user, &channel, request.after_id).await?;
@@ -159,19 +178,19 @@ impl chat_server::Chat for ChatService {
     }
 
     async fn block(&self, request: Request<pb::BlockRequest>) -> Result<Response<pb::BlockResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         self.store.set_blocked(&user, request.get_ref().player_id, true).await?;
         Ok(Response::new(pb::BlockResponse {}))
     }
 
     async fn unblock(&self, request: Request<pb::BlockRequest>) -> Result<Response<pb::BlockResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         self.store.set_blocked(&user, request.get_ref().player_id, false).await?;
         Ok(Response::new(pb::BlockResponse {}))
     }
 
     async fn mute(&self, request: Request<pb::MuteRequest>) -> Result<Response<pb::MuteResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let request = request.get_ref();
         let duration = Duration::from_millis(request.duration_ms);
         let muted_until_ms = self.store.mute(&user, request.player_id, duration, &request.reason).await?;
@@ -179,13 +198,13 @@ impl chat_server::Chat for ChatService {
     }
 
     async fn unmute(&self, request: Request<pb::UnmuteRequest>) -> Result<Response<pb::MuteResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         self.store.unmute(&user, request.get_ref().player_id).await?;
         Ok(Response::new(pb::MuteResponse { muted_until_ms: 0 }))
     }
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
-        let user = user(&request)?;
+        let user = self.user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
         let created = self.store.report(&user, &channel, request.message_id, &request.reason).await?;
@@ -194,8 +213,16 @@ impl chat_server::Chat for ChatService {
 
     async fn get_presence(
         &self,
-        _request: Request<pb::GetPresenceRequest>,
+        request: Request<pb::GetPresenceRequest>,
     ) -> Result<Response<pb::GetPresenceResponse>, Status> {
-        Err(Status::unimplemented("presence is not served yet"))
+        self.user(&request)?;
+        let player_ids = &request.get_ref().player_ids;
+        let online = self.store.presence().online(player_ids).await?;
+        let players = player_ids
+            .iter()
+            .zip(online)
+            .map(|(player_id, online)| pb::PlayerPresence { player_id: *player_id, online })
+            .collect();
+        Ok(Response::new(pb::GetPresenceResponse { players }))
     }
 }

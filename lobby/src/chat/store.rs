@@ -16,10 +16,14 @@ use super::ChatConfig;
 use super::channel::{ChannelRef, JoinedChannel};
 use super::message::{ChatMessage, ChatUser, HistoryPage};
 use super::moderation::{ChatReport, Moderation};
+use super::relay::Relay;
 use crate::db::{Db, db_id, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
+use crate::idempotency::IdempotencyKey;
 use crate::limits::LobbyLimitsConfig;
+use crate::presence::Presence;
 use crate::profile::ProfileStore;
+use crate::replicas::RedisLink;
 
 /// Largest History `page_size`.
 pub const MAX_HISTORY_PAGE: u32 = 100;
@@ -35,6 +39,20 @@ pub struct ChatStats {
     pub lag_refills: u64,
     /// Times a subscriber saw an id jump on the broadcast and filled the gap from the database.
     pub gap_refills: u64,
+    /// Times a subscriber refilled from the database because the relay
+    /// (re)connected or another replica could not publish to its channel.
+    pub resync_refills: u64,
+    /// Times the relay's Redis pub/sub connection was (re)established.
+    pub relay_connects: u64,
+}
+
+/// What a channel's live broadcast carries.
+#[derive(Debug, Clone)]
+pub(super) enum LiveItem {
+    /// A stored message.
+    Message(Arc<ChatMessage>),
+    /// Messages may have been missed: refill from the database.
+    Resync,
 }
 
 /// Chat storage and fan-out. Cheap to clone.
@@ -51,10 +69,15 @@ pub(super) struct ChatInner {
     pub(super) config: ChatConfig,
     pub(super) moderation: Moderation,
     send_locks: Box<[tokio::sync::Mutex<()>]>,
-    live: Mutex<HashMap<String, broadcast::Sender<Arc<ChatMessage>>>>,
+    live: Mutex<HashMap<String, broadcast::Sender<LiveItem>>>,
+    /// Live delivery to other replicas (with Redis).
+    relay: Option<Relay>,
+    pub(super) presence: Presence,
     pub(super) closing: watch::Sender<bool>,
     lag_refills: AtomicU64,
     gap_refills: AtomicU64,
+    pub(super) resync_refills: AtomicU64,
+    relay_connects: AtomicU64,
 }
 
 impl ChatInner {
@@ -65,7 +88,7 @@ impl ChatInner {
     }
 
     /// A receiver of `channel_id`'s live messages from now on.
-    pub(super) fn live_receiver(&self, channel_id: &str) -> broadcast::Receiver<Arc<ChatMessage>> {
+    pub(super) fn live_receiver(&self, channel_id: &str) -> broadcast::Receiver<LiveItem> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         match live.get(channel_id) {
             Some(sender) => sender.subscribe(),
@@ -77,16 +100,69 @@ impl ChatInner {
         }
     }
 
+    /// Hands a message stored here to this process's subscribers and the other replicas'.
     fn publish(&self, message: ChatMessage) {
+        if let Some(relay) = &self.relay {
+            relay.publish(&message);
+        }
+        self.publish_local(message);
+    }
+
+    /// Hands `message` to this process's subscribers of its channel.
+    pub(super) fn publish_local(&self, message: ChatMessage) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = live.get(&message.channel_id) {
             if sender.receiver_count() == 0 {
                 live.remove(&message.channel_id);
             } else {
-                let _ = sender.send(Arc::new(message));
+                let _ = sender.send(LiveItem::Message(Arc::new(message)));
             }
         }
     }
+
+    /// Makes the subscribers of `channel_id` refill from the database.
+    pub(super) fn resync_channel(&self, channel_id: &str) {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = live.get(channel_id) {
+            let _ = sender.send(LiveItem::Resync);
+        }
+    }
+
+    /// The relay (re)subscribed: whatever other replicas published meanwhile
+    /// was missed, so every subscription refills and block caches reload.
+    pub(super) fn relay_connected(&self) {
+        self.relay_connects.fetch_add(1, Ordering::Relaxed);
+        self.moderation.forget_all_blocks();
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        for sender in live.values() {
+            let _ = sender.send(LiveItem::Resync);
+        }
+    }
+
+    /// Tells the other replicas that `blocker`'s blocks changed.
+    pub(super) fn blocks_changed(&self, blocker: u64) {
+        if let Some(relay) = &self.relay {
+            relay.blocks_changed(blocker);
+        }
+    }
+}
+
+/// The answer to a retried Send: the first message when the retry asks for
+/// the same thing, FAILED_PRECONDITION when the key was used for another.
+fn same_send(
+    key: &IdempotencyKey,
+    first: ChatMessage,
+    channel_id: &str,
+    body: &str,
+) -> Result<ChatMessage, LobbyError> {
+    if first.channel_id != channel_id || first.body != body {
+        return Err(LobbyError::FailedPrecondition(format!(
+            "idempotency key {key} was used for a different message (message {} in {}); choose a new key \
+             for a new message",
+            first.message_id, first.channel_id
+        )));
+    }
+    Ok(first)
 }
 
 /// Reads a `chat_messages` row of `channel_id`.
@@ -108,20 +184,40 @@ where
 }
 
 impl ChatStore {
-    pub(crate) fn new(db: Db, profiles: ProfileStore, config: ChatConfig, limits: &LobbyLimitsConfig) -> Self {
-        Self {
-            inner: Arc::new(ChatInner {
-                profiles,
-                moderation: Moderation::new(db.clone(), &config, limits),
-                db,
-                send_locks: (0..N_SEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-                live: Mutex::new(HashMap::new()),
-                closing: watch::Sender::new(false),
-                lag_refills: AtomicU64::new(0),
-                gap_refills: AtomicU64::new(0),
-                config,
-            }),
+    /// Chat on `db`; with `redis`, live delivery, presence and the send
+    /// limit span every replica on that Redis.
+    pub(crate) fn new(
+        db: Db,
+        profiles: ProfileStore,
+        config: ChatConfig,
+        limits: &LobbyLimitsConfig,
+        redis: Option<&RedisLink>,
+    ) -> Self {
+        let (relay, relay_tasks) = redis.map(|link| Relay::new(link.clone())).unzip();
+        let inner = Arc::new(ChatInner {
+            profiles,
+            moderation: Moderation::new(db.clone(), &config, limits, redis),
+            db,
+            send_locks: (0..N_SEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            live: Mutex::new(HashMap::new()),
+            relay,
+            presence: Presence::new(config.presence, redis.cloned()),
+            closing: watch::Sender::new(false),
+            lag_refills: AtomicU64::new(0),
+            gap_refills: AtomicU64::new(0),
+            resync_refills: AtomicU64::new(0),
+            relay_connects: AtomicU64::new(0),
+            config,
+        });
+        if let Some(tasks) = relay_tasks {
+            tasks.start(Arc::downgrade(&inner), &inner.closing);
         }
+        Self { inner }
+    }
+
+    /// Who is online (see [`Presence`]).
+    pub fn presence(&self) -> &Presence {
+        &self.inner.presence
     }
 
     /// The id of match `match_id`'s channel (`match:<id>`).
@@ -191,17 +287,25 @@ impl ChatStore {
         ChatStats {
             lag_refills: self.inner.lag_refills.load(Ordering::Relaxed),
             gap_refills: self.inner.gap_refills.load(Ordering::Relaxed),
+            resync_refills: self.inner.resync_refills.load(Ordering::Relaxed),
+            relay_connects: self.inner.relay_connects.load(Ordering::Relaxed),
         }
     }
 
     /// Ends every open Subscribe stream (with UNAVAILABLE, so clients resume)
-    /// and refuses new ones. [`LobbyHandle::shutdown`](crate::LobbyHandle::shutdown) calls it.
-    pub fn close(&self) {
+    /// and refuses new ones, stops the relay, and withdraws this process's
+    /// players from presence. [`LobbyHandle::shutdown`](crate::LobbyHandle::shutdown) calls it.
+    pub async fn close(&self) {
         self.inner.closing.send_replace(true);
+        self.inner.presence.withdraw().await;
     }
 
     pub(super) fn count_lag(&self) {
         self.inner.lag_refills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_resync(&self) {
+        self.inner.resync_refills.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn count_gap(&self) {
@@ -338,23 +442,47 @@ impl ChatStore {
     }
 
     /// Stores `body` (after moderation) as `user`'s next message in `channel`
-    /// and publishes it to live subscribers.
+    /// and publishes it to live subscribers. With `key`, a retry returns the
+    /// message that key first stored (see `chat.proto`).
     pub(crate) async fn send(
         &self,
         user: &ChatUser,
         channel: &ChannelRef,
         body: &str,
+        key: Option<&IdempotencyKey>,
     ) -> Result<ChatMessage, LobbyError> {
         let moderation = &self.inner.moderation;
         let body = moderation.screen_body(body)?;
+        let id = channel.id();
+        if let Some(key) = key
+            && let Some(first) = self.keyed_message(user.id, key).await?
+        {
+            return same_send(key, first, &id, &body);
+        }
         self.access(channel, user.id).await?;
         moderation.check_send(user.id, channel).await?;
 
-        let id = channel.id();
         // Held until the message is published, so subscribers see ids in order.
         let _ordered = self.inner.send_lock(&id).lock().await;
         let sent_at_ms = now_ms();
-        let message_id: i64 = with_tx!(&self.inner.db, |tx| {
+        let message_id: Option<i64> = with_tx!(&self.inner.db, |tx| {
+            if let Some(key) = key {
+                // Claimed first: a concurrent retry (on any replica) waits
+                // here for this transaction and then finds the key taken.
+                let claimed = sqlx::query(
+                    "INSERT INTO chat_send_keys (sender_id, idempotency_key, channel_id, message_id) \
+                     VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(db_id(user.id))
+                .bind(key.as_str())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    return Ok(None);
+                }
+            }
             // The row lock (PostgreSQL) or the write lock (SQLite) taken here
             // serializes concurrent senders, so ids are gapless and increasing,
             // and an id is visible only once every smaller one is committed.
@@ -381,8 +509,24 @@ impl ChatStore {
             .bind(sent_at_ms)
             .execute(&mut *tx)
             .await?;
-            Ok(message_id)
+            if let Some(key) = key {
+                sqlx::query("UPDATE chat_send_keys SET message_id = $3 WHERE sender_id = $1 AND idempotency_key = $2")
+                    .bind(db_id(user.id))
+                    .bind(key.as_str())
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Some(message_id))
         })?;
+        let Some(message_id) = message_id else {
+            // Lost a race with a retry of the same key: answer what it stored.
+            let key = key.ok_or_else(|| LobbyError::Internal("a keyless send found its key taken".into()))?;
+            let first = self.keyed_message(user.id, key).await?.ok_or_else(|| {
+                LobbyError::Internal(format!("idempotency key {key} is claimed but names no message"))
+            })?;
+            return same_send(key, first, &id, &body);
+        };
         let message = ChatMessage {
             channel_id: id,
             message_id: message_id as u64,
@@ -393,6 +537,29 @@ impl ChatStore {
         };
         self.inner.publish(message.clone());
         Ok(message)
+    }
+
+    /// The message `sender` first stored with `key`, if any.
+    async fn keyed_message(&self, sender: u64, key: &IdempotencyKey) -> Result<Option<ChatMessage>, LobbyError> {
+        with_pool!(&self.inner.db, |pool| {
+            let row = sqlx::query(
+                "SELECT k.channel_id, m.message_id, m.sender_id, m.sender_name, m.body, m.sent_at_ms \
+                 FROM chat_send_keys k JOIN chat_messages m \
+                 ON m.channel_id = k.channel_id AND m.message_id = k.message_id \
+                 WHERE k.sender_id = $1 AND k.idempotency_key = $2",
+            )
+            .bind(db_id(sender))
+            .bind(key.as_str())
+            .fetch_optional(pool)
+            .await?;
+            match row {
+                Some(row) => {
+                    let channel_id: String = row.try_get("channel_id")?;
+                    Ok(Some(message_from_row(&channel_id, &row)?))
+                }
+                None => Ok(None),
+            }
+        })
     }
 
     /// Up to `limit` messages of `channel_id` with `after < id < before`, oldest first.
@@ -481,7 +648,9 @@ impl ChatStore {
     /// Blocks (or unblocks) `player_id` for `user`.
     pub(crate) async fn set_blocked(&self, user: &ChatUser, player_id: u64, blocked: bool) -> Result<(), LobbyError> {
         self.require_other_player(player_id).await?;
-        self.inner.moderation.set_blocked(user, player_id, blocked).await
+        self.inner.moderation.set_blocked(user, player_id, blocked).await?;
+        self.inner.blocks_changed(user.id);
+        Ok(())
     }
 
     /// A moderator mutes `player_id` for `duration`; returns when it ends (Unix ms).

@@ -5,9 +5,10 @@
 //! backlog ends, so a message stored in between arrives on the broadcast and
 //! is dropped there by id if the replay already had it. A broadcast that ran
 //! ahead of a slow reader (`Lagged`) or an id that jumps is filled in from the
-//! database, which holds every message before it is published.
-
-use std::sync::Arc;
+//! database, which holds every message before it is published. Messages of
+//! other replicas arrive over the relay in any interleaving, which the same
+//! rules put in order; a [`LiveItem::Resync`] (the relay reconnected, so
+//! pub/sub may have dropped some) refills from the database too.
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -15,8 +16,9 @@ use tracing::Instrument as _;
 
 use super::channel::ChannelRef;
 use super::message::{ChatMessage, ChatUser};
-use super::store::ChatStore;
+use super::store::{ChatStore, LiveItem};
 use crate::error::LobbyError;
+use crate::presence::PresenceGuard;
 
 /// Messages read from the database per query while catching up.
 const REFILL_PAGE: u32 = 256;
@@ -44,9 +46,11 @@ struct Subscription {
     channel_id: String,
     /// The newest id delivered or skipped (blocked sender) so far.
     last_seen: u64,
-    live: broadcast::Receiver<Arc<ChatMessage>>,
+    live: broadcast::Receiver<LiveItem>,
     tx: mpsc::Sender<SubscribeItem>,
     closing: watch::Receiver<bool>,
+    /// Keeps the viewer online while the stream is open.
+    _presence: PresenceGuard,
 }
 
 impl ChatStore {
@@ -75,8 +79,16 @@ impl ChatStore {
         // messages, as when it is unset.
         let start = after_id.map_or(last_message_id, |after| after.min(last_message_id));
         let (tx, rx) = mpsc::channel(self.inner.config.subscriber_buffer.max(1));
-        let subscription =
-            Subscription { store: self.clone(), viewer: user.id, channel_id: id, last_seen: start, live, tx, closing };
+        let subscription = Subscription {
+            store: self.clone(),
+            viewer: user.id,
+            channel_id: id,
+            last_seen: start,
+            live,
+            tx,
+            closing,
+            _presence: self.inner.presence.hold(user.id),
+        };
         tokio::spawn(subscription.run().instrument(tracing::Span::current()));
         Ok(rx)
     }
@@ -98,7 +110,11 @@ impl Subscription {
                 received = self.live.recv() => received,
             };
             match received {
-                Ok(message) => {
+                Ok(LiveItem::Resync) => {
+                    self.store.count_resync();
+                    self.refill(u64::MAX).await?;
+                }
+                Ok(LiveItem::Message(message)) => {
                     let id = message.message_id;
                     if id <= self.last_seen {
                         continue;
