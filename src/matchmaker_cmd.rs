@@ -1,5 +1,7 @@
 //! `rally matchmaker`: the Matchmaker gRPC service, with its registry, ticket
-//! store and results bus on Redis (`--redis-url`) or in memory.
+//! store and results bus on Redis (`--redis-url`) or in memory. Ratings come
+//! from its read model of the lobby's rating events on the same Redis; it
+//! never opens the lobby's database.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,10 @@ use anyhow::Context;
 use clap::Args;
 use ed25519_dalek::SigningKey;
 use rally_matchmaker::engine::Backends;
+use rally_matchmaker::redis::{RedisRatingEvents, RedisRatingModel};
 use rally_matchmaker::{
-    LobbyDbRatings, Matchmaker, MatchmakerConfig, ModeConfig, RedisConnection, TokenMinter, WindowCurve,
+    BusRatings, Matchmaker, MatchmakerConfig, MemoryRatingModel, ModeConfig, RatingModel, RedisConnection, TokenMinter,
+    WindowCurve, follow_ratings,
 };
 
 use crate::common::{
@@ -24,11 +28,12 @@ pub struct MatchmakerArgs {
     /// gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:50052", env = "RALLY_MATCHMAKER_LISTEN")]
     pub listen: SocketAddr,
-    /// Directory for development keys (and the default lobby database).
+    /// Directory for development keys.
     #[arg(long, default_value = "data", env = "RALLY_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Shared registry, ticket store and results bus. Without it everything is
-    /// in this process, and shards in other processes cannot register.
+    /// Shared registry, ticket store, results bus and ratings (the lobby's
+    /// rating events). Without it everything is in this process: shards in
+    /// other processes cannot register, and every player has the default rating.
     #[arg(long, env = "RALLY_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key (shards must use the same).
@@ -51,10 +56,6 @@ pub struct MatchmakerArgs {
     /// Seconds a connect token stays valid.
     #[arg(long, default_value_t = 60.0)]
     pub token_ttl: f64,
-    /// The lobby's database, read (read-only) for ratings; the lobby must have
-    /// created it: start the lobby first [default: sqlite://<data-dir>/lobby.db].
-    #[arg(long, env = "RALLY_LOBBY_DATABASE_URL")]
-    pub lobby_database_url: Option<String>,
     /// Rating window by wait: `WAIT_SECONDS:WINDOW,…`, linear in between.
     #[arg(long, default_value = "0:100,10:300,30:1000")]
     pub rating_window: String,
@@ -147,24 +148,28 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
         resolve_access_token_keys(&args.access_token_keys, &args.data_dir.join(DEV_ACCESS_TOKEN_KEYS_FILE))?;
     let minter = TokenMinter::new(resolve_signing_key(&args)?, args.token_key_id)
         .with_ttl_ms((args.token_ttl.max(1.0) * 1000.0) as u64);
-    let lobby_url = match &args.lobby_database_url {
-        Some(url) => url.clone(),
-        // Read-only: the lobby creates this file, never the matchmaker.
-        None => format!("sqlite://{}", args.data_dir.join("lobby.db").display()),
-    };
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     rally_server::ops::prometheus();
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let ratings = LobbyDbRatings::connect(&lobby_url).await.context("opening the lobby database for ratings")?;
         let retention = Duration::from_millis(config.ticket_retention_ms);
-        let backends = match &args.redis_url {
-            Some(url) => Backends::redis(&RedisConnection::connect_lazy(url, &args.redis_prefix)?, retention),
+        let (backends, rating_model, rating_follower) = match &args.redis_url {
+            Some(url) => {
+                let redis = RedisConnection::connect_lazy(url, &args.redis_prefix)?;
+                let model: Arc<dyn RatingModel> = Arc::new(RedisRatingModel::new(redis.clone()));
+                let follower = follow_ratings(Arc::new(RedisRatingEvents::new(redis.clone())), model.clone());
+                (Backends::redis(&redis, retention), model, Some(follower))
+            }
             None => {
-                tracing::warn!("no --redis-url: registry and bus are in memory, so no shard process can register");
-                Backends::in_memory(retention)
+                tracing::warn!(
+                    "no --redis-url: registry and bus are in memory, so no shard process can register and no \
+                     lobby's ratings arrive (every player has the default rating)"
+                );
+                let model: Arc<dyn RatingModel> = Arc::new(MemoryRatingModel::new());
+                (Backends::in_memory(retention), model, None)
             }
         };
+        let ratings = BusRatings::new(rating_model);
         let matchmaker = Matchmaker::new(config, backends, Arc::new(ratings), minter.clone())?;
         let engine = matchmaker.start();
         let verifier = rally_lobby::AccessTokenVerifier::new(access_keys);
@@ -192,6 +197,9 @@ pub fn run(args: MatchmakerArgs) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down the matchmaker");
         engine.stop().await;
+        if let Some(follower) = rating_follower {
+            follower.stop().await;
+        }
         server.shutdown().await
     })
 }

@@ -87,11 +87,10 @@ fn a_split_lobby_and_matchmaker_are_healthy_and_wrong_questions_are_not() {
 
     let [public_key] = <[String; 1]>::try_from(lobby_ready.access_token_keys).unwrap();
     let matchmaker_dir = tempfile::tempdir().unwrap();
-    let lobby_db = format!("sqlite://{}", lobby_dir.path().join("lobby.db").display());
     let (_matchmaker, matchmaker_ready) = start(
         rally()
             .args(["matchmaker", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--dev"])
-            .args(["--access-token-key", &public_key, "--lobby-database-url", &lobby_db, "--data-dir"])
+            .args(["--access-token-key", &public_key, "--data-dir"])
             .arg(matchmaker_dir.path()),
     );
     assert_healthy(&[&format!("grpc://{}", matchmaker_ready.matchmaker.unwrap())], "SERVING");

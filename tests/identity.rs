@@ -55,11 +55,10 @@ fn a_split_matchmaker_trusts_the_lobbys_public_key_and_nothing_else() {
 
     // The matchmaker runs from a data dir of its own: all it has is the public key.
     let matchmaker_dir = tempfile::tempdir().unwrap();
-    let lobby_db = format!("sqlite://{}", lobby_dir.path().join("lobby.db").display());
     let (_matchmaker, matchmaker_ready) = start(
         rally()
             .args(["matchmaker", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--dev"])
-            .args(["--access-token-key", &public_key, "--lobby-database-url", &lobby_db, "--data-dir"])
+            .args(["--access-token-key", &public_key, "--data-dir"])
             .arg(matchmaker_dir.path()),
     );
 

@@ -27,6 +27,21 @@ use crate::error::BackendError;
 /// rides out.
 pub const SETTLED_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The counter of bus entries a consumer refused, by `stream` (`results`,
+/// `matches`, `ratings`) and `reason` (`unknown_version`, `malformed`): a
+/// producer newer than this consumer, or corruption. Never misread, never
+/// silently dropped (`bus.proto` states the rule).
+pub const REFUSED_TOTAL: &str = "rally_bus_events_refused_total";
+
+/// Counts one refused entry in [`REFUSED_TOTAL`].
+pub fn count_refused(stream: &'static str, reason: &'static str) {
+    metrics::describe_counter!(
+        REFUSED_TOTAL,
+        "Bus entries a consumer refused (a version it does not know, or malformed), by stream and reason"
+    );
+    metrics::counter!(REFUSED_TOTAL, "stream" => stream, "reason" => reason).increment(1);
+}
+
 /// What settling a match's outcome found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settlement {

@@ -10,10 +10,16 @@
 //!   [`registry::ShardRegistry`] and [`bus::ResultsBus`].
 //! - [`service`]: `rally.matchmaker.v1.Matchmaker` over tonic.
 //! - [`shard_agent`]: a shard's registration, heartbeats and result publishing.
-//! - [`lobby_results`]: the bus consumer that applies results to lobby ratings.
+//! - [`lobby_results`]: the bus consumer that applies results to lobby
+//!   ratings and publishes the new ratings ([`rating_events`]).
+//! - [`ratings`]: the matchmaker's read model of those ratings
+//!   ([`BusRatings`], fed by [`follow_ratings`]).
+//! - The bus events are the versioned protobuf messages of
+//!   `protocol/proto/bus.proto` (`rally_protocol::bus`).
 //!
 //! It does not run games or own accounts: shards play matches, the lobby
-//! issues access tokens and keeps ratings.
+//! issues access tokens and keeps ratings. The matchmaker never opens the
+//! lobby's database.
 
 pub mod bots;
 pub mod bus;
@@ -25,6 +31,7 @@ pub mod match_events;
 pub mod matching;
 pub mod player;
 pub mod proto;
+pub mod rating_events;
 pub mod ratings;
 pub mod redis;
 pub mod registry;
@@ -39,7 +46,8 @@ pub use bus::{ConsumerConfig, ConsumerHandle, Delivery, MemoryBus, ResultHandler
 pub use config::{MatchmakerConfig, ModeConfig, WindowCurve};
 pub use engine::{Backends, EngineHandle, EnqueueRequest, Matchmaker, RoundStats};
 pub use error::{BackendError, MatchmakerError};
-pub use ratings::{FixedRatings, LobbyDbRatings, RatingSource};
+pub use rating_events::{MemoryRatingEvents, RatingEvents};
+pub use ratings::{BusRatings, FixedRatings, MemoryRatingModel, RatingModel, RatingSource, follow_ratings};
 pub use redis::RedisConnection;
 pub use registry::{MemoryRegistry, ShardInfo, ShardLoad, ShardRegistry};
 pub use service::{MatchmakerServer, MatchmakerService, serve};

@@ -6,6 +6,14 @@
 //! [`follow_matches`] opens each match's channel when the matchmaker
 //! announces it formed. It lives here, not in the lobby, so the lobby does
 //! not depend on the matchmaker.
+//!
+//! With [`RatingEvents`] ([`ProfileResults::publishing_ratings`]), after each
+//! result's ratings are committed (or found committed: a redelivery), the
+//! consumer publishes every rated player's rating as a `RatingChanged`
+//! event, versioned by the player's rated games, for the matchmaker's read
+//! model. A failed publish leaves the result unacknowledged, so it is
+//! delivered again and the ratings published again: at least once, and
+//! replays are harmless.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +21,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use rally_lobby::{ApplyOutcome, ChatStore, ProfileStore};
+use rally_protocol::bus::{RatingChanged, RatingEvent};
 use rally_protocol::results::MatchResult;
 
 use crate::bus::{ConsumerConfig, ConsumerHandle, ResultHandler, ResultsBus, run_consumer};
 use crate::engine::is_aborted;
 use crate::match_events::MatchEvents;
+use crate::rating_events::RatingEvents;
 
 /// The consumer group the lobby's rating consumers share.
 pub const LOBBY_GROUP: &str = "lobby-ratings";
@@ -40,6 +50,8 @@ pub struct ProfileResultsStats {
     pub duplicates: u64,
     /// Aborted matches skipped.
     pub aborted: u64,
+    /// `RatingChanged` events published.
+    pub ratings_published: u64,
 }
 
 impl ProfileResultsStats {
@@ -55,6 +67,8 @@ pub struct ProfileResults {
     store: ProfileStore,
     /// Match channels to close as results arrive.
     chat: Option<ChatStore>,
+    /// Where new ratings are published for the matchmaker's read model.
+    ratings: Option<Arc<dyn RatingEvents>>,
     /// The counters, watched by [`Self::wait_until`].
     stats: watch::Sender<ProfileResultsStats>,
 }
@@ -70,7 +84,36 @@ impl ProfileResults {
         for outcome in [APPLIED, DUPLICATE, ABORTED] {
             metrics::counter!(RESULTS_TOTAL, "outcome" => outcome).increment(0);
         }
-        Self { store, chat: None, stats: watch::channel(ProfileResultsStats::default()).0 }
+        Self { store, chat: None, ratings: None, stats: watch::channel(ProfileResultsStats::default()).0 }
+    }
+
+    /// Also publishes each rated player's new rating to `events`, after the
+    /// result's ratings are committed.
+    #[must_use]
+    pub fn publishing_ratings(mut self, events: Arc<dyn RatingEvents>) -> Self {
+        self.ratings = Some(events);
+        self
+    }
+
+    /// Publishes the committed rating of every player of `result` (a player
+    /// not rated yet, or without a profile, has none to publish).
+    async fn publish_ratings(&self, events: &dyn RatingEvents, result: &MatchResult) -> Result<u64, String> {
+        let mut published = 0;
+        for player_id in result.seats.iter().filter_map(|seat| seat.player_id) {
+            let state = self.store.rating_state(player_id.0).await.map_err(|err| err.to_string())?;
+            let Some(state) = state.filter(|state| state.rated_games > 0) else { continue };
+            let event = RatingEvent::Changed(RatingChanged {
+                player_id,
+                rating: state.rating,
+                deviation: state.deviation,
+                volatility: state.volatility,
+                rated_games: state.rated_games,
+                match_id: Some(result.match_id),
+            });
+            events.publish(&event).await.map_err(|err| format!("publishing player {}'s rating: {err}", player_id.0))?;
+            published += 1;
+        }
+        Ok(published)
     }
 
     /// A handler writing to `store` that also makes each ended match's chat
@@ -105,9 +148,17 @@ impl ResultHandler for ProfileResults {
             return Ok(());
         }
         let outcome = self.store.apply_match_result(result).await.map_err(|err| err.to_string())?;
-        self.stats.send_modify(|stats| match outcome {
-            ApplyOutcome::Applied => stats.applied += 1,
-            ApplyOutcome::AlreadyApplied => stats.duplicates += 1,
+        // After the commit, and on a redelivery too (the publish may be what failed before).
+        let published = match &self.ratings {
+            Some(events) => self.publish_ratings(&**events, result).await?,
+            None => 0,
+        };
+        self.stats.send_modify(|stats| {
+            stats.ratings_published += published;
+            match outcome {
+                ApplyOutcome::Applied => stats.applied += 1,
+                ApplyOutcome::AlreadyApplied => stats.duplicates += 1,
+            }
         });
         let label = match outcome {
             ApplyOutcome::Applied => APPLIED,
@@ -140,7 +191,32 @@ pub fn consume_into_lobby(
     chat: ChatStore,
     consumer: &str,
 ) -> (ConsumerHandle, Arc<ProfileResults>, MatchChannels) {
-    let handler = Arc::new(ProfileResults::with_chat(store, chat.clone()));
+    start_lobby_consumer(bus, events, ProfileResults::with_chat(store, chat.clone()), chat, consumer)
+}
+
+/// Starts a consumer like [`consume_into_lobby`] that also publishes each
+/// rated player's new rating to `ratings` (a lobby apart from the matchmaker:
+/// its read model is fed by these).
+pub fn consume_into_lobby_publishing_ratings(
+    bus: Arc<dyn ResultsBus>,
+    events: Arc<dyn MatchEvents>,
+    ratings: Arc<dyn RatingEvents>,
+    store: ProfileStore,
+    chat: ChatStore,
+    consumer: &str,
+) -> (ConsumerHandle, Arc<ProfileResults>, MatchChannels) {
+    let handler = ProfileResults::with_chat(store, chat.clone()).publishing_ratings(ratings);
+    start_lobby_consumer(bus, events, handler, chat, consumer)
+}
+
+fn start_lobby_consumer(
+    bus: Arc<dyn ResultsBus>,
+    events: Arc<dyn MatchEvents>,
+    handler: ProfileResults,
+    chat: ChatStore,
+    consumer: &str,
+) -> (ConsumerHandle, Arc<ProfileResults>, MatchChannels) {
+    let handler = Arc::new(handler);
     let handle = run_consumer(bus, ConsumerConfig::new(LOBBY_GROUP, consumer), handler.clone());
     (handle, handler, follow_matches(events, chat))
 }

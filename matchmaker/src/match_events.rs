@@ -3,7 +3,7 @@
 //! match's chat channel for its players. In-process by default
 //! ([`MemoryMatchEvents`]); a Redis stream (`P:matches`, see
 //! [`crate::redis::RedisMatchEvents`]) when the lobby and the matchmaker run
-//! apart.
+//! apart, each entry the versioned protobuf `MatchFormed` of `bus.proto`.
 //!
 //! The log keeps the newest [`KEPT_EVENTS`] events and readers follow it with
 //! a cursor of their own; handling must be idempotent (creating a channel
@@ -15,8 +15,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rally_protocol::{MatchId, PlayerId};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::BackendError;
@@ -24,40 +22,9 @@ use crate::error::BackendError;
 /// Events kept in the log.
 pub const KEPT_EVENTS: usize = 10_000;
 
-/// The version of [`MatchFormed`] this build writes; readers skip newer ones.
-pub const MATCH_FORMED_VERSION: u32 = 1;
-
-/// A match was formed (its tickets claimed, its shard reserved).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MatchFormed {
-    /// The format version, [`MATCH_FORMED_VERSION`].
-    pub v: u32,
-    /// The match.
-    pub match_id: MatchId,
-    /// Its game mode.
-    pub mode: String,
-    /// The shard that plays it.
-    pub shard: String,
-    /// Its players, bots left out.
-    pub players: Vec<PlayerId>,
-    /// When it was formed, Unix ms.
-    pub formed_at_ms: u64,
-}
-
-impl MatchFormed {
-    /// What a reader is handed for an entry it cannot read (a newer format,
-    /// corruption): no players, so following it does nothing.
-    pub fn skipped() -> Self {
-        Self {
-            v: 0,
-            match_id: MatchId(0),
-            mode: String::new(),
-            shard: String::new(),
-            players: Vec::new(),
-            formed_at_ms: 0,
-        }
-    }
-}
+/// The event and its version live with the other bus events in
+/// `rally_protocol::bus` (`bus.proto`), which also converts them to bytes.
+pub use rally_protocol::bus::{MATCH_FORMED_VERSION, MatchFormed};
 
 /// Where match-formed events are announced and read.
 #[tonic::async_trait]

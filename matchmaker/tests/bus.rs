@@ -169,3 +169,60 @@ async fn the_consumer_loop_delivers_everything_across_a_crash(backend: &Backend)
     let seen = recorder.seen.lock().unwrap().clone();
     assert_eq!(seen.iter().copied().collect::<HashSet<_>>(), (1..=12).collect());
 }
+
+/// On Redis, entries are the versioned protobuf of `bus.proto`: an entry of a
+/// version this build does not read, or garbage, is dead-lettered (kept with
+/// the reason in `P:results:dead`) and acknowledged, never misread or left to
+/// block the group; a JSON entry of an older release is still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refused_entries_are_dead_lettered_and_older_json_entries_still_read() {
+    use prost::Message as _;
+    use rally_protocol::bus::{BusEvent as _, pb};
+
+    let backend = Backend::redis().await;
+    let Backend::Redis(redis) = &backend else { unreachable!("Backend::redis") };
+    let bus = rally_matchmaker::redis::RedisBus::new(redis.clone());
+    bus.ensure_group("g").await.unwrap();
+    let url = std::env::var("RALLY_TEST_REDIS_URL").unwrap();
+    let mut conn = ::redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("{}:results", redis.prefix());
+    let add = |field: &'static str, bytes: Vec<u8>| {
+        let mut command = ::redis::cmd("XADD");
+        command.arg(&stream).arg("*").arg(field).arg(bytes);
+        command
+    };
+    add("result", serde_json::to_vec(&result(1)).unwrap()).query_async::<String>(&mut conn).await.unwrap();
+    let newer = pb::MatchResult { version: 2, match_id: 2, ..pb::MatchResult::default() }.encode_to_vec();
+    let newer_id: String = add("pb", newer.clone()).query_async(&mut conn).await.unwrap();
+    add("pb", b"\xff\xff garbage".to_vec()).query_async::<String>(&mut conn).await.unwrap();
+    bus.publish(&result(4)).await.unwrap();
+    let entry: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(10)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let published = entry.ids.last().unwrap();
+    let bytes: Vec<u8> = published.get("pb").unwrap();
+    assert_eq!(MatchResult::decode(&bytes).unwrap(), result(4), "publish writes the protobuf event");
+
+    let got = bus.read_new("g", "c1", 10, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(ids(&got), [1, 4], "the older JSON entry and the current one; the other two refused");
+    let dead: ::redis::streams::StreamRangeReply =
+        ::redis::cmd("XRANGE").arg(bus.dead_letter_key()).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(dead.ids.len(), 2, "both refused entries are dead-lettered");
+    let first = &dead.ids[0];
+    assert_eq!(first.get::<String>("entry").unwrap(), newer_id);
+    assert_eq!(first.get::<String>("group").unwrap(), "g");
+    let reason: String = first.get("reason").unwrap();
+    assert!(reason.contains("MatchResult version 2 is not one this build reads"), "{reason}");
+    assert_eq!(first.get::<Vec<u8>>("field:pb").unwrap(), newer, "the entry is kept as it was, to replay");
+    assert!(dead.ids[1].get::<String>("reason").unwrap().starts_with("malformed MatchResult"));
+    bus.ack("g", &got.iter().map(|delivery| delivery.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    let lag = bus.lag("g").await.unwrap().unwrap();
+    assert_eq!((lag.pending, lag.undelivered), (0, 0), "refused entries were acknowledged: {lag:?}");
+    backend.cleanup().await;
+}

@@ -1,6 +1,12 @@
-//! The results bus on a Redis stream (`P:results`), one field `result` holding
-//! the `MatchResult` as JSON (readable with `redis-cli XRANGE`). Consumer
-//! groups give at-least-once delivery; `XAUTOCLAIM` hands entries idle with a
+//! The results bus on a Redis stream (`P:results`), one field `pb` holding the
+//! `MatchResult` as the versioned protobuf message of `bus.proto` (converted
+//! by `rally_protocol::bus`). Entries of releases before it, JSON in a field
+//! `result`, are still read. An entry this build cannot read (a version it
+//! does not know, garbage) is dead-lettered: copied to `P:results:dead` with
+//! the group and the reason, counted in `rally_bus_events_refused_total` and
+//! acknowledged, so it never blocks the group and is never misread; an
+//! upgraded consumer can replay it from there. Consumer groups give
+//! at-least-once delivery; `XAUTOCLAIM` hands entries idle with a
 //! dead consumer to a live one. Reads poll without `BLOCK`, so they never tie
 //! up the shared multiplexed connection; an empty read waits a short while.
 //! A match's outcome is settled with `P:settled:<match id>` (a marker with a
@@ -9,21 +15,49 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rally_protocol::bus::{BusEvent, EventDecodeError};
 use rally_protocol::results::MatchResult;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::RedisConnection;
-use crate::bus::{ConsumerLag, Delivery, ResultsBus, SETTLED_TTL, Settlement};
+use crate::bus::{ConsumerLag, Delivery, ResultsBus, SETTLED_TTL, Settlement, count_refused};
 use crate::error::BackendError;
 
 /// Longest pause between two polls of an empty stream.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// KEYS = the match's settled marker, the stream; ARGV = marker TTL ms, result JSON.
+/// Dead-lettered entries kept per stream.
+const KEPT_DEAD: usize = 10_000;
+
+/// The field of a stream entry that holds its protobuf event.
+pub(super) const EVENT_FIELD: &str = "pb";
+
+/// The bytes of `entry`'s field `field`, if it has one.
+pub(super) fn entry_bytes<'a>(entry: &'a StreamId, field: &str) -> Option<&'a [u8]> {
+    match entry.map.get(field) {
+        Some(redis::Value::BulkString(bytes)) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// Reads a results entry: the protobuf in `pb`, or the JSON older releases
+/// wrote in `result`.
+fn read_result(entry: &StreamId) -> Result<MatchResult, EventDecodeError> {
+    if let Some(bytes) = entry_bytes(entry, EVENT_FIELD) {
+        return MatchResult::decode(bytes);
+    }
+    let malformed = |reason: String| EventDecodeError::Malformed { event: <MatchResult as BusEvent>::NAME, reason };
+    match entry_bytes(entry, "result") {
+        Some(json) => serde_json::from_slice(json).map_err(|err| malformed(format!("legacy JSON entry: {err}"))),
+        None => Err(malformed(format!("no `{EVENT_FIELD}` field"))),
+    }
+}
+
+/// KEYS = the match's settled marker, the stream; ARGV = marker TTL ms, result bytes.
 /// Returns the entry id, or nil when the match was already settled.
 const SETTLE: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return false end
-return redis.call('XADD', KEYS[2], '*', 'result', ARGV[2])
+return redis.call('XADD', KEYS[2], '*', 'pb', ARGV[2])
 ";
 
 static SETTLE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(SETTLE));
@@ -44,21 +78,37 @@ impl RedisBus {
         self.redis.key("results")
     }
 
+    /// The dead-letter stream, `<prefix>:results:dead`.
+    pub fn dead_letter_key(&self) -> String {
+        self.redis.key("results:dead")
+    }
+
     /// Turns stream entries into deliveries. Entries that cannot be read (a
-    /// newer writer, corruption) are acknowledged and dropped with a warning,
-    /// so one bad entry cannot block the group forever.
+    /// version this build does not know, corruption, an entry deleted from
+    /// the stream) are dead-lettered and acknowledged with a warning, so one
+    /// bad entry cannot block the group forever and none is misread.
     async fn decode(&self, group: &str, entries: Vec<StreamId>) -> Result<Vec<Delivery>, BackendError> {
         let mut deliveries = Vec::with_capacity(entries.len());
         let mut poison = Vec::new();
         for entry in entries {
-            let decoded = entry
-                .get::<String>("result")
-                .ok_or_else(|| "no `result` field".to_owned())
-                .and_then(|json| serde_json::from_str::<MatchResult>(&json).map_err(|err| err.to_string()));
-            match decoded {
+            if entry.map.is_empty() {
+                // Deleted from the stream (trimmed) while pending: nothing to read or keep.
+                tracing::warn!(id = %entry.id, group, "results entry gone from the stream; acknowledged");
+                poison.push(entry.id);
+                continue;
+            }
+            match read_result(&entry) {
                 Ok(result) => deliveries.push(Delivery { id: entry.id, result }),
                 Err(err) => {
-                    tracing::warn!(id = %entry.id, %err, "unreadable results entry; acknowledged and skipped");
+                    tracing::warn!(
+                        id = %entry.id,
+                        group,
+                        %err,
+                        dead_letters = %self.dead_letter_key(),
+                        "results entry refused: dead-lettered and acknowledged"
+                    );
+                    count_refused("results", err.reason());
+                    self.dead_letter(group, &entry, &err).await?;
                     poison.push(entry.id);
                 }
             }
@@ -67,6 +117,38 @@ impl RedisBus {
             self.ack(group, &poison).await?;
         }
         Ok(deliveries)
+    }
+
+    /// Copies a refused entry, with its id, the group and the reason, to the
+    /// dead-letter stream (capped near [`KEPT_DEAD`] entries).
+    async fn dead_letter(&self, group: &str, entry: &StreamId, err: &EventDecodeError) -> Result<(), BackendError> {
+        let mut command = redis::cmd("XADD");
+        command
+            .arg(self.dead_letter_key())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(KEPT_DEAD)
+            .arg("*")
+            .arg("entry")
+            .arg(&entry.id)
+            .arg("group")
+            .arg(group)
+            .arg("reason")
+            .arg(err.to_string());
+        let mut fields: Vec<(&String, &[u8])> = entry
+            .map
+            .iter()
+            .filter_map(|(field, value)| match value {
+                redis::Value::BulkString(bytes) => Some((field, bytes.as_slice())),
+                _ => None,
+            })
+            .collect();
+        fields.sort();
+        for (field, bytes) in fields {
+            command.arg(format!("field:{field}")).arg(bytes);
+        }
+        let mut conn = self.redis.conn();
+        self.redis.run(command.query_async::<String>(&mut conn)).await.map(drop)
     }
 
     async fn read_group(
@@ -99,21 +181,21 @@ impl RedisBus {
 #[tonic::async_trait]
 impl ResultsBus for RedisBus {
     async fn publish(&self, result: &MatchResult) -> Result<String, BackendError> {
-        let json = serde_json::to_string(result)?;
+        let bytes = result.encode();
         let mut conn = self.redis.conn();
         self.redis
-            .run(redis::cmd("XADD").arg(self.stream_key()).arg("*").arg("result").arg(json).query_async(&mut conn))
+            .run(redis::cmd("XADD").arg(self.stream_key()).arg("*").arg(EVENT_FIELD).arg(bytes).query_async(&mut conn))
             .await
     }
 
     async fn settle(&self, result: &MatchResult) -> Result<Settlement, BackendError> {
-        let json = serde_json::to_string(result)?;
+        let bytes = result.encode();
         let mut invocation = SETTLE_SCRIPT.prepare_invoke();
         invocation
             .key(self.redis.key(&format!("settled:{}", result.match_id.0)))
             .key(self.stream_key())
             .arg(SETTLED_TTL.as_millis() as u64)
-            .arg(json);
+            .arg(bytes);
         let mut conn = self.redis.conn();
         let id: Option<String> = self.redis.run(invocation.invoke_async(&mut conn)).await?;
         Ok(id.map_or(Settlement::AlreadySettled, Settlement::Published))

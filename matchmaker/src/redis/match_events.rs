@@ -1,18 +1,42 @@
 //! Match-formed events on a Redis stream (`P:matches`, capped near
-//! [`KEPT_EVENTS`] entries), one field `formed` holding the `MatchFormed` as
-//! JSON. Readers follow it with `XREAD` from their own cursor (an entry id),
-//! polling like the results bus.
+//! [`KEPT_EVENTS`] entries), one field `pb` holding the `MatchFormed` as the
+//! versioned protobuf message of `bus.proto` (JSON in a field `formed`, as
+//! releases before it wrote, is still read). Readers follow it with `XREAD`
+//! from their own cursor (an entry id), polling like the results bus; an entry
+//! they cannot read is skipped, logged and counted in
+//! `rally_bus_events_refused_total{stream="matches"}`.
 
 use std::time::Duration;
 
-use redis::streams::StreamReadReply;
+use rally_protocol::bus::{BusEvent, EventDecodeError};
+use redis::streams::{StreamId, StreamReadReply};
 
 use super::RedisConnection;
+use super::bus::{EVENT_FIELD, entry_bytes};
+use crate::bus::count_refused;
 use crate::error::BackendError;
 use crate::match_events::{KEPT_EVENTS, MATCH_FORMED_VERSION, MatchEvents, MatchFormed};
 
 /// Longest pause between two polls of an empty stream.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Reads an entry: the protobuf in `pb`, or the JSON older releases wrote in `formed`.
+fn read_formed(entry: &StreamId) -> Result<MatchFormed, EventDecodeError> {
+    if let Some(bytes) = entry_bytes(entry, EVENT_FIELD) {
+        return MatchFormed::decode(bytes);
+    }
+    const NAME: &str = <MatchFormed as BusEvent>::NAME;
+    let malformed = |reason: String| EventDecodeError::Malformed { event: NAME, reason };
+    let Some(json) = entry_bytes(entry, "formed") else {
+        return Err(malformed(format!("no `{EVENT_FIELD}` field")));
+    };
+    let formed: MatchFormed =
+        serde_json::from_slice(json).map_err(|err| malformed(format!("legacy JSON entry: {err}")))?;
+    if formed.v > MATCH_FORMED_VERSION {
+        return Err(EventDecodeError::UnknownVersion { event: NAME, found: formed.v, known: MATCH_FORMED_VERSION });
+    }
+    Ok(formed)
+}
 
 /// Match-formed events on a Redis stream.
 #[derive(Clone, Debug)]
@@ -34,7 +58,7 @@ impl RedisMatchEvents {
 #[tonic::async_trait]
 impl MatchEvents for RedisMatchEvents {
     async fn announce(&self, formed: &MatchFormed) -> Result<(), BackendError> {
-        let json = serde_json::to_string(formed)?;
+        let bytes = formed.encode();
         let mut conn = self.redis.conn();
         self.redis
             .run(
@@ -44,8 +68,8 @@ impl MatchEvents for RedisMatchEvents {
                     .arg("~")
                     .arg(KEPT_EVENTS)
                     .arg("*")
-                    .arg("formed")
-                    .arg(json)
+                    .arg(EVENT_FIELD)
+                    .arg(bytes)
                     .query_async::<String>(&mut conn),
             )
             .await
@@ -79,16 +103,13 @@ impl MatchEvents for RedisMatchEvents {
             if !entries.is_empty() {
                 let mut events = Vec::with_capacity(entries.len());
                 for entry in entries {
-                    let decoded = entry
-                        .get::<String>("formed")
-                        .and_then(|json| serde_json::from_str::<MatchFormed>(&json).ok())
-                        .filter(|formed| formed.v <= MATCH_FORMED_VERSION);
-                    match decoded {
-                        Some(formed) => events.push((entry.id, formed)),
+                    match read_formed(&entry) {
+                        Ok(formed) => events.push((entry.id, formed)),
                         // Skipped, but the cursor moves past it: the caller
                         // sees no event, so hand back a marker it can skip.
-                        None => {
-                            tracing::warn!(id = %entry.id, "unreadable match-formed event; skipped");
+                        Err(err) => {
+                            tracing::warn!(id = %entry.id, %err, "match-formed event refused; skipped");
+                            count_refused("matches", err.reason());
                             events.push((entry.id, MatchFormed::skipped()));
                         }
                     }

@@ -10,6 +10,7 @@
 
 mod bus;
 mod match_events;
+mod ratings;
 mod registry;
 mod tickets;
 
@@ -21,6 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use bus::RedisBus;
 pub use match_events::RedisMatchEvents;
+pub use ratings::{RedisRatingEvents, RedisRatingModel};
 pub use registry::RedisRegistry;
 pub use tickets::RedisTickets;
 
