@@ -12,8 +12,16 @@
 //! cargo run --release -p rally-matchmaker --example matchmaker_bench -- throughput memory 100000
 //! cargo run --release -p rally-matchmaker --example matchmaker_bench -- throughput redis 20000
 //! cargo run --release -p rally-matchmaker --example matchmaker_bench -- latency memory 1000 20
+//! cargo run --release -p rally-matchmaker --example matchmaker_bench -- replicas 2 20000
 //! cargo run --release -p rally-matchmaker --example matchmaker_bench -- latency redis 1000 20
 //! ```
+//!
+//! `replicas`: like `throughput redis`, but R matchmakers (each with its own
+//! Redis connection, runtime and thread, as separate processes would have)
+//! run rounds on one queue at once until it is empty; it counts the tickets
+//! each replica matched and the proposals each lost to another, and checks
+//! that no ticket was assigned twice.
+//!
 //! Redis comes from `RALLY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! under a fresh key prefix that is deleted afterwards.
 
@@ -44,13 +52,19 @@ fn shard(idx: usize) -> ShardInfo {
     }
 }
 
+fn redis_url() -> String {
+    std::env::var("RALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn fresh_prefix() -> String {
+    format!("rally-bench-{:08x}", rand::random::<u32>())
+}
+
 async fn setup(backend: &str, n_players: u64) -> (Matchmaker, Option<RedisConnection>) {
     let (backends, redis) = match backend {
         "memory" => (Backends::in_memory(Duration::from_secs(600)), None),
         "redis" => {
-            let url = std::env::var("RALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-            let redis =
-                RedisConnection::connect_lazy(&url, &format!("rally-bench-{:08x}", rand::random::<u32>())).unwrap();
+            let redis = RedisConnection::connect_lazy(&redis_url(), &fresh_prefix()).unwrap();
             (Backends::redis(&redis, Duration::from_secs(600)), Some(redis))
         }
         other => panic!("backend {other:?}: memory or redis"),
@@ -58,10 +72,13 @@ async fn setup(backend: &str, n_players: u64) -> (Matchmaker, Option<RedisConnec
     for idx in 0..4 {
         backends.registry.register(&shard(idx), 3_600_000, unix_ms()).await.unwrap();
     }
+    (matchmaker_on(backends, n_players), redis)
+}
+
+fn matchmaker_on(backends: Backends, n_players: u64) -> Matchmaker {
     let ratings = FixedRatings::new((1..=n_players).map(|player| (PlayerId(player), rating(player))));
     let config = MatchmakerConfig { modes: vec![ModeConfig::one_vs_one("pong")], ..MatchmakerConfig::default() };
-    let matchmaker = Matchmaker::new(config, backends, Arc::new(ratings), TokenMinter::random(1)).unwrap();
-    (matchmaker, redis)
+    Matchmaker::new(config, backends, Arc::new(ratings), TokenMinter::random(1)).unwrap()
 }
 
 fn pong() -> EnqueueRequest {
@@ -149,6 +166,82 @@ async fn latency(backend: &str, rate: u64, seconds: u64) {
     }
 }
 
+/// What one replica did in a `replicas` run.
+struct ReplicaRun {
+    matched: usize,
+    lost: usize,
+    rounds: usize,
+}
+
+/// R replicas on one Redis queue of `n_tickets`, each on its own thread and
+/// single-threaded runtime, rounds back to back until the queue is empty.
+fn replicas(n_replicas: usize, n_tickets: u64) {
+    let prefix = fresh_prefix();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis = RedisConnection::connect_lazy(&redis_url(), &prefix).unwrap();
+    let now = unix_ms();
+    runtime.block_on(async {
+        let matchmaker = matchmaker_on(Backends::redis(&redis, Duration::from_secs(600)), n_tickets);
+        for idx in 0..4 {
+            Backends::redis(&redis, Duration::from_secs(600))
+                .registry
+                .register(&shard(idx), 3_600_000, unix_ms())
+                .await
+                .unwrap();
+        }
+        for player in 1..=n_tickets {
+            matchmaker.enqueue(PlayerId(player), pong(), now).await.unwrap();
+        }
+    });
+    let start = Arc::new(std::sync::Barrier::new(n_replicas + 1));
+    let threads: Vec<_> = (0..n_replicas)
+        .map(|_| {
+            let (prefix, start) = (prefix.clone(), start.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    let redis = RedisConnection::connect_lazy(&redis_url(), &prefix).unwrap();
+                    let matchmaker = matchmaker_on(Backends::redis(&redis, Duration::from_secs(600)), n_tickets);
+                    start.wait();
+                    let mut run = ReplicaRun { matched: 0, lost: 0, rounds: 0 };
+                    let mut idle_rounds = 0;
+                    // Another replica may hold the last proposals a moment longer:
+                    // stop after a few rounds in a row that found nothing.
+                    while idle_rounds < 3 {
+                        let stats = matchmaker.run_round(now + 1_000).await.unwrap();
+                        run.rounds += 1;
+                        run.matched += stats.matched_tickets;
+                        run.lost += stats.conflicts;
+                        idle_rounds = if stats.matched_tickets == 0 { idle_rounds + 1 } else { 0 };
+                    }
+                    run
+                })
+            })
+        })
+        .collect();
+    start.wait();
+    let started = Instant::now();
+    let runs: Vec<ReplicaRun> = threads.into_iter().map(|thread| thread.join().unwrap()).collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let matched: usize = runs.iter().map(|run| run.matched).sum();
+    // Each replica counts only the tickets its own claims won, so a ticket
+    // assigned twice would push the sum past the queue.
+    assert!(matched as u64 <= n_tickets, "{matched} assignments for {n_tickets} tickets: one was assigned twice");
+    assert!(matched as u64 + 1 >= n_tickets, "only {matched} of {n_tickets} tickets were matched");
+    for (idx, run) in runs.iter().enumerate() {
+        println!(
+            "replica {idx}: {} tickets matched in {} rounds, {} proposals lost to another replica",
+            run.matched, run.rounds, run.lost
+        );
+    }
+    println!(
+        "replicas {n_replicas}: {matched} of {n_tickets} tickets matched in {seconds:.2} s: {:.0} tickets matched/s \
+         in all; no ticket assigned twice",
+        matched as f64 / seconds
+    );
+    runtime.block_on(redis.delete_all()).unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |idx: usize, default: &str| args.get(idx).cloned().unwrap_or_else(|| default.to_owned());
@@ -166,6 +259,7 @@ fn main() {
                 arg(3, "20").parse().unwrap(),
             ));
         }
-        other => panic!("{other:?}: throughput or latency"),
+        "replicas" => replicas(arg(1, "2").parse().unwrap(), arg(2, "20000").parse().unwrap()),
+        other => panic!("{other:?}: throughput, latency or replicas"),
     }
 }
