@@ -246,6 +246,7 @@ async fn redis_restarts_with_and_without_data_lose_no_message_for_live_subscribe
     for keep_data in [true, false] {
         let connects = lobbies[1].chat().stats().relay_connects;
         let sender_connects = lobbies[0].chat().stats().relay_connects;
+        let failures = lobbies[0].chat().stats().relay_publish_failures;
         redis.stop(keep_data).await;
         // Send does not fail while Redis is down: the message is stored.
         let during: Vec<u64> = {
@@ -255,6 +256,12 @@ async fn redis_restarts_with_and_without_data_lose_no_message_for_live_subscribe
             }
             ids
         };
+        // Restarted only once the sender has given up on publishing them, so
+        // they are truly missing from pub/sub and only a resync brings them.
+        eventually("the sending replica failed to publish the outage's messages", || async {
+            lobbies[0].chat().stats().relay_publish_failures >= failures + 3
+        })
+        .await;
         redis.spawn().await;
         eventually("the other replica's relay resubscribed", || async {
             lobbies[1].chat().stats().relay_connects > connects

@@ -15,6 +15,7 @@
 //! block cache follows a Block made on another (and a reconnect clears it).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -64,6 +65,7 @@ pub(super) struct Relay {
     queue: mpsc::Sender<Outgoing>,
     /// Channels whose messages may not have reached the other replicas.
     unsent: Arc<Mutex<BTreeSet<String>>>,
+    failures: Arc<AtomicU64>,
 }
 
 /// The relay's tasks, started once the store they feed exists.
@@ -72,12 +74,13 @@ pub(super) struct RelayTasks {
     link: RedisLink,
     rx: mpsc::Receiver<Outgoing>,
     unsent: Arc<Mutex<BTreeSet<String>>>,
+    failures: Arc<AtomicU64>,
 }
 
 impl RelayTasks {
     /// Starts the publisher and subscriber tasks; they stop when `closing` turns true.
     pub(super) fn start(self, inner: Weak<ChatInner>, closing: &watch::Sender<bool>) {
-        tokio::spawn(publish_loop(self.link.clone(), self.rx, self.unsent, closing.subscribe()));
+        tokio::spawn(publish_loop(self.link.clone(), self.rx, self.unsent, self.failures, closing.subscribe()));
         tokio::spawn(subscribe_loop(self.link, inner, closing.subscribe()));
     }
 }
@@ -87,13 +90,19 @@ impl Relay {
     pub(super) fn new(link: RedisLink) -> (Self, RelayTasks) {
         let (queue, rx) = mpsc::channel(QUEUE);
         let unsent = Arc::new(Mutex::new(BTreeSet::new()));
-        (Self { queue, unsent: unsent.clone() }, RelayTasks { link, rx, unsent })
+        let failures = Arc::new(AtomicU64::new(0));
+        (Self { queue, unsent: unsent.clone(), failures: failures.clone() }, RelayTasks { link, rx, unsent, failures })
+    }
+
+    /// Messages (or resync notices) that could not be published.
+    pub(super) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Queues `message` for the other replicas (never waits).
     pub(super) fn publish(&self, message: &ChatMessage) {
         if self.queue.try_send(Outgoing::Message(message.clone())).is_err() {
-            count_failure();
+            count_failure(&self.failures);
             self.unsent.lock().unwrap_or_else(PoisonError::into_inner).insert(message.channel_id.clone());
         }
     }
@@ -109,7 +118,8 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|closing| *closing).await;
 }
 
-fn count_failure() {
+fn count_failure(failures: &AtomicU64) {
+    failures.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("rally_lobby_chat_relay_publish_failures_total").increment(1);
 }
 
@@ -128,6 +138,7 @@ async fn publish_loop(
     link: RedisLink,
     mut rx: mpsc::Receiver<Outgoing>,
     unsent: Arc<Mutex<BTreeSet<String>>>,
+    failures: Arc<AtomicU64>,
     mut closing: watch::Receiver<bool>,
 ) {
     let origin = link.replica_id().to_owned();
@@ -154,7 +165,7 @@ async fn publish_loop(
             match publish_envelope(&link, &envelope).await {
                 Ok(()) => published = true,
                 Err(err) => {
-                    count_failure();
+                    count_failure(&failures);
                     if let Some(message) = &envelope.message {
                         unsent.lock().unwrap_or_else(PoisonError::into_inner).insert(message.channel_id.clone());
                     }

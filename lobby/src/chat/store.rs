@@ -44,6 +44,9 @@ pub struct ChatStats {
     pub resync_refills: u64,
     /// Times the relay's Redis pub/sub connection was (re)established.
     pub relay_connects: u64,
+    /// Messages stored here that could not be published to the other
+    /// replicas (they resync those channels once Redis answers).
+    pub relay_publish_failures: u64,
 }
 
 /// What a channel's live broadcast carries.
@@ -289,6 +292,7 @@ impl ChatStore {
             gap_refills: self.inner.gap_refills.load(Ordering::Relaxed),
             resync_refills: self.inner.resync_refills.load(Ordering::Relaxed),
             relay_connects: self.inner.relay_connects.load(Ordering::Relaxed),
+            relay_publish_failures: self.inner.relay.as_ref().map_or(0, Relay::failures),
         }
     }
 
