@@ -99,7 +99,6 @@ def check_keys(rally, secrets):
                     f"the lobby announces {announced}")
         matchmaker = ready_line([rally, "matchmaker", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
                                  "--data-dir", data, "--ready-json", "--access-token-key", announced,
-                                 "--lobby-database-url", f"sqlite://{data}/lobby.db",
                                  "--token-signing-key-file", str(secrets / "rally-token-signing-key")])
         if matchmaker is not None and matchmaker["token_key"] != public["RALLY_TOKEN_KEYS"]:
             problem(f"keys.sh derived RALLY_TOKEN_KEYS={public['RALLY_TOKEN_KEYS']}, "

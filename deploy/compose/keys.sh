@@ -9,8 +9,8 @@
 #   postgres-password         PostgreSQL's password for the role `rally`
 #   grafana-admin-password    Grafana's `admin` password
 #   lobby.env                 RALLY_DATABASE_URL
-#   matchmaker.env            RALLY_LOBBY_DATABASE_URL, and RALLY_ACCESS_TOKEN_KEYS: the
-#                             public halves of the lobby's seeds
+#   matchmaker.env            RALLY_ACCESS_TOKEN_KEYS: the public halves of the lobby's
+#                             seeds (the matchmaker never reads the lobby's database)
 #   shard.env                 RALLY_TOKEN_KEYS: the matchmaker's public key, as key id 1
 #   bots.env                  RALLY_BOT_PASSWORD (the bots' accounts)
 #
@@ -79,8 +79,7 @@ token_public=$(public_of "$(tr -d '\n' <"$dir/rally-token-signing-key")")
 (
     umask 022
     IFS=,
-    printf 'RALLY_LOBBY_DATABASE_URL=%s\nRALLY_ACCESS_TOKEN_KEYS=%s\n' "$database_url" "${access_public[*]}" \
-        >"$dir/matchmaker.env"
+    printf 'RALLY_ACCESS_TOKEN_KEYS=%s\n' "${access_public[*]}" >"$dir/matchmaker.env"
     printf 'RALLY_TOKEN_KEYS=1:%s\n' "$token_public" >"$dir/shard.env"
 )
 echo "derived $dir/matchmaker.env $dir/shard.env"
