@@ -172,6 +172,12 @@ pub struct MatchmakerConfig {
     pub ticket_retention_ms: u64,
     /// Rating of a player with no profile.
     pub default_rating: f64,
+    /// How long a shard slot reserved for a match may stay unconfirmed by the
+    /// claim of its tickets before any replica's round decides its fate (a
+    /// replica killed mid-commit; see [`crate::registry`]), ms. A claim later
+    /// than this is refused and the match's tickets stay queued, so it must
+    /// comfortably exceed one commit (a few Redis round trips).
+    pub reservation_confirm_ms: u64,
 }
 
 impl Default for MatchmakerConfig {
@@ -182,6 +188,7 @@ impl Default for MatchmakerConfig {
             watch_poll_interval: Duration::from_millis(100),
             ticket_retention_ms: 10 * 60 * 1000,
             default_rating: 1500.0,
+            reservation_confirm_ms: 5_000,
         }
     }
 }
@@ -199,6 +206,9 @@ impl MatchmakerConfig {
         }
         for mode in &self.modes {
             mode.validate()?;
+        }
+        if self.reservation_confirm_ms == 0 {
+            return Err(MatchmakerError::invalid("reservation_confirm_ms", "must be above 0"));
         }
         Ok(())
     }

@@ -4,16 +4,28 @@
 //! A round: reap shards whose heartbeat lapsed or that restarted (their
 //! matches are reported aborted, one outcome per match id, and their tickets
 //! told), read the live shards, then per mode read the queue, expire old tickets, [`propose`] matches, and commit each one:
-//! reserve a slot on the chosen shard (atomic in the registry), mint one
-//! connect token per seat, then claim the tickets (atomic in the ticket
-//! store). If another replica claimed a ticket first, the reservation is
-//! released. Replicas may run rounds at the same time on the same Redis: the
-//! two atomic steps are what keep a ticket from being assigned twice and a
-//! shard from being over-reserved.
+//! reserve a slot on the chosen shard tentatively (atomic in the registry,
+//! with a confirm-by deadline), mint one connect token per seat, claim the
+//! tickets (atomic in the ticket store, refused past the deadline), then
+//! confirm the reservation. If another replica claimed a ticket first, the
+//! reservation is dropped. Replicas may run rounds at the same time on the
+//! same Redis: the two atomic steps are what keep a ticket from being
+//! assigned twice and a shard from being over-reserved.
+//!
+//! **A replica killed mid-commit** leaves at most a tentative reservation.
+//! Each round also settles the reservations left unconfirmed past their
+//! deadline ([`crate::registry::ShardRegistry::overdue`]): claimed (the dead
+//! replica got as far as the claim) → confirmed, the match stands and its
+//! players learn of it through any replica's WatchTicket; not claimed →
+//! dropped, and its tickets, still queued, are matched by whichever replica
+//! runs the next round. A shard lost while holding a reservation that was
+//! never claimed reports nothing for it and leaves its tickets queued.
+//! [`Matchmaker::set_commit_fault`] halts commits at those points, for tests.
 //!
 //! Watchers subscribe to a ticket's state; the engine tells local watchers at
 //! once, and a poller re-reads watched tickets from the store so changes made
-//! by other replicas arrive too.
+//! by other replicas arrive too: a client whose WatchTicket stream broke with
+//! its replica opens it again on any other and sees the same ticket.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,9 +47,10 @@ use crate::matching::{Occupant, Proposal, ProposedSeat, propose};
 use crate::ratings::RatingSource;
 use crate::redis::{RedisBus, RedisConnection, RedisMatchEvents, RedisRegistry, RedisTickets};
 use crate::registry::{
-    ExpiredShard, MatchRecord, MemoryRegistry, Reservation, SeatRecord, ShardEntry, ShardInfo, ShardLoss, ShardRegistry,
+    Confirmation, ExpiredShard, MatchRecord, MemoryRegistry, Reservation, SeatRecord, ShardEntry, ShardInfo, ShardLoss,
+    ShardRegistry,
 };
-use crate::store::{Insertion, MemoryTickets, TicketStore};
+use crate::store::{IdempotencyKey, Insertion, MemoryTickets, TicketStore};
 use crate::ticket::{Assignment, PartyMember, RosterSeat, SeatAssignment, Ticket, TicketId, TicketState};
 use crate::token::{SeatGrant, TokenMinter};
 
@@ -106,6 +119,30 @@ pub struct EnqueueRequest {
     /// Display names of the leader and party members (from their access
     /// tokens); a player not listed is shown as `player-<id>`.
     pub display_names: Vec<(PlayerId, String)>,
+    /// The client's key for this request: a retry with the same key returns
+    /// the ticket the first one made, on any replica (see [`crate::store`]).
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A step of committing a match after which [`CommitFault`] may halt it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitStep {
+    /// The shard slot is reserved (tentatively); no ticket is claimed yet.
+    Reserved,
+    /// The tickets are claimed; the reservation is not confirmed, no watcher
+    /// told, the match not announced.
+    Claimed,
+}
+
+/// A test seam: decides whether a commit stops dead after a step, leaving
+/// exactly what a replica killed at that point leaves in the shared backends
+/// (nothing is undone, no one is told). Production engines have none; tests
+/// install one with [`Matchmaker::set_commit_fault`] to show that the other
+/// replicas heal what is left.
+pub trait CommitFault: Send + Sync + 'static {
+    /// Whether the commit of `match_id` halts after `step`.
+    fn halts_after(&self, step: CommitStep, match_id: MatchId) -> bool;
 }
 
 /// What one round did.
@@ -126,13 +163,25 @@ pub struct RoundStats {
     /// Matches reported aborted because their shard's heartbeat lapsed or
     /// it restarted (matches that already had a result are not counted).
     pub aborted_matches: usize,
+    /// Overdue tentative reservations whose tickets had been claimed: confirmed.
+    pub confirmed_overdue: usize,
+    /// Overdue tentative reservations whose tickets were never claimed
+    /// (their replica died mid-commit): dropped, the tickets stay queued.
+    pub dropped_overdue: usize,
 }
 
 enum Commit {
-    Matched { tickets: usize, waits_ms: Vec<u64> },
+    Matched {
+        tickets: usize,
+        waits_ms: Vec<u64>,
+    },
     Conflict,
     NoCapacity,
     NoBots,
+    /// Stopped by the [`CommitFault`] seam.
+    Halted,
+    /// Claimed, but its shard was lost before the reservation was confirmed: reported aborted.
+    Lost,
 }
 
 type Watchers = HashMap<TicketId, watch::Sender<Option<TicketState>>>;
@@ -144,6 +193,7 @@ struct Inner {
     ratings: Arc<dyn RatingSource>,
     minter: TokenMinter,
     bots: RwLock<Option<Arc<dyn BotFill>>>,
+    fault: RwLock<Option<Arc<dyn CommitFault>>>,
     watchers: Mutex<Watchers>,
     /// Per mode: queued tickets already read, so a round only fetches new ones.
     cache: tokio::sync::Mutex<HashMap<String, HashMap<TicketId, Arc<Ticket>>>>,
@@ -192,6 +242,7 @@ impl Matchmaker {
                 ratings,
                 minter,
                 bots: RwLock::new(None),
+                fault: RwLock::new(None),
                 watchers: Mutex::new(HashMap::new()),
                 cache: tokio::sync::Mutex::new(HashMap::new()),
             }),
@@ -228,6 +279,16 @@ impl Matchmaker {
     /// Installs the hook that fills empty seats with bots.
     pub fn set_bot_fill(&self, bots: Arc<dyn BotFill>) {
         *self.inner.bots.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bots);
+    }
+
+    /// Installs the test seam that halts commits ([`CommitFault`]).
+    pub fn set_commit_fault(&self, fault: Arc<dyn CommitFault>) {
+        *self.inner.fault.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fault);
+    }
+
+    fn halts_after(&self, step: CommitStep, match_id: MatchId) -> bool {
+        let fault = self.inner.fault.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fault.as_ref().is_some_and(|fault| fault.halts_after(step, match_id))
     }
 
     fn bots(&self) -> Option<Arc<dyn BotFill>> {
@@ -299,9 +360,11 @@ impl Matchmaker {
         // result has freed the seat (the shard tells players first, then
         // publishes): a seat conflict is retried for a short grace.
         let grace = tokio::time::Instant::now() + SEAT_RELEASE_GRACE;
+        let key = request.idempotency_key.as_ref();
         loop {
-            match self.inner.backends.tickets.insert(&ticket).await? {
+            match self.inner.backends.tickets.insert(&ticket, key).await? {
                 Insertion::Inserted => break,
+                Insertion::Replayed { ticket: made } => return self.replayed(&ticket, key, made).await,
                 Insertion::Held { player_id, ticket: held } => {
                     match self.held(leader, &ticket, player_id, held).await {
                         Err(MatchmakerError::AlreadyExists(_))
@@ -316,6 +379,38 @@ impl Matchmaker {
         }
         metrics::counter!("rally_matchmaker_tickets_enqueued_total").increment(1);
         Ok(ticket)
+    }
+
+    /// The answer to an Enqueue whose idempotency key already made ticket
+    /// `made`: that ticket (whatever its state) when the request is the same
+    /// (mode and players), else `FailedPrecondition`.
+    async fn replayed(
+        &self,
+        wanted: &Ticket,
+        key: Option<&IdempotencyKey>,
+        made: TicketId,
+    ) -> Result<Ticket, MatchmakerError> {
+        let key = key.map_or("", IdempotencyKey::as_str);
+        let existing = self.inner.backends.tickets.tickets(&[made]).await?.pop().flatten().ok_or_else(|| {
+            MatchmakerError::FailedPrecondition(format!(
+                "idempotency key {key:?} was used for ticket {made}, which is forgotten; enqueue with a new key"
+            ))
+        })?;
+        let ids = |ticket: &Ticket| {
+            let mut ids: Vec<u64> = ticket.players.iter().map(|member| member.player_id.0).collect();
+            ids.sort_unstable();
+            ids
+        };
+        if existing.mode != wanted.mode || ids(&existing) != ids(wanted) {
+            return Err(MatchmakerError::FailedPrecondition(format!(
+                "idempotency key {key:?} was used for a different Enqueue (ticket {made}: mode {:?}, players {:?}); \
+                 use a new key for a new request",
+                existing.mode,
+                ids(&existing)
+            )));
+        }
+        metrics::counter!("rally_matchmaker_enqueues_replayed_total").increment(1);
+        Ok(existing)
     }
 
     /// Whether ticket `id` is matched (its players hold seats).
@@ -465,6 +560,7 @@ impl Matchmaker {
             tracing::warn!(shard = %lost.name, matches = lost.matches.len(), "{why}; its matches are aborted");
             stats.aborted_matches += self.abort_matches(lost, now_ms).await?;
         }
+        self.settle_overdue(now_ms, &mut stats).await?;
         let mut shards: Vec<(ShardEntry, u32)> = backends
             .registry
             .shards(now_ms)
@@ -554,6 +650,32 @@ impl Matchmaker {
         Ok(stats)
     }
 
+    /// Decides the fate of tentative reservations left unconfirmed past their
+    /// deadline (see the module docs). Claims made after a deadline are
+    /// refused, so the states read here are final for the match.
+    async fn settle_overdue(&self, now_ms: u64, stats: &mut RoundStats) -> Result<(), MatchmakerError> {
+        let backends = &self.inner.backends;
+        for record in backends.registry.overdue(now_ms).await? {
+            let states = backends.tickets.states(&record.tickets).await?;
+            if states.iter().any(|state| matched_into(state.as_ref(), record.match_id)) {
+                tracing::info!(match_id = %record.match_id, shard = %record.shard,
+                    "a match claimed but not confirmed (its replica stopped mid-commit); confirmed");
+                if backends.registry.confirm(&record.shard, record.match_id).await? == Confirmation::Gone {
+                    let lost =
+                        ExpiredShard { name: record.shard.clone(), loss: ShardLoss::Lapsed, matches: vec![record] };
+                    stats.aborted_matches += self.abort_matches(lost, now_ms).await?;
+                }
+                stats.confirmed_overdue += 1;
+            } else if backends.registry.drop_unconfirmed(&record.shard, record.match_id).await? {
+                tracing::info!(match_id = %record.match_id, shard = %record.shard,
+                    "a reservation never claimed (its replica stopped mid-commit); dropped, its tickets stay queued");
+                stats.dropped_overdue += 1;
+                metrics::counter!("rally_matchmaker_reservations_dropped_total").increment(1);
+            }
+        }
+        Ok(())
+    }
+
     async fn commit(
         &self,
         mode: &ModeConfig,
@@ -601,15 +723,20 @@ impl Matchmaker {
             reserved_at_ms: now_ms,
         };
         let registry = &self.inner.backends.registry;
-        match registry.reserve(&shard.name, &record, now_ms).await? {
+        let confirm_within_ms = self.inner.config.reservation_confirm_ms;
+        let tentative = registry.reserve_tentative(&shard.name, &record, confirm_within_ms, now_ms).await?;
+        match tentative.reservation {
             Reservation::Reserved => {}
             Reservation::Full | Reservation::Draining | Reservation::Gone => return Ok(Commit::NoCapacity),
+        }
+        if self.halts_after(CommitStep::Reserved, match_id) {
+            return Ok(Commit::Halted);
         }
         let granted = self.grant_seats(mode, match_id, &shard, &seats, &seat_records, now_ms);
         let granted = match granted {
             Ok(granted) => granted,
             Err(err) => {
-                let _ = registry.release(&shard.name, match_id).await;
+                let _ = registry.drop_unconfirmed(&shard.name, match_id).await;
                 return Err(err);
             }
         };
@@ -649,16 +776,31 @@ impl Matchmaker {
             };
             claims.push((ticket.id, TicketState::Matched(assignment)));
         }
-        let claimed = match self.inner.backends.tickets.claim(&mode.name, &claims).await {
+        let claim = self.inner.backends.tickets.claim_by(&mode.name, &claims, tentative.confirm_by_ms, now_ms).await;
+        let claimed = match claim {
             Ok(claimed) => claimed,
-            Err(err) => {
-                let _ = registry.release(&shard.name, match_id).await;
-                return Err(err.into());
-            }
+            // Whether the claim happened is unknown: the reservation is left
+            // for the overdue check, which reads the tickets and decides.
+            Err(err) => return Err(err.into()),
         };
         if !claimed {
-            registry.release(&shard.name, match_id).await?;
+            registry.drop_unconfirmed(&shard.name, match_id).await?;
             return Ok(Commit::Conflict);
+        }
+        if self.halts_after(CommitStep::Claimed, match_id) {
+            return Ok(Commit::Halted);
+        }
+        match registry.confirm(&shard.name, match_id).await {
+            Ok(Confirmation::Confirmed) => {}
+            Ok(Confirmation::Gone) => {
+                tracing::warn!(%match_id, shard = %shard.name, "the shard was lost while the match was being made");
+                let lost = ExpiredShard { name: shard.name.clone(), loss: ShardLoss::Lapsed, matches: vec![record] };
+                self.abort_matches(lost, now_ms).await?;
+                return Ok(Commit::Lost);
+            }
+            // The match is made (the claim is the commit point); the overdue
+            // check confirms the reservation.
+            Err(err) => tracing::warn!(%err, %match_id, "confirming a reservation failed; a later round confirms it"),
         }
         for (id, state) in &claims {
             self.notify(*id, state);
@@ -740,6 +882,15 @@ impl Matchmaker {
         let shard = &lost.name;
         let mut aborted = 0;
         for record in lost.matches {
+            // A reservation whose tickets were never claimed (its replica died
+            // mid-commit, or lost the claim) is no match: nothing to report,
+            // and its tickets stay as they are, queued or in another match.
+            let states = self.inner.backends.tickets.states(&record.tickets).await?;
+            let known = states.iter().any(Option::is_some);
+            if known && !states.iter().any(|state| matched_into(state.as_ref(), record.match_id)) {
+                tracing::info!(match_id = %record.match_id, %shard, "the lost shard's reservation was never claimed; dropped");
+                continue;
+            }
             if self.inner.backends.bus.settle(&aborted_result(&record, now_ms)).await? == Settlement::AlreadySettled {
                 tracing::info!(match_id = %record.match_id, %shard, "the lost shard's match already has a result; kept");
                 continue;
@@ -753,14 +904,9 @@ impl Matchmaker {
                     format!("shard {shard} restarted, so match {} was lost; enqueue again", record.match_id)
                 }
             };
-            let updates: Vec<(TicketId, TicketState)> = record
-                .tickets
-                .iter()
-                .map(|&id| (id, TicketState::Aborted { match_id: record.match_id, reason: reason.clone() }))
-                .collect();
-            self.inner.backends.tickets.set_states(&updates).await?;
-            for (id, state) in &updates {
-                self.notify(*id, state);
+            let state = TicketState::Aborted { match_id: record.match_id, reason };
+            for id in self.inner.backends.tickets.abort_matched(record.match_id, &record.tickets, &state).await? {
+                self.notify(id, &state);
             }
             aborted += 1;
             metrics::counter!("rally_matchmaker_matches_aborted_total").increment(1);
@@ -875,10 +1021,16 @@ fn tally(stats: &mut RoundStats, done: Result<Result<Commit, MatchmakerError>, t
         }
         Ok(Ok(Commit::Conflict)) => stats.conflicts += 1,
         Ok(Ok(Commit::NoCapacity)) => stats.no_capacity += 1,
-        Ok(Ok(Commit::NoBots)) => {}
+        Ok(Ok(Commit::NoBots | Commit::Halted)) => {}
+        Ok(Ok(Commit::Lost)) => stats.aborted_matches += 1,
         Ok(Err(err)) => tracing::warn!(%err, "committing a match failed; its tickets stay queued"),
         Err(err) => tracing::error!(%err, "a commit task panicked"),
     }
+}
+
+/// Whether `state` is matched into `match_id`.
+fn matched_into(state: Option<&TicketState>, match_id: MatchId) -> bool {
+    matches!(state, Some(TicketState::Matched(assignment)) if assignment.match_id == match_id)
 }
 
 /// `proposal`'s tickets, and its seats with each player's ticket given by
@@ -1018,6 +1170,14 @@ fn describe_metrics() {
     describe_counter!("rally_matchmaker_tickets_expired_total", "Tickets that expired unmatched");
     describe_counter!("rally_matchmaker_matches_total", "Matches formed and placed on a shard");
     describe_counter!("rally_matchmaker_matches_aborted_total", "Matches formed but not placed");
+    describe_counter!(
+        "rally_matchmaker_reservations_dropped_total",
+        "Shard slots reserved by a replica that stopped before claiming the tickets, dropped by another"
+    );
+    describe_counter!(
+        "rally_matchmaker_enqueues_replayed_total",
+        "Enqueues answered with the ticket an earlier Enqueue with the same idempotency key made"
+    );
     describe_counter!("rally_matchmaker_no_capacity_total", "Matches that found no shard with room, per round");
     describe_gauge!("rally_matchmaker_waiting_for_capacity", "Matches waiting for a shard with room");
 }

@@ -25,6 +25,19 @@
 //! checks that the shard is alive, not draining and below its capacity, and
 //! records the match; [`ShardRegistry::release`] frees the slot when the
 //! match's result is published.
+//!
+//! **Tentative reservations.** The matchmaker reserves a slot *before* it
+//! claims the match's tickets ([`ShardRegistry::reserve_tentative`]), and a
+//! replica may die between the two. Such a reservation carries a deadline (on
+//! the registry's clock) and is [`ShardRegistry::confirm`]ed once the claim
+//! succeeded. One still unconfirmed past its deadline is
+//! [`ShardRegistry::overdue`]: any replica's round then looks at its tickets
+//! and confirms it (they were claimed into the match: the claim is the commit
+//! point) or drops it ([`ShardRegistry::drop_unconfirmed`]; the tickets were
+//! never claimed, they stay queued for any replica to match). The ticket store
+//! refuses a claim made after the reservation's deadline
+//! ([`crate::store::TicketStore::claim_by`]), so a replica that was merely
+//! slow cannot claim tickets for a reservation another replica dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -141,6 +154,29 @@ pub enum Reservation {
     Gone,
 }
 
+/// What [`ShardRegistry::reserve_tentative`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tentative {
+    /// Whether a slot is held.
+    pub reservation: Reservation,
+    /// When [`Reservation::Reserved`]: the time on the registry's clock (Unix
+    /// ms; Redis's own clock on Redis) after which the reservation is overdue
+    /// unless confirmed, and after which the ticket store refuses to claim
+    /// tickets for it ([`crate::store::TicketStore::claim_by`]).
+    pub confirm_by_ms: u64,
+}
+
+/// What [`ShardRegistry::confirm`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The match holds its slot for good (until released or its shard is lost).
+    Confirmed,
+    /// The match is no longer on its shard: the shard was reaped, or
+    /// restarted, while the reservation was tentative. The caller reports the
+    /// match aborted.
+    Gone,
+}
+
 /// What a registration found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Registration {
@@ -225,8 +261,28 @@ pub trait ShardRegistry: Send + Sync + std::fmt::Debug + 'static {
     async fn deregister(&self, name: &str, incarnation: u64) -> Result<Vec<MatchRecord>, BackendError>;
     /// Every live shard (draining ones included), by name.
     async fn shards(&self, now_ms: u64) -> Result<Vec<ShardEntry>, BackendError>;
-    /// Atomically reserves one match slot on `shard` for `record`.
+    /// Atomically reserves one match slot on `shard` for `record`, for good.
     async fn reserve(&self, shard: &str, record: &MatchRecord, now_ms: u64) -> Result<Reservation, BackendError>;
+    /// Atomically reserves one match slot on `shard` for `record`, to be
+    /// [`ShardRegistry::confirm`]ed within `confirm_within_ms` (on the
+    /// registry's clock) or become [`ShardRegistry::overdue`].
+    async fn reserve_tentative(
+        &self,
+        shard: &str,
+        record: &MatchRecord,
+        confirm_within_ms: u64,
+        now_ms: u64,
+    ) -> Result<Tentative, BackendError>;
+    /// Makes a tentative reservation permanent (its tickets are claimed).
+    /// Idempotent; a reservation that was never tentative is confirmed too.
+    async fn confirm(&self, shard: &str, match_id: MatchId) -> Result<Confirmation, BackendError>;
+    /// Tentative reservations past their deadline and still held, oldest
+    /// first, at most 256. They stay held until confirmed or dropped.
+    async fn overdue(&self, now_ms: u64) -> Result<Vec<MatchRecord>, BackendError>;
+    /// Frees the slot of a reservation that is still tentative; `false` (and
+    /// nothing changed) if it was confirmed or released meanwhile. Of several
+    /// replicas dropping one reservation at once, one gets `true`.
+    async fn drop_unconfirmed(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError>;
     /// Frees a match's slot; `false` if it was not held (released before, or its shard was reaped).
     async fn release(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError>;
     /// Removes every shard whose entry expired and returns them with their
@@ -252,6 +308,8 @@ struct MemoryState {
     shards: HashMap<String, MemoryShard>,
     /// Matches of replaced incarnations, waiting for the next reap.
     orphans: Vec<MatchRecord>,
+    /// Tentative reservations: match → (shard, confirm-by ms).
+    tentative: BTreeMap<MatchId, (String, u64)>,
 }
 
 /// The embedded registry: one process, one mutex.
@@ -361,8 +419,60 @@ impl ShardRegistry for MemoryRegistry {
         Ok(Reservation::Reserved)
     }
 
+    async fn reserve_tentative(
+        &self,
+        shard: &str,
+        record: &MatchRecord,
+        confirm_within_ms: u64,
+        now_ms: u64,
+    ) -> Result<Tentative, BackendError> {
+        let reservation = self.reserve(shard, record, now_ms).await?;
+        let confirm_by_ms = now_ms.saturating_add(confirm_within_ms);
+        if reservation == Reservation::Reserved {
+            self.lock().tentative.insert(record.match_id, (shard.to_owned(), confirm_by_ms));
+        }
+        Ok(Tentative { reservation, confirm_by_ms })
+    }
+
+    async fn confirm(&self, shard: &str, match_id: MatchId) -> Result<Confirmation, BackendError> {
+        let mut state = self.lock();
+        state.tentative.remove(&match_id);
+        let held = state.shards.get(shard).is_some_and(|entry| entry.matches.contains_key(&match_id));
+        Ok(if held { Confirmation::Confirmed } else { Confirmation::Gone })
+    }
+
+    async fn overdue(&self, now_ms: u64) -> Result<Vec<MatchRecord>, BackendError> {
+        let mut state = self.lock();
+        let late: Vec<(MatchId, String, u64)> = state
+            .tentative
+            .iter()
+            .filter(|(_, (_, by_ms))| *by_ms < now_ms)
+            .map(|(&id, (shard, by_ms))| (id, shard.clone(), *by_ms))
+            .collect();
+        let mut records = Vec::new();
+        for (match_id, shard, by_ms) in late {
+            match state.shards.get(&shard).and_then(|entry| entry.matches.get(&match_id)) {
+                Some(record) => records.push((by_ms, record.clone())),
+                // Its shard was lost or released it: nothing left to decide.
+                None => drop(state.tentative.remove(&match_id)),
+            }
+        }
+        records.sort_by_key(|(by_ms, record)| (*by_ms, record.match_id));
+        Ok(records.into_iter().take(256).map(|(_, record)| record).collect())
+    }
+
+    async fn drop_unconfirmed(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError> {
+        let mut state = self.lock();
+        if state.tentative.remove(&match_id).is_none() {
+            return Ok(false);
+        }
+        Ok(state.shards.get_mut(shard).is_some_and(|entry| entry.matches.remove(&match_id).is_some()))
+    }
+
     async fn release(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError> {
-        Ok(self.lock().shards.get_mut(shard).is_some_and(|entry| entry.matches.remove(&match_id).is_some()))
+        let mut state = self.lock();
+        state.tentative.remove(&match_id);
+        Ok(state.shards.get_mut(shard).is_some_and(|entry| entry.matches.remove(&match_id).is_some()))
     }
 
     async fn reap_expired(&self, now_ms: u64) -> Result<Vec<ExpiredShard>, BackendError> {

@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 use crate::engine::{EnqueueRequest, Matchmaker, unix_ms};
 use crate::error::MatchmakerError;
 use crate::proto::{self, matchmaker as pb};
+use crate::store::IdempotencyKey;
 use crate::ticket::{TicketId, TicketState};
 
 /// Largest request message accepted, in bytes: the same for every rally server.
@@ -95,12 +96,19 @@ impl pb::matchmaker_server::Matchmaker for MatchmakerService {
         }
         let mut latencies_ms: Vec<(String, u32)> = request.latencies_ms.into_iter().collect();
         latencies_ms.sort();
+        let idempotency_key = match request.idempotency_key.as_str() {
+            "" => None,
+            key => {
+                Some(IdempotencyKey::new(key).map_err(|reason| MatchmakerError::invalid("idempotency_key", reason))?)
+            }
+        };
         let enqueue = EnqueueRequest {
             mode: request.mode,
             party,
             region: Some(request.region).filter(|region| !region.is_empty()),
             latencies_ms,
             display_names,
+            idempotency_key,
         };
         let ticket = self.matchmaker.enqueue(leader, enqueue, unix_ms()).await?;
         Ok(Response::new(pb::EnqueueResponse {

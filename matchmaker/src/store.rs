@@ -14,6 +14,19 @@
 //! result is on the results bus (the engine's seat consumer then calls
 //! [`TicketStore::release_seats`]), or when it is aborted (its tickets become
 //! `Aborted`). A ticket forgotten after the retention is not live either.
+//!
+//! **Idempotency keys.** An insert may carry the client's key for the request
+//! ([`IdempotencyKey`], scoped per leader). The key is stored with the ticket,
+//! in the same atomic step, and kept as long as the ticket (its queue life
+//! plus the retention); an insert whose key is already stored changes nothing
+//! and answers [`Insertion::Replayed`] with the ticket it made first, so a
+//! retried Enqueue whose answer was lost finds its ticket on any replica.
+//!
+//! **Claims are fenced by the reservation's deadline.** The engine reserves a
+//! shard slot tentatively before claiming ([`crate::registry`]);
+//! [`TicketStore::claim_by`] refuses a claim made after the reservation's
+//! confirm-by time, judged on the same clock (Redis's own on Redis), so a
+//! reservation another replica dropped as overdue can never get tickets.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -24,11 +37,46 @@ use rally_protocol::{MatchId, PlayerId};
 use crate::error::BackendError;
 use crate::ticket::{Ticket, TicketId, TicketState};
 
+/// A client's idempotency key for an Enqueue: 1 to 64 printable ASCII
+/// characters, U+0021 to U+007E (no spaces). Scoped per leader: two players'
+/// equal keys are unrelated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Most characters in a key.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks `key`; the error says what is wrong with it.
+    pub fn new(key: &str) -> Result<Self, String> {
+        if key.is_empty() || key.len() > Self::MAX_LEN {
+            return Err(format!("an idempotency key has 1 to {} characters, not {}", Self::MAX_LEN, key.len()));
+        }
+        if let Some(bad) = key.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(format!(
+                "an idempotency key is printable ASCII without spaces (U+0021 to U+007E); it holds {bad:?}"
+            ));
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What [`TicketStore::insert`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Insertion {
     /// The ticket is queued and now holds each of its players.
     Inserted,
+    /// The leader already made ticket `ticket` with this idempotency key
+    /// (whatever its state now); nothing changed.
+    Replayed {
+        /// The ticket first made with the key.
+        ticket: TicketId,
+    },
     /// `player_id` already holds live ticket `ticket` (queued, or matched into
     /// a match that has not ended); nothing changed.
     Held {
@@ -48,9 +96,11 @@ pub(crate) fn holds_players(state: Option<&TicketState>) -> bool {
 #[tonic::async_trait]
 pub trait TicketStore: Send + Sync + std::fmt::Debug + 'static {
     /// Atomically: stores a new ticket as queued and makes it each of its
-    /// players' ticket, unless one of them holds another live ticket
-    /// ([`Insertion::Held`], nothing changed).
-    async fn insert(&self, ticket: &Ticket) -> Result<Insertion, BackendError>;
+    /// players' ticket (and, with `key`, the leader's ticket for that key),
+    /// unless the leader already used `key` ([`Insertion::Replayed`]) or one
+    /// of the players holds another live ticket ([`Insertion::Held`]); then
+    /// nothing changed. The leader is the ticket's first player.
+    async fn insert(&self, ticket: &Ticket, key: Option<&IdempotencyKey>) -> Result<Insertion, BackendError>;
     /// The ids of `mode`'s queued tickets, oldest first (by enqueue time, then id).
     async fn queued(&self, mode: &str) -> Result<Vec<TicketId>, BackendError>;
     /// The tickets with these ids, `None` where unknown or forgotten.
@@ -60,13 +110,36 @@ pub trait TicketStore: Send + Sync + std::fmt::Debug + 'static {
     /// Atomically: if every ticket is still queued, sets each to its new state
     /// and takes it out of `mode`'s queue, and returns `true`; otherwise changes
     /// nothing and returns `false`.
-    async fn claim(&self, mode: &str, claims: &[(TicketId, TicketState)]) -> Result<bool, BackendError>;
+    async fn claim(&self, mode: &str, claims: &[(TicketId, TicketState)]) -> Result<bool, BackendError> {
+        self.claim_by(mode, claims, u64::MAX, 0).await
+    }
+    /// [`TicketStore::claim`], refused (`false`, nothing changed) once the
+    /// clock passes `by_ms`: a tentative reservation's confirm-by time. The
+    /// clock is the registry's: Redis's own on Redis (`now_ms` is ignored
+    /// there), `now_ms` in memory.
+    async fn claim_by(
+        &self,
+        mode: &str,
+        claims: &[(TicketId, TicketState)],
+        by_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, BackendError>;
     /// Atomically ends a queued ticket with `state` (cancelled or expired).
     /// Returns the ticket's state afterwards: `state`, or the state it had
     /// already reached; `None` if the ticket is unknown.
     async fn finish(&self, mode: &str, id: TicketId, state: TicketState) -> Result<Option<TicketState>, BackendError>;
-    /// Overwrites the states of tickets that are out of the queue (aborted matches).
+    /// Overwrites the states of tickets that are out of the queue.
     async fn set_states(&self, updates: &[(TicketId, TicketState)]) -> Result<(), BackendError>;
+    /// Atomically sets `state` on those of `ids` that are matched into
+    /// `match_id` (an aborted match), leaving any other ticket alone (still
+    /// queued: the match was never claimed; or in another match); returns
+    /// the ids changed.
+    async fn abort_matched(
+        &self,
+        match_id: MatchId,
+        ids: &[TicketId],
+        state: &TicketState,
+    ) -> Result<Vec<TicketId>, BackendError>;
     /// Match `match_id` ended: each of `players` whose ticket is matched into
     /// it holds no ticket any more (it may enqueue again). Players holding
     /// another ticket, or none, are left alone; calling twice is harmless.
@@ -80,6 +153,10 @@ struct MemoryState {
     queues: HashMap<String, BTreeSet<(u64, TicketId)>>,
     /// Each player's newest ticket, while it may still be live.
     players: HashMap<PlayerId, TicketId>,
+    /// Idempotency keys: (leader, key) → the ticket made with it.
+    keys: HashMap<(PlayerId, IdempotencyKey), TicketId>,
+    /// The key each keyed ticket was made with, to forget it with the ticket.
+    key_of: HashMap<TicketId, (PlayerId, IdempotencyKey)>,
     /// Finished tickets in the order they finished, to forget them after the retention.
     finished: VecDeque<(Instant, TicketId)>,
 }
@@ -107,6 +184,9 @@ impl MemoryState {
                 continue;
             }
             if let Some(ticket) = self.tickets.remove(&id) {
+                if let Some(keyed) = self.key_of.remove(&id) {
+                    self.keys.remove(&keyed);
+                }
                 for member in &ticket.players {
                     if self.players.get(&member.player_id) == Some(&id) {
                         self.players.remove(&member.player_id);
@@ -146,9 +226,13 @@ impl Default for MemoryTickets {
 
 #[tonic::async_trait]
 impl TicketStore for MemoryTickets {
-    async fn insert(&self, ticket: &Ticket) -> Result<Insertion, BackendError> {
+    async fn insert(&self, ticket: &Ticket, key: Option<&IdempotencyKey>) -> Result<Insertion, BackendError> {
         let mut state = self.lock();
         state.forget_older_than(self.retention);
+        let keyed = key.zip(ticket.players.first()).map(|(key, leader)| (leader.player_id, key.clone()));
+        if let Some(&made) = keyed.as_ref().and_then(|keyed| state.keys.get(keyed)) {
+            return Ok(Insertion::Replayed { ticket: made });
+        }
         for member in &ticket.players {
             if let Some(&held) = state.players.get(&member.player_id)
                 && held != ticket.id
@@ -163,6 +247,10 @@ impl TicketStore for MemoryTickets {
         state.queues.entry(ticket.mode.clone()).or_default().insert((ticket.enqueued_at_ms, ticket.id));
         state.states.insert(ticket.id, TicketState::Queued);
         state.tickets.insert(ticket.id, ticket.clone());
+        if let Some(keyed) = keyed {
+            state.keys.insert(keyed.clone(), ticket.id);
+            state.key_of.insert(ticket.id, keyed);
+        }
         Ok(Insertion::Inserted)
     }
 
@@ -181,8 +269,17 @@ impl TicketStore for MemoryTickets {
         Ok(ids.iter().map(|id| state.states.get(id).cloned()).collect())
     }
 
-    async fn claim(&self, _mode: &str, claims: &[(TicketId, TicketState)]) -> Result<bool, BackendError> {
+    async fn claim_by(
+        &self,
+        _mode: &str,
+        claims: &[(TicketId, TicketState)],
+        by_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, BackendError> {
         let mut state = self.lock();
+        if now_ms > by_ms {
+            return Ok(false);
+        }
         if !claims.iter().all(|(id, _)| state.states.get(id) == Some(&TicketState::Queued)) {
             return Ok(false);
         }
@@ -215,6 +312,24 @@ impl TicketStore for MemoryTickets {
             state.end(*id, new_state.clone());
         }
         Ok(())
+    }
+
+    async fn abort_matched(
+        &self,
+        match_id: MatchId,
+        ids: &[TicketId],
+        new_state: &TicketState,
+    ) -> Result<Vec<TicketId>, BackendError> {
+        let mut state = self.lock();
+        let mut changed = Vec::new();
+        for &id in ids {
+            if matches!(state.states.get(&id), Some(TicketState::Matched(assignment)) if assignment.match_id == match_id)
+            {
+                state.end(id, new_state.clone());
+                changed.push(id);
+            }
+        }
+        Ok(changed)
     }
 
     async fn release_seats(&self, match_id: MatchId, players: &[PlayerId]) -> Result<(), BackendError> {

@@ -32,7 +32,7 @@ fn aborted(match_id: u64) -> TicketState {
 async fn queue_order_claims_and_finishing(backend: &Backend) {
     let store = backend.backends().tickets;
     for (id, at) in [(3, 10), (1, 20), (2, 10), (4, 30)] {
-        store.insert(&ticket(id, at)).await.unwrap();
+        store.insert(&ticket(id, at), None).await.unwrap();
     }
     let ids = |ids: &[u64]| ids.iter().map(|&id| TicketId(id)).collect::<Vec<_>>();
     assert_eq!(store.queued("pong").await.unwrap(), ids(&[2, 3, 1, 4]), "by enqueue time, then id");
@@ -58,7 +58,7 @@ async fn queue_order_claims_and_finishing(backend: &Backend) {
 async fn concurrent_claims_have_one_winner(backend: &Backend) {
     let store: Arc<dyn TicketStore> = backend.backends().tickets;
     for id in 1..=3 {
-        store.insert(&ticket(id, 0)).await.unwrap();
+        store.insert(&ticket(id, 0), None).await.unwrap();
     }
     // Sixteen claimers, each wanting ticket 1 and one other: exactly one wins.
     let mut tasks = tokio::task::JoinSet::new();

@@ -2,8 +2,10 @@
 //! scored by entry expiry, Unix ms on Redis's clock), `P:shard:<name>` (a hash:
 //! `info` JSON, `capacity`, `draining`, `reserved`, `load` JSON, `incarnation`,
 //! `ttl` ms), `P:shard:<name>:m` (a hash of reserved matches: match id → record
-//! JSON) and `P:orphans` (matches of replaced incarnations, match id → record
-//! JSON, until the next reap). Every change that reads before it writes is one
+//! JSON), `P:orphans` (matches of replaced incarnations, match id → record
+//! JSON, until the next reap) and `P:tentative` (a sorted set of tentative
+//! reservations, `<match id>:<shard name>`, scored by their confirm-by time on
+//! Redis's clock; see [`crate::registry`]). Every change that reads before it writes is one
 //! Lua script, so replicas can never reserve past capacity or reap one shard
 //! twice.
 //!
@@ -25,8 +27,8 @@ use redis::Script;
 use super::RedisConnection;
 use crate::error::BackendError;
 use crate::registry::{
-    ExpiredShard, Heartbeat, MatchRecord, Registration, Reservation, ShardEntry, ShardInfo, ShardLoad, ShardLoss,
-    ShardRegistry, restarted_shards,
+    Confirmation, ExpiredShard, Heartbeat, MatchRecord, Registration, Reservation, ShardEntry, ShardInfo, ShardLoad,
+    ShardLoss, ShardRegistry, Tentative, restarted_shards,
 };
 
 /// Prepends `now`, Redis's clock in Unix ms, to a script's body.
@@ -75,7 +77,9 @@ return 'alive'
 "
 );
 
-/// KEYS = shards, shard hash, its matches; ARGV = name, match id, record.
+/// KEYS = shards, shard hash, its matches, tentative; ARGV = name, match id,
+/// record, confirm within ms (negative: for good). Returns 'ok <confirm by>'
+/// or why not.
 const RESERVE: &str = on_redis_time!(
     r"
 local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -86,7 +90,48 @@ if tonumber(fields[2] or '0') >= tonumber(fields[3] or '0') then return 'full' e
 if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'reserved', 1)
 end
-return 'ok'
+local within = tonumber(ARGV[4])
+if within < 0 then return 'ok 0' end
+local by = now + within
+redis.call('ZADD', KEYS[4], by, ARGV[2] .. ':' .. ARGV[1])
+return 'ok ' .. by
+"
+);
+
+/// KEYS = tentative, the shard's matches; ARGV = member, match id.
+/// Returns 1 when the match is (still) on its shard.
+const CONFIRM: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('HEXISTS', KEYS[2], ARGV[2])
+";
+
+/// KEYS = tentative, shard hash, its matches; ARGV = member, match id.
+const DROP_UNCONFIRMED: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HDEL', KEYS[3], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'reserved', -1)
+  return 1
+end
+return 0
+";
+
+/// KEYS = tentative; ARGV = key prefix. Returns the records of overdue
+/// tentative reservations still held (and forgets those whose match left
+/// its shard some other way).
+const OVERDUE: &str = on_redis_time!(
+    r"
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 256)
+local out = {}
+for _, member in ipairs(members) do
+  local sep = string.find(member, ':', 1, true)
+  local record = nil
+  if sep then
+    local key = ARGV[1] .. ':shard:' .. string.sub(member, sep + 1) .. ':m'
+    record = redis.call('HGET', key, string.sub(member, 1, sep - 1))
+  end
+  if record then table.insert(out, record) else redis.call('ZREM', KEYS[1], member) end
+end
+return out
 "
 );
 
@@ -157,6 +202,9 @@ pub struct RedisRegistry {
     register: Script,
     heartbeat: Script,
     reserve: Script,
+    confirm: Script,
+    drop_unconfirmed: Script,
+    overdue: Script,
     release: Script,
     reap: Script,
     deregister: Script,
@@ -178,6 +226,9 @@ impl RedisRegistry {
             register: Script::new(REGISTER),
             heartbeat: Script::new(HEARTBEAT),
             reserve: Script::new(RESERVE),
+            confirm: Script::new(CONFIRM),
+            drop_unconfirmed: Script::new(DROP_UNCONFIRMED),
+            overdue: Script::new(OVERDUE),
             release: Script::new(RELEASE),
             reap: Script::new(REAP),
             deregister: Script::new(DEREGISTER),
@@ -199,6 +250,43 @@ impl RedisRegistry {
 
     fn orphans_key(&self) -> String {
         self.redis.key("orphans")
+    }
+
+    fn tentative_key(&self) -> String {
+        self.redis.key("tentative")
+    }
+
+    /// Runs the reserve script: for good (`confirm_within_ms` `None`) or tentatively.
+    async fn reserve_with(
+        &self,
+        shard: &str,
+        record: &MatchRecord,
+        confirm_within_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Tentative, BackendError> {
+        let mut invocation = self.reserve.prepare_invoke();
+        invocation
+            .key(self.shards_key())
+            .key(self.shard_key(shard))
+            .key(self.matches_key(shard))
+            .key(self.tentative_key())
+            .arg(shard)
+            .arg(record.match_id.0)
+            .arg(serde_json::to_string(record)?)
+            .arg(confirm_within_ms.map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)));
+        let mut conn = self.redis.conn();
+        let outcome: String = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
+        let (word, by) = outcome.split_once(' ').unwrap_or((outcome.as_str(), "0"));
+        let reservation = match word {
+            "ok" => Reservation::Reserved,
+            "full" => Reservation::Full,
+            "draining" => Reservation::Draining,
+            _ => Reservation::Gone,
+        };
+        let confirm_by_ms = by
+            .parse::<u64>()
+            .map_err(|err| BackendError::Corrupt(format!("the reserve script answered {outcome:?}: {err}")))?;
+        Ok(Tentative { reservation, confirm_by_ms })
     }
 
     fn connected_since(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
@@ -328,22 +416,51 @@ impl ShardRegistry for RedisRegistry {
     }
 
     async fn reserve(&self, shard: &str, record: &MatchRecord, now_ms: u64) -> Result<Reservation, BackendError> {
-        let mut invocation = self.reserve.prepare_invoke();
+        Ok(self.reserve_with(shard, record, None, now_ms).await?.reservation)
+    }
+
+    async fn reserve_tentative(
+        &self,
+        shard: &str,
+        record: &MatchRecord,
+        confirm_within_ms: u64,
+        now_ms: u64,
+    ) -> Result<Tentative, BackendError> {
+        self.reserve_with(shard, record, Some(confirm_within_ms), now_ms).await
+    }
+
+    async fn confirm(&self, shard: &str, match_id: MatchId) -> Result<Confirmation, BackendError> {
+        let mut invocation = self.confirm.prepare_invoke();
         invocation
-            .key(self.shards_key())
+            .key(self.tentative_key())
+            .key(self.matches_key(shard))
+            .arg(format!("{}:{shard}", match_id.0))
+            .arg(match_id.0);
+        let mut conn = self.redis.conn();
+        let held: i64 = self.call(None, invocation.invoke_async(&mut conn)).await?;
+        Ok(if held == 1 { Confirmation::Confirmed } else { Confirmation::Gone })
+    }
+
+    async fn overdue(&self, now_ms: u64) -> Result<Vec<MatchRecord>, BackendError> {
+        let mut invocation = self.overdue.prepare_invoke();
+        invocation.key(self.tentative_key()).arg(self.redis.prefix());
+        let mut conn = self.redis.conn();
+        let values: Vec<String> = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
+        // Oldest first as the script found them; a record that does not parse is corrupt.
+        values.iter().map(|json| serde_json::from_str(json).map_err(Into::into)).collect()
+    }
+
+    async fn drop_unconfirmed(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError> {
+        let mut invocation = self.drop_unconfirmed.prepare_invoke();
+        invocation
+            .key(self.tentative_key())
             .key(self.shard_key(shard))
             .key(self.matches_key(shard))
-            .arg(shard)
-            .arg(record.match_id.0)
-            .arg(serde_json::to_string(record)?);
+            .arg(format!("{}:{shard}", match_id.0))
+            .arg(match_id.0);
         let mut conn = self.redis.conn();
-        let outcome: String = self.call(Some(now_ms), invocation.invoke_async(&mut conn)).await?;
-        Ok(match outcome.as_str() {
-            "ok" => Reservation::Reserved,
-            "full" => Reservation::Full,
-            "draining" => Reservation::Draining,
-            _ => Reservation::Gone,
-        })
+        let dropped: i64 = self.call(None, invocation.invoke_async(&mut conn)).await?;
+        Ok(dropped == 1)
     }
 
     async fn release(&self, shard: &str, match_id: MatchId) -> Result<bool, BackendError> {
