@@ -226,3 +226,41 @@ async fn redis_refused_entries_are_dead_lettered_and_older_json_entries_still_re
     assert_eq!((lag.pending, lag.undelivered), (0, 0), "refused entries were acknowledged: {lag:?}");
     backend.cleanup().await;
 }
+
+/// Match-formed events on Redis are `bus.proto` messages; an older release's
+/// JSON entry is still read, and a newer version or garbage is skipped (the
+/// reader is handed an empty marker it moves past), never misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_match_formed_events_are_versioned_protobuf() {
+    use prost::Message as _;
+    use rally_matchmaker::match_events::{MATCH_FORMED_VERSION, MatchEvents as _, MatchFormed};
+    use rally_protocol::bus::pb;
+
+    let backend = Backend::redis().await;
+    let Backend::Redis(redis) = &backend else { unreachable!("Backend::redis") };
+    let events = rally_matchmaker::redis::RedisMatchEvents::new(redis.clone());
+    let formed = |match_id: u64| MatchFormed {
+        v: MATCH_FORMED_VERSION,
+        match_id: MatchId(match_id),
+        mode: "pong".into(),
+        shard: "s".into(),
+        players: vec![PlayerId(1), PlayerId(2)],
+        formed_at_ms: 5,
+    };
+    let url = std::env::var("RALLY_TEST_REDIS_URL").unwrap();
+    let mut conn = ::redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("{}:matches", redis.prefix());
+    let mut legacy = ::redis::cmd("XADD");
+    legacy.arg(&stream).arg("*").arg("formed").arg(serde_json::to_vec(&formed(1)).unwrap());
+    legacy.query_async::<String>(&mut conn).await.unwrap();
+    let newer = pb::MatchFormed { version: 2, match_id: 2, players: vec![9], ..pb::MatchFormed::default() };
+    let mut add_newer = ::redis::cmd("XADD");
+    add_newer.arg(&stream).arg("*").arg("pb").arg(newer.encode_to_vec());
+    add_newer.query_async::<String>(&mut conn).await.unwrap();
+    events.announce(&formed(3)).await.unwrap();
+
+    let read = events.read_after(None, 10, Duration::from_millis(50)).await.unwrap();
+    let read: Vec<MatchFormed> = read.into_iter().map(|(_, formed)| formed).collect();
+    assert_eq!(read, [formed(1), MatchFormed::skipped(), formed(3)]);
+    backend.cleanup().await;
+}
