@@ -9,11 +9,27 @@
 //! ([`RetryPolicy`], [`retry_hint`]). A matched ticket stays watched
 //! ([`TicketWatch::aborted`]), so a client hears at once when the matchmaker
 //! gives up on its shard and can queue again.
+//!
+//! **Failover.** Each service may run as several replicas ([`Endpoints`]: a
+//! comma-separated list of URLs, or one DNS name with several addresses).
+//! A [`PlayerClient`] talks to one replica of each ([`Replicas`]) and moves
+//! to the next when a call finds its replica gone (`UNAVAILABLE`, or the
+//! connection failing). Idempotent calls (Login, Me, Cancel, WatchTicket,
+//! and any call through [`PlayerClient::lobby_call`]) are simply made again
+//! there; the others carry an idempotency key, the same on every retry, so a
+//! retry of a call whose answer was lost cannot act twice: Enqueue (the same
+//! ticket), chat Send ([`PlayerClient::send_chat`]: the same message) and
+//! Register (the same account). Refresh rotates the refresh token, so it is
+//! moved to another replica only when the first one was never reached. A
+//! ticket's update stream that breaks with its replica is opened again on
+//! another, which reads the same ticket from the shared store.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rally_lobby::proto::auth::{LoginRequest, MeRequest, RefreshRequest, RegisterRequest, auth_client::AuthClient};
+use rally_lobby::proto::chat::{ChatMessage, SendRequest, chat_client::ChatClient};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
@@ -49,6 +65,268 @@ pub fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
+/// The replicas of one service: `http://host:port` URLs. Parsed from a
+/// comma-separated list (`http://a:7100,http://b:7100`); one URL is the
+/// single-replica form. A URL whose host is a DNS name with several
+/// addresses stands for all of them once [`Endpoints::resolve`]d.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints(Vec<String>);
+
+impl Endpoints {
+    /// Endpoints from a comma-separated list of URLs (blanks ignored).
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        let urls: Vec<String> =
+            spec.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect();
+        Self::new(urls)
+    }
+
+    /// Endpoints from URLs; at least one, each a valid URL.
+    pub fn new(urls: Vec<String>) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            anyhow::bail!("no endpoint given (expected e.g. http://127.0.0.1:7100, or several, comma-separated)");
+        }
+        for url in &urls {
+            url.parse::<tonic::transport::Uri>()
+                .ok()
+                .filter(|uri| uri.host().is_some())
+                .ok_or_else(|| anyhow::anyhow!("{url:?} is not a valid URL (expected e.g. http://127.0.0.1:7100)"))?;
+        }
+        Ok(Self(urls))
+    }
+
+    /// The URLs, in the order given.
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+
+    /// One channel per URL, each connecting on first use and again after a
+    /// failure ([`lazy_channel`]); DNS names are resolved by each connection.
+    pub fn lazy(&self) -> anyhow::Result<Replicas> {
+        let channels = self.0.iter().map(|url| lazy_channel(url)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Replicas::from_channels(channels, self.0.clone()))
+    }
+
+    /// [`Endpoints::lazy`], with each DNS name resolved now into one replica
+    /// per address (one DNS name for a whole service, as a Kubernetes
+    /// headless Service gives). A name that does not resolve yet is kept as
+    /// it is, for its connection to resolve later.
+    pub async fn resolve(&self) -> anyhow::Result<Replicas> {
+        let mut channels = Vec::new();
+        let mut urls = Vec::new();
+        for url in &self.0 {
+            let uri: tonic::transport::Uri = url.parse()?;
+            let (Some(host), Some(port)) = (uri.host(), uri.port_u16().or(Some(80))) else { continue };
+            let addresses: Vec<std::net::SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                Ok(_) => Vec::new(),
+                Err(_) => tokio::net::lookup_host((host, port)).await.map(Iterator::collect).unwrap_or_default(),
+            };
+            if addresses.len() < 2 {
+                channels.push(lazy_channel(url)?);
+                urls.push(url.clone());
+                continue;
+            }
+            let scheme = uri.scheme_str().unwrap_or("http");
+            for address in addresses {
+                let direct = format!("{scheme}://{address}");
+                // The address is dialled; the name stays the request's authority.
+                let endpoint = tonic::transport::Endpoint::from_shared(direct.clone())?
+                    .origin(uri.clone())
+                    .connect_timeout(Duration::from_secs(5));
+                channels.push(endpoint.connect_lazy());
+                urls.push(direct);
+            }
+        }
+        Ok(Replicas::from_channels(channels, urls))
+    }
+}
+
+impl std::str::FromStr for Endpoints {
+    type Err = anyhow::Error;
+
+    fn from_str(spec: &str) -> anyhow::Result<Self> {
+        Self::parse(spec)
+    }
+}
+
+impl std::fmt::Display for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// Channels to the replicas of one service. Calls go to the current one; a
+/// call that finds it gone moves every clone on to the next ([`Replicas::call`]).
+#[derive(Clone, Debug)]
+pub struct Replicas {
+    channels: Arc<[Channel]>,
+    urls: Arc<[String]>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Replicas {
+    fn from_channels(channels: Vec<Channel>, urls: Vec<String>) -> Self {
+        Self { channels: channels.into(), urls: urls.into(), current: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Replicas over `channels`, tried in order; `None` when empty.
+    pub fn new(channels: Vec<Channel>) -> Option<Self> {
+        if channels.is_empty() {
+            return None;
+        }
+        let urls = (0..channels.len()).map(|idx| format!("replica #{idx}")).collect();
+        Some(Self::from_channels(channels, urls))
+    }
+
+    /// How many replicas there are.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Never: there is always at least one replica.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The channel calls go to now.
+    pub fn channel(&self) -> &Channel {
+        &self.channels[self.current.load(Ordering::Relaxed) % self.channels.len()]
+    }
+
+    /// The URL calls go to now (for logs and tests).
+    pub fn url(&self) -> &str {
+        &self.urls[self.current.load(Ordering::Relaxed) % self.urls.len()]
+    }
+
+    fn pick(&self) -> (usize, Channel) {
+        let idx = self.current.load(Ordering::Relaxed) % self.channels.len();
+        (idx, self.channels[idx].clone())
+    }
+
+    /// Replica `idx` failed: move on, unless another call already did.
+    fn failed(&self, idx: usize) {
+        let next = (idx + 1) % self.channels.len();
+        if self.current.compare_exchange(idx, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() && next != idx {
+            tracing::debug!(from = %self.urls[idx], to = %self.urls[next], "replica unreachable; failing over");
+        }
+    }
+
+    /// Makes a call that is safe to repeat, moving to the next replica when
+    /// one fails ([`replica_failed`]) and retrying refusals that say to retry
+    /// later as `policy` allows. Each replica is tried at once before waiting.
+    pub async fn call<T, F, Fut>(&self, policy: RetryPolicy, what: &str, call: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.call_failing_over(policy, what, replica_failed, call).await
+    }
+
+    /// [`Replicas::call`], moving to another replica only on the failures
+    /// `fails_over` picks out.
+    async fn call_failing_over<T, F, Fut>(
+        &self,
+        policy: RetryPolicy,
+        what: &str,
+        fails_over: fn(&Status) -> bool,
+        mut call: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut backoff = Backoff::new(policy);
+        let mut attempt = 1_u32;
+        let mut tried_at_once = 1_usize;
+        loop {
+            let (idx, channel) = self.pick();
+            let status = match call(channel).await {
+                Ok(value) => return Ok(value),
+                Err(status) => status,
+            };
+            let failed = fails_over(&status);
+            let hint = if failed { Some(hinted_wait(&status).unwrap_or(Duration::ZERO)) } else { retry_hint(&status) };
+            let hint = match hint {
+                Some(hint) if status.code() != Code::Unavailable || failed => hint,
+                _ => return Err(status),
+            };
+            if policy.max_attempts.is_some_and(|max| attempt >= max) {
+                return Err(status);
+            }
+            attempt += 1;
+            if failed {
+                self.failed(idx);
+                if tried_at_once < self.len() {
+                    tried_at_once += 1;
+                    tracing::debug!(what, attempt, message = status.message(), "retrying on another replica");
+                    continue;
+                }
+            }
+            tried_at_once = 1;
+            let delay = backoff.next_delay(Some(hint));
+            tracing::debug!(what, attempt, code = ?status.code(), message = status.message(), ?delay, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl From<Channel> for Replicas {
+    fn from(channel: Channel) -> Self {
+        Self::from_channels(vec![channel], vec!["the service".to_owned()])
+    }
+}
+
+/// Whether a refusal means the replica is gone or unreachable (try another):
+/// `UNAVAILABLE` (the connection failed, the server is shutting down, or its
+/// backend is down), or a transport failure mid-call.
+pub fn replica_failed(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Cancelled | Code::Internal => {
+            let message = status.message().to_ascii_lowercase();
+            ["transport", "connection", "broken pipe", "h2 protocol", "stream closed", "error reading"]
+                .iter()
+                .any(|needle| message.contains(needle))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a call failed before reaching any server (its connection could
+/// not be made): safe to retry elsewhere even when the call is not idempotent.
+pub fn never_reached(status: &Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+                    | std::io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    let message = status.message().to_ascii_lowercase();
+    message.contains("tcp connect error") || message.contains("error trying to connect")
+}
+
+/// A fresh idempotency key: 32 hex digits, random.
+pub fn new_idempotency_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The policy of a single call: each replica once, no waiting.
+fn each_replica_once(replicas: &Replicas) -> RetryPolicy {
+    RetryPolicy { max_attempts: Some(u32::try_from(replicas.len()).unwrap_or(u32::MAX)), ..RetryPolicy::default() }
+}
+
 /// `message` with `authorization: Bearer <token>` metadata.
 pub fn authorized<T>(message: T, access_token: &str) -> Request<T> {
     let mut request = Request::new(message);
@@ -77,11 +355,11 @@ pub enum QueueOutcome {
     Ended { state: TicketState, reason: String },
 }
 
-/// A logged-in player.
+/// A logged-in player, with the lobby's and the matchmaker's replicas.
 #[derive(Clone, Debug)]
 pub struct PlayerClient {
-    lobby: Channel,
-    matchmaker: Channel,
+    lobby: Replicas,
+    matchmaker: Replicas,
     player_id: u64,
     username: String,
     tokens: Arc<Mutex<Tokens>>,
@@ -90,12 +368,29 @@ pub struct PlayerClient {
 }
 
 impl PlayerClient {
-    /// Logs in as `username`.
-    pub async fn login(lobby: Channel, matchmaker: Channel, username: &str, password: &str) -> Result<Self, Status> {
-        let mut auth = AuthClient::new(lobby.clone());
+    /// Logs in as `username` at the first lobby replica that answers. The
+    /// lobby and the matchmaker are each a [`Channel`] or [`Replicas`].
+    pub async fn login(
+        lobby: impl Into<Replicas>,
+        matchmaker: impl Into<Replicas>,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, Status> {
+        let (lobby, matchmaker) = (lobby.into(), matchmaker.into());
         let request = LoginRequest { username: username.to_owned(), password: password.to_owned() };
-        let pair = auth.login(request).await?.into_inner();
-        let me = auth.me(authorized(MeRequest {}, &pair.access_token)).await?.into_inner();
+        let once = each_replica_once(&lobby);
+        let pair = lobby
+            .call(once, "log in", |channel| {
+                let request = request.clone();
+                async move { Ok(AuthClient::new(channel).login(request).await?.into_inner()) }
+            })
+            .await?;
+        let me = lobby
+            .call(once, "me", |channel| {
+                let request = authorized(MeRequest {}, &pair.access_token);
+                async move { Ok(AuthClient::new(channel).me(request).await?.into_inner()) }
+            })
+            .await?;
         Ok(Self {
             lobby,
             matchmaker,
@@ -113,56 +408,40 @@ impl PlayerClient {
     /// Logs in as `username`, retrying refusals that say to retry later
     /// (the lobby's database down, a rate limit) as `policy` allows.
     pub async fn login_retrying(
-        lobby: Channel,
-        matchmaker: Channel,
+        lobby: impl Into<Replicas>,
+        matchmaker: impl Into<Replicas>,
         username: &str,
         password: &str,
         policy: RetryPolicy,
     ) -> Result<Self, Status> {
+        let (lobby, matchmaker) = (lobby.into(), matchmaker.into());
         retrying(policy, "log in", || Self::login(lobby.clone(), matchmaker.clone(), username, password)).await
     }
 
     /// [`PlayerClient::register_or_login`], retrying each step as `policy` allows.
     pub async fn register_or_login_retrying(
-        lobby: Channel,
-        matchmaker: Channel,
+        lobby: impl Into<Replicas>,
+        matchmaker: impl Into<Replicas>,
         username: &str,
         password: &str,
         policy: RetryPolicy,
     ) -> Result<Self, Status> {
-        let register = || async {
-            let request = RegisterRequest {
-                username: username.to_owned(),
-                password: password.to_owned(),
-                idempotency_key: String::new(),
-            };
-            match AuthClient::new(lobby.clone()).register(request).await {
-                Ok(_) => Ok(()),
-                Err(status) if status.code() == Code::AlreadyExists => Ok(()),
-                Err(status) => Err(status),
-            }
-        };
-        retrying(policy, "register", register).await?;
+        let (lobby, matchmaker) = (lobby.into(), matchmaker.into());
+        register(&lobby, username, password, policy).await?;
         Self::login_retrying(lobby.clone(), matchmaker.clone(), username, password, policy).await
     }
 
-    /// Registers `username` (unless it exists already) and logs in.
+    /// Registers `username` (unless it exists already) and logs in. The
+    /// registration carries an idempotency key, so its retry on another
+    /// replica after a lost answer cannot fail as a duplicate.
     pub async fn register_or_login(
-        lobby: Channel,
-        matchmaker: Channel,
+        lobby: impl Into<Replicas>,
+        matchmaker: impl Into<Replicas>,
         username: &str,
         password: &str,
     ) -> Result<Self, Status> {
-        let request = RegisterRequest {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            idempotency_key: String::new(),
-        };
-        match AuthClient::new(lobby.clone()).register(request).await {
-            Ok(_) => {}
-            Err(status) if status.code() == Code::AlreadyExists => {}
-            Err(status) => return Err(status),
-        }
+        let (lobby, matchmaker) = (lobby.into(), matchmaker.into());
+        register(&lobby, username, password, each_replica_once(&lobby)).await?;
         Self::login(lobby, matchmaker, username, password).await
     }
 
@@ -176,9 +455,50 @@ impl PlayerClient {
         &self.username
     }
 
-    /// The lobby channel (Auth, Profile, Chat).
+    /// The lobby replica calls go to now (Auth, Profile, Chat). For a call
+    /// that should fail over, use [`PlayerClient::lobby_call`].
     pub fn lobby(&self) -> &Channel {
+        self.lobby.channel()
+    }
+
+    /// The lobby's replicas.
+    pub fn lobby_replicas(&self) -> &Replicas {
         &self.lobby
+    }
+
+    /// The matchmaker's replicas.
+    pub fn matchmaker_replicas(&self) -> &Replicas {
+        &self.matchmaker
+    }
+
+    /// Makes an idempotent lobby call (Profile, chat History, Join…) with a
+    /// fresh access token, on another replica if this one is gone, retrying
+    /// as [`RetryPolicy::default`] allows. `call` builds the request each
+    /// time from the channel and the current access token.
+    pub async fn lobby_call<T, F, Fut>(&mut self, what: &str, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.ensure_fresh().await?;
+        let access_token = self.tokens().access_token.clone();
+        self.lobby.call(RetryPolicy::default(), what, |channel| call(channel, access_token.clone())).await
+    }
+
+    /// Sends a chat message, with an idempotency key: retried on another
+    /// lobby replica when the answer is lost, it is stored once.
+    pub async fn send_chat(&mut self, channel_id: &str, body: &str) -> Result<ChatMessage, Status> {
+        let idempotency_key = new_idempotency_key();
+        let (channel_id, body) = (channel_id.to_owned(), body.to_owned());
+        self.lobby_call("chat send", |channel, token| {
+            let request = SendRequest {
+                channel_id: channel_id.clone(),
+                body: body.clone(),
+                idempotency_key: idempotency_key.clone(),
+            };
+            async move { Ok(ChatClient::new(channel).send(authorized(request, &token)).await?.into_inner()) }
+        })
+        .await
     }
 
     /// `message` carrying the current access token.
@@ -206,7 +526,17 @@ impl PlayerClient {
             return Ok(());
         }
         let refresh_token = self.tokens().refresh_token.clone();
-        let pair = AuthClient::new(self.lobby.clone()).refresh(RefreshRequest { refresh_token }).await?.into_inner();
+        // Refresh rotates the token: a retry after a lost answer would present
+        // a rotated one (and revoke the login), so only an unreached replica
+        // is left for another.
+        let once = each_replica_once(&self.lobby);
+        let pair = self
+            .lobby
+            .call_failing_over(once, "refresh", never_reached, |channel| {
+                let request = RefreshRequest { refresh_token: refresh_token.clone() };
+                async move { Ok(AuthClient::new(channel).refresh(request).await?.into_inner()) }
+            })
+            .await?;
         *self.tokens() = Tokens {
             access_token: pair.access_token,
             access_expires_at_ms: pair.access_expires_at_ms,
@@ -216,32 +546,58 @@ impl PlayerClient {
     }
 
     /// Queues for `mode`; returns the ticket id. A refusal that says to retry
-    /// later is retried a few times ([`RetryPolicy::default`]).
+    /// later is retried a few times ([`RetryPolicy::default`]), on another
+    /// replica when one is gone, always with the same idempotency key: one
+    /// ticket however many tries it takes.
     pub async fn enqueue(&mut self, mode: &str) -> Result<String, Status> {
+        self.enqueue_request(EnqueueRequest { mode: mode.to_owned(), ..Default::default() }).await
+    }
+
+    /// [`PlayerClient::enqueue`] with a request of the caller's (a party,
+    /// a region); an empty `idempotency_key` gets a fresh one.
+    pub async fn enqueue_request(&mut self, mut request: EnqueueRequest) -> Result<String, Status> {
+        if request.idempotency_key.is_empty() {
+            request.idempotency_key = new_idempotency_key();
+        }
+        self.ensure_fresh().await?;
         let this = self.clone();
-        retrying(RetryPolicy::default(), "enqueue", || {
-            let mut this = this.clone();
-            async move {
-                this.ensure_fresh().await?;
-                let request = this.request(EnqueueRequest { mode: mode.to_owned(), ..Default::default() });
-                Ok(MatchmakerClient::new(this.matchmaker.clone()).enqueue(request).await?.into_inner().ticket_id)
-            }
-        })
-        .await
+        self.matchmaker
+            .call(RetryPolicy::default(), "enqueue", |channel| {
+                let (mut this, request) = (this.clone(), request.clone());
+                async move {
+                    this.ensure_fresh().await?;
+                    let request = this.request(request);
+                    Ok(MatchmakerClient::new(channel).enqueue(request).await?.into_inner().ticket_id)
+                }
+            })
+            .await
     }
 
     /// Takes a queued ticket out of the queue; returns its state after the call.
     pub async fn cancel(&mut self, ticket_id: &str) -> Result<TicketState, Status> {
         self.ensure_fresh().await?;
-        let request = self.request(CancelRequest { ticket_id: ticket_id.to_owned() });
-        Ok(MatchmakerClient::new(self.matchmaker.clone()).cancel(request).await?.into_inner().state())
+        let request = CancelRequest { ticket_id: ticket_id.to_owned() };
+        let access_token = self.tokens().access_token.clone();
+        self.matchmaker
+            .call(each_replica_once(&self.matchmaker), "cancel", |channel| {
+                let request = authorized(request.clone(), &access_token);
+                async move { Ok(MatchmakerClient::new(channel).cancel(request).await?.into_inner().state()) }
+            })
+            .await
     }
 
-    /// Opens the ticket's update stream (WatchTicket).
+    /// Opens the ticket's update stream (WatchTicket), on another replica
+    /// if this one is gone.
     async fn subscribe(&mut self, ticket_id: &str) -> Result<Streaming<TicketUpdate>, Status> {
         self.ensure_fresh().await?;
-        let request = self.request(WatchTicketRequest { ticket_id: ticket_id.to_owned() });
-        Ok(MatchmakerClient::new(self.matchmaker.clone()).watch_ticket(request).await?.into_inner())
+        let request = WatchTicketRequest { ticket_id: ticket_id.to_owned() };
+        let access_token = self.tokens().access_token.clone();
+        self.matchmaker
+            .call(each_replica_once(&self.matchmaker), "watch ticket", |channel| {
+                let request = authorized(request.clone(), &access_token);
+                async move { Ok(MatchmakerClient::new(channel).watch_ticket(request).await?.into_inner()) }
+            })
+            .await
     }
 
     /// Starts watching a ticket: [`TicketWatch::outcome`] waits for the match,
@@ -289,28 +645,61 @@ impl TicketWatch {
         &self.ticket_id
     }
 
-    /// Waits until the ticket is matched or ends.
+    /// Waits until the ticket is matched or ends. A stream that breaks (its
+    /// matchmaker replica stopped) is opened again, on another replica if
+    /// need be, a few times ([`RetryPolicy::default`]); every replica reads
+    /// the ticket from the shared store, so nothing is missed.
     pub async fn outcome(&mut self) -> Result<QueueOutcome, Status> {
-        let Some(updates) = self.updates.as_mut() else {
-            return Err(Status::unavailable("the ticket stream is closed; enqueue again"));
-        };
-        while let Some(update) = updates.message().await? {
+        let policy = RetryPolicy::default();
+        let mut backoff = Backoff::new(policy);
+        let mut breaks = 0_u32;
+        loop {
+            let updates = match self.updates.as_mut() {
+                Some(updates) => updates,
+                None => {
+                    let updates = self.client.subscribe(&self.ticket_id).await?;
+                    self.updates.insert(updates)
+                }
+            };
+            let broke = match updates.message().await {
+                Ok(Some(update)) => match self.handle(update) {
+                    Some(outcome) => return outcome,
+                    None => {
+                        breaks = 0;
+                        backoff.reset();
+                        continue;
+                    }
+                },
+                Ok(None) => Status::unavailable("the matchmaker closed the ticket stream before a match"),
+                Err(status) => status,
+            };
+            self.updates = None;
+            breaks += 1;
+            if policy.max_attempts.is_some_and(|max| breaks >= max) {
+                return Err(Status::new(broke.code(), format!("{}; enqueue again", broke.message())));
+            }
+            tracing::debug!(ticket = %self.ticket_id, message = broke.message(), "ticket stream broke; opening it again");
+            tokio::time::sleep(backoff.next_delay(None)).await;
+        }
+    }
+
+    /// What an update means for [`TicketWatch::outcome`]: `None` to keep waiting.
+    fn handle(&mut self, update: TicketUpdate) -> Option<Result<QueueOutcome, Status>> {
+        {
             match update.state() {
-                TicketState::Matched => {
-                    return update
+                TicketState::Matched => Some(
+                    update
                         .assignment
                         .map(QueueOutcome::Matched)
-                        .ok_or_else(|| Status::internal("the matchmaker reported a match without an assignment"));
-                }
+                        .ok_or_else(|| Status::internal("the matchmaker reported a match without an assignment")),
+                ),
                 state @ (TicketState::Cancelled | TicketState::Expired | TicketState::Aborted) => {
                     self.updates = None;
-                    return Ok(QueueOutcome::Ended { state, reason: update.reason });
+                    Some(Ok(QueueOutcome::Ended { state, reason: update.reason }))
                 }
-                TicketState::Queued | TicketState::Unspecified => {}
+                TicketState::Queued | TicketState::Unspecified => None,
             }
         }
-        self.updates = None;
-        Err(Status::unavailable("the matchmaker closed the ticket stream before a match; enqueue again"))
     }
 
     /// Waits until the matched ticket is ABORTED (the matchmaker gave up on
@@ -419,6 +808,28 @@ impl Backoff {
             None => window / 2 + jitter(window / 2),
         }
     }
+}
+
+/// Registers `username` with an idempotency key kept across retries; an
+/// account that exists already is fine (the caller logs in next).
+async fn register(lobby: &Replicas, username: &str, password: &str, policy: RetryPolicy) -> Result<(), Status> {
+    let request = RegisterRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        idempotency_key: new_idempotency_key(),
+    };
+    lobby
+        .call(policy, "register", |channel| {
+            let request = request.clone();
+            async move {
+                match AuthClient::new(channel).register(request).await {
+                    Ok(_) => Ok(()),
+                    Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+                    Err(status) => Err(status),
+                }
+            }
+        })
+        .await
 }
 
 /// Whether a refusal says to retry later, and the wait it names:
