@@ -266,7 +266,8 @@ pub struct RatingChanged {
     /// Rated matches applied to the player so far: this rating's per-player
     /// version (a read model keeps the highest). At least 1.
     pub rated_games: u64,
-    /// The match whose result produced it, if known.
+    /// The match whose result the lobby had just applied when it published
+    /// this, for tracing (the rating may include a later one: `rated_games` orders them).
     pub match_id: Option<MatchId>,
 }
 
