@@ -10,6 +10,11 @@
 //!
 //! `RALLY_BENCH_DATABASE_URL=postgres://…` runs it on PostgreSQL, in a fresh
 //! schema dropped afterwards (default: a temporary SQLite file).
+//!
+//! `RALLY_BENCH_REDIS_URL=redis://…` measures fan-out *between replicas*:
+//! two lobbies on the one database and that Redis (a fresh key prefix), the
+//! sender on the first and every subscriber on the second, so each message
+//! crosses the Redis pub/sub relay.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -60,8 +65,30 @@ async fn main() -> Result<(), BoxError> {
     let secret = AccessSigningKeys::generate();
     let mut config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url.clone(), secret.clone());
     config.limits.chat_send_per_account = RateLimitConfig::new(NonZeroU32::MAX, Duration::from_nanos(1));
-    let lobby = rally_lobby::serve(config).await?;
+    let redis_url = std::env::var("RALLY_BENCH_REDIS_URL").ok().filter(|url| !url.is_empty());
+    if let Some(url) = &redis_url {
+        let prefix = format!("lobby-bench-{:016x}", rand::random::<u64>());
+        config.redis = Some(rally_lobby::LobbyRedisConfig::new(url, prefix));
+    }
+    let lobby = rally_lobby::serve(config.clone()).await?;
     let endpoint = format!("http://{}", lobby.local_addr());
+    // With Redis, subscribers are on a second replica: each message crosses the relay.
+    let replica = match &redis_url {
+        Some(_) => {
+            let replica = rally_lobby::serve(config).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lobby.chat().stats().relay_connects == 0 || replica.chat().stats().relay_connects == 0 {
+                if Instant::now() > deadline {
+                    return Err("the replicas' relays did not subscribe to Redis within 10 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(replica)
+        }
+        None => None,
+    };
+    let subscriber_endpoint =
+        replica.as_ref().map_or(endpoint.clone(), |replica| format!("http://{}", replica.local_addr()));
     // Chat reads no accounts: tokens for made-up player ids are enough.
     let issuer = AccessTokenIssuer::new(secret.clone());
     let token = |player_id: u64| issuer.issue(player_id, &format!("p{player_id}"), now_s()).map(|(token, _)| token);
@@ -71,7 +98,7 @@ async fn main() -> Result<(), BoxError> {
     let mut connection = None;
     for idx in 0..n_subscribers {
         if idx % STREAMS_PER_CONNECTION == 0 {
-            connection = Some(Channel::from_shared(endpoint.clone())?.connect().await?);
+            connection = Some(Channel::from_shared(subscriber_endpoint.clone())?.connect().await?);
         }
         let mut chat = ChatClient::new(connection.clone().ok_or("no connection")?);
         let token = token(idx as u64 + 1)?;
@@ -92,8 +119,9 @@ async fn main() -> Result<(), BoxError> {
         }));
     }
     println!(
-        "{n_subscribers} subscribers on {CHANNEL_ID} ({}), {n_messages} messages, one every {interval:?}",
-        if url.starts_with("sqlite:") { "SQLite" } else { "PostgreSQL" }
+        "{n_subscribers} subscribers on {CHANNEL_ID} ({}{}), {n_messages} messages, one every {interval:?}",
+        if url.starts_with("sqlite:") { "SQLite" } else { "PostgreSQL" },
+        if replica.is_some() { "; sender on replica A, subscribers on replica B, relayed over Redis" } else { "" }
     );
 
     let sender_token = token(n_subscribers as u64 + 1)?;
@@ -147,9 +175,15 @@ async fn main() -> Result<(), BoxError> {
             histogram.max()
         );
     }
-    let stats = lobby.chat().stats();
-    println!("\nsubscribers that fell behind and caught up from the database: {}", stats.lag_refills);
+    let stats = replica.as_ref().map_or(lobby.chat().stats(), |replica| replica.chat().stats());
+    println!(
+        "\nsubscribers that fell behind and caught up from the database: {} (gaps refilled: {})",
+        stats.lag_refills, stats.gap_refills
+    );
     lobby.shutdown().await?;
+    if let Some(replica) = replica {
+        replica.shutdown().await?;
+    }
     if let Some((admin, schema)) = postgres {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await?;
     }

@@ -430,3 +430,47 @@ async fn retries_with_an_idempotency_key_give_the_first_result_across_replicas(b
     lobby_b.shutdown().await.expect("shutdown");
     lobby_c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_limits_fall_back_to_each_replica_and_presence_is_unavailable() {
+    let backend = Backend::postgres().await;
+    let mut redis = OwnRedis::start().await;
+    let mut config = replica_config(&backend, &redis.config());
+    config.limits.login_per_account = RateLimitConfig::new(NonZeroU32::new(2).expect("2"), Duration::from_secs(3600));
+    let lobbies = replicas(1, &config).await;
+    let ivan = player(&lobbies[0], "ivan").await;
+    let mut auth = auth_client(&lobbies[0]).await;
+    let mut chat = chat_client(&lobbies[0]).await;
+    redis.stop(false).await;
+
+    // Fail open to the local limit, not to no limit.
+    let login = || auth_pb::LoginRequest { username: "ivan".into(), password: PASSWORD.into() };
+    auth.login(login()).await.expect("first, counted locally");
+    auth.login(login()).await.expect("second, counted locally");
+    let refused = auth.login(login()).await.expect_err("the local limit still holds");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    let unavailable = presence(&mut chat, &ivan, &[ivan.id]).await.expect_err("presence needs Redis");
+    assert_eq!(unavailable.code(), Code::Unavailable, "{unavailable:?}");
+
+    shutdown(lobbies).await;
+    backend.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_presence_is_this_process() {
+    let backend = Backend::sqlite().await;
+    let lobby = start(config(&backend)).await;
+    let judy = player(&lobby, "judy").await;
+    let mallory = player(&lobby, "mallory").await;
+    let mut chat = chat_client(&lobby).await;
+    // Judy's own call makes her online; Mallory has made no Chat call.
+    assert_eq!(presence(&mut chat, &judy, &[judy.id, mallory.id]).await.expect("presence"), [true, false]);
+    let channel_id = join_public(&mut chat, &mallory, "here").await;
+    let _stream = subscribe(&mut chat, &mallory, &channel_id).await;
+    assert_eq!(presence(&mut chat, &judy, &[mallory.id, judy.id]).await.expect("presence"), [true, true]);
+    let too_many = presence(&mut chat, &judy, &[judy.id; 101]).await.expect_err("101 ids");
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    lobby.shutdown().await.expect("shutdown");
+    backend.cleanup().await;
+}

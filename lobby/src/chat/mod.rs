@@ -5,8 +5,18 @@
 //! Owns the `chat_*` tables and reads no other service's: a player is the id
 //! and name in their access token. Messages are stored (in a transaction that
 //! also allocates the channel's next id) before Send returns and before they
-//! are fanned out in-process over a per-channel broadcast. Live fan-out is
-//! in-process, so one lobby process serves a database's chat.
+//! are fanned out over a per-channel broadcast in each lobby process. Several
+//! lobby processes may serve one database: with Redis configured
+//! ([`crate::replicas`]) the `relay` publishes every stored message on Redis
+//! pub/sub and feeds the other processes' broadcasts, and after its pub/sub
+//! connection (re)connects every live subscription refills from the database,
+//! so no acknowledged message is missed however Redis fails. Without Redis
+//! the fan-out is in-process, and one lobby process must serve the database.
+//!
+//! A Send with an idempotency key claims it (`chat_send_keys`) in the
+//! message's own transaction, so a retry on any replica returns the first
+//! message. Presence ([`crate::presence`]) counts Subscribe streams and Chat
+//! calls; the send limit is shared across replicas ([`crate::limits`]).
 //!
 //! Choices worth knowing:
 //! - A direct message to someone who blocked you (or whom you blocked) is
@@ -19,7 +29,8 @@
 //!   never a username: whoever registers a name gets no role with it.
 //!
 //! Modules: `channel` (channel ids), `message` (the domain values the store
-//! speaks), `store` (channels, members, messages, live fan-out), `moderation`
+//! speaks), `store` (channels, members, messages, live fan-out), `relay`
+//! (live fan-out across replicas over Redis), `moderation`
 //! (text and rate limits, blocks, mutes, moderators, reports), `filter` (the
 //! word filter moderation applies), `text` (the rules for bodies and reasons
 //! that `chat.proto` states), `subscription` (one Subscribe stream) and

@@ -25,7 +25,6 @@ use tokio_stream::StreamExt as _;
 
 use super::message::ChatMessage;
 use super::store::ChatInner;
-use crate::proto::chat as pb;
 use crate::replicas::RedisLink;
 
 /// Messages queued for publishing; past that a channel is marked for resync instead.
@@ -35,7 +34,52 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from
 /// How often the subscriber pings its connection (a silent one is replaced).
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// A stored message on the relay: the relay's own wire type (Redis is not
+/// the gRPC API, and chat's protobuf types stay in `service.rs`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RelayMessage {
+    #[prost(string, tag = "1")]
+    channel_id: String,
+    #[prost(uint64, tag = "2")]
+    message_id: u64,
+    #[prost(uint64, tag = "3")]
+    sender_id: u64,
+    #[prost(string, tag = "4")]
+    sender_name: String,
+    #[prost(string, tag = "5")]
+    body: String,
+    #[prost(int64, tag = "6")]
+    sent_at_ms: i64,
+}
+
+impl From<ChatMessage> for RelayMessage {
+    fn from(message: ChatMessage) -> Self {
+        Self {
+            channel_id: message.channel_id,
+            message_id: message.message_id,
+            sender_id: message.sender_id,
+            sender_name: message.sender_name,
+            body: message.body,
+            sent_at_ms: message.sent_at_ms,
+        }
+    }
+}
+
+impl From<RelayMessage> for ChatMessage {
+    fn from(message: RelayMessage) -> Self {
+        Self {
+            channel_id: message.channel_id,
+            message_id: message.message_id,
+            sender_id: message.sender_id,
+            sender_name: message.sender_name,
+            body: message.body,
+            sent_at_ms: message.sent_at_ms,
+        }
+    }
+}
+
 /// What replicas tell each other; one protobuf message per pub/sub payload.
+/// Fields are only ever added, so replicas of different versions agree.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RelayEnvelope {
     /// The publishing replica (its own messages are ignored on the way back).
@@ -43,7 +87,7 @@ struct RelayEnvelope {
     origin: String,
     /// A stored message.
     #[prost(message, optional, tag = "2")]
-    message: Option<pb::ChatMessage>,
+    message: Option<RelayMessage>,
     /// A channel whose subscribers should refill from the database.
     #[prost(string, tag = "3")]
     resync_channel: String,

@@ -83,19 +83,6 @@ impl From<ChatMessage> for pb::ChatMessage {
     }
 }
 
-impl From<pb::ChatMessage> for ChatMessage {
-    fn from(message: pb::ChatMessage) -> Self {
-        Self {
-            channel_id: message.channel_id,
-            message_id: message.message_id,
-            sender_id: message.sender_id,
-            sender_name: message.sender_name,
-            body: message.body,
-            sent_at_ms: message.sent_at_ms,
-        }
-    }
-}
-
 /// The scope a History page token is bound to: the channel and the viewer
 /// (whose blocks shape the pages).
 fn history_scope(viewer: &ChatUser, channel: &ChannelRef) -> String {
