@@ -38,10 +38,11 @@ pub enum BotCommand {
 /// `rally bot play` flags.
 #[derive(Debug, Clone, Args)]
 pub struct BotPlayArgs {
-    /// The lobby's gRPC address (Auth).
+    /// The lobby's gRPC address (Auth); several replicas comma-separated
+    /// (`http://a:7100,http://b:7100`), which each bot fails over between.
     #[arg(long, default_value = "http://127.0.0.1:7100", env = "RALLY_LOBBY")]
     pub lobby: String,
-    /// The matchmaker's gRPC address.
+    /// The matchmaker's gRPC address; several replicas comma-separated.
     #[arg(long, default_value = "http://127.0.0.1:7101", env = "RALLY_MATCHMAKER")]
     pub matchmaker: String,
     /// Bots to run in this process (their decisions are batched together).

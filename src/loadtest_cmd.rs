@@ -194,10 +194,12 @@ pub struct ServicesArgs {
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// A running lobby's gRPC URL (with --matchmaker; default: start the stack in this process).
+    /// A running lobby's gRPC URL (with --matchmaker; default: start the stack
+    /// in this process); several replicas comma-separated (`http://a:7100,http://b:7100`),
+    /// spread over by the clients, which fail over between them.
     #[arg(long, requires = "matchmaker")]
     pub lobby: Option<String>,
-    /// A running matchmaker's gRPC URL.
+    /// A running matchmaker's gRPC URL; several replicas comma-separated.
     #[arg(long, requires = "lobby")]
     pub matchmaker: Option<String>,
     /// A running shard's metrics address, to read tick figures from.

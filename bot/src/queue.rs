@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use rally_client::tls::ServerTrust;
 use rally_client::{ConnectConfig, ConnectError, Connection, Transport};
 use rally_matchmaker::player::{
-    Backoff, PlayerClient, QueueOutcome, RetryPolicy, TicketWatch, lazy_channel, retry_hint, seat_of,
+    Backoff, Endpoints, PlayerClient, QueueOutcome, RetryPolicy, TicketWatch, retry_hint, seat_of,
 };
 use rally_matchmaker::{BotFill, BotSeat};
 use rally_protocol::PlayerId;
@@ -36,9 +36,10 @@ use crate::runner::DeciderHandle;
 /// Where the platform's services are, and how the bots play.
 #[derive(Clone, Debug)]
 pub struct QueueConfig {
-    /// The lobby's gRPC URL (`http://host:port`).
+    /// The lobby's gRPC URL (`http://host:port`), or its replicas' URLs
+    /// comma-separated ([`Endpoints`]): the bot fails over between them.
     pub lobby_url: String,
-    /// The matchmaker's gRPC URL.
+    /// The matchmaker's gRPC URL, or its replicas' URLs comma-separated.
     pub matchmaker_url: String,
     /// The game mode to queue for.
     pub mode: String,
@@ -185,8 +186,8 @@ pub async fn run_queue_bot_until(
     tokio::pin!(stop);
     let username = format!("{}-{index}", config.username_prefix);
     // Lazy channels: a lobby or matchmaker that is not up yet is a refusal to retry, not the end.
-    let lobby = lazy_channel(&config.lobby_url)?;
-    let matchmaker = lazy_channel(&config.matchmaker_url)?;
+    let lobby = Endpoints::parse(&config.lobby_url)?.lazy()?;
+    let matchmaker = Endpoints::parse(&config.matchmaker_url)?.lazy()?;
     let login = PlayerClient::register_or_login_retrying(
         lobby,
         matchmaker,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rally_client::Transport;
 use rally_client::tls::ServerTrust;
-use rally_matchmaker::player::{Backoff, PlayerClient, RetryPolicy, lazy_channel, retry_hint};
+use rally_matchmaker::player::{Backoff, Endpoints, PlayerClient, RetryPolicy, lazy_channel, retry_hint};
 use rally_tournaments::proto::tournament::tournaments_client::TournamentsClient;
 use rally_tournaments::proto::tournament::{
     CheckInRequest, EntrantState, GameState, GetRequest, MatchReady, RegisterRequest, StandingsRequest, Tournament,
@@ -34,7 +34,7 @@ use crate::runner::DeciderHandle;
 /// Where the services are, which tournament, and how the bot plays.
 #[derive(Clone, Debug)]
 pub struct TournamentBotConfig {
-    /// The lobby's gRPC URL (`http://host:port`): Auth.
+    /// The lobby's gRPC URL (`http://host:port`): Auth. Several replicas: comma-separated.
     pub lobby_url: String,
     /// The tournament service's gRPC URL.
     pub tournaments_url: String,
@@ -95,7 +95,7 @@ pub async fn run_tournament_bot(
     stats: Arc<QueueStats>,
 ) -> anyhow::Result<TournamentBotReport> {
     let username = format!("{}-{index}", config.username_prefix);
-    let lobby = lazy_channel(&config.lobby_url)?;
+    let lobby = Endpoints::parse(&config.lobby_url)?.lazy()?;
     let channel = lazy_channel(&config.tournaments_url)?;
     // The matchmaker channel of a PlayerClient is not used here: the tournament service seats players.
     let player = PlayerClient::register_or_login_retrying(
@@ -381,7 +381,7 @@ pub async fn play_ready(
 /// What `rally up`'s bot cup is: its entrants, its format and how long registration stays open.
 #[derive(Clone, Debug)]
 pub struct CupConfig {
-    /// The lobby's gRPC URL.
+    /// The lobby's gRPC URL; several replicas: comma-separated.
     pub lobby_url: String,
     /// The tournament service's gRPC URL.
     pub tournaments_url: String,
@@ -479,7 +479,7 @@ pub async fn run_bot_cups(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(stop);
-    let lobby = lazy_channel(&config.lobby_url)?;
+    let lobby = Endpoints::parse(&config.lobby_url)?.lazy()?;
     let channel = lazy_channel(&config.tournaments_url)?;
     let login = |username: String| {
         let (lobby, channel, password) = (lobby.clone(), channel.clone(), config.password.clone());

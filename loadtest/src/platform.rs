@@ -20,11 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rally_lobby::proto::chat::{self as chat_pb, chat_client::ChatClient, join_request::Target};
-use rally_matchmaker::player::{PlayerClient, QueueOutcome, seat_of};
+use rally_matchmaker::player::{Endpoints, PlayerClient, QueueOutcome, Replicas, seat_of};
 use rally_matchmaker::proto::matchmaker::Assignment;
 use rally_matchmaker::registry::{ShardInfo, ShardLoad};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::config::{HARNESS_CORE, LoadConfig, SERVER_CORE};
 use crate::game::{GameTarget, MatchOutcome, play_match};
@@ -83,9 +82,9 @@ pub enum PlatformTarget {
     },
     /// Services someone else runs.
     Remote {
-        /// The lobby's gRPC URL.
+        /// The lobby's gRPC URL, or its replicas' URLs comma-separated.
         lobby_url: String,
-        /// The matchmaker's gRPC URL.
+        /// The matchmaker's gRPC URL, or its replicas' URLs comma-separated.
         matchmaker_url: String,
         /// A shard's metrics address, to read tick figures from.
         shard_metrics: Option<SocketAddr>,
@@ -106,8 +105,9 @@ pub struct PlatformConfig {
 /// What the platform clients share.
 #[derive(Debug)]
 struct Shared {
-    lobby: Vec<Channel>,
-    matchmaker: Vec<Channel>,
+    /// Per group of clients, the replicas of each service (each group starts at another one).
+    lobby: Vec<Replicas>,
+    matchmaker: Vec<Replicas>,
     run_id: u32,
     password: String,
     endpoints: usize,
@@ -130,7 +130,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn channels(&self, idx: u64) -> (Channel, Channel) {
+    fn channels(&self, idx: u64) -> (Replicas, Replicas) {
         let group = idx as usize / CLIENTS_PER_CHANNEL;
         (self.lobby[group % self.lobby.len()].clone(), self.matchmaker[group % self.matchmaker.len()].clone())
     }
@@ -287,7 +287,7 @@ impl PlatformLoad {
 
     async fn sender(
         &self,
-        player: PlayerClient,
+        mut player: PlayerClient,
         mut client: ClientSlot,
         subscribers: u64,
         rate_per_sec: f64,
@@ -320,14 +320,11 @@ impl PlatformLoad {
                 _ = ticker.tick() => {}
             }
             let started = Instant::now();
-            let request = chat_pb::SendRequest {
-                channel_id: channel_id.clone(),
-                body: format!("lt {}", unix_us()),
-                idempotency_key: String::new(),
-            };
+            let body = format!("lt {}", unix_us());
             // Counted before the call returns: subscribers may see it first.
             self.shared.chat_sent.fetch_add(1, Ordering::Relaxed);
-            match chat.send(player.request(request)).await {
+            // With an idempotency key, and on another lobby replica if this one is gone.
+            match player.send_chat(&channel_id, &body).await {
                 Ok(_) => {
                     client.recorder.latency("chat_send", started.elapsed());
                     client.recorder.count(|counters| counters.chat_sent += 1);
@@ -528,14 +525,11 @@ pub fn run(config: &PlatformConfig) -> anyhow::Result<Report> {
     };
     let scenario = Arc::new(runtime.block_on(async {
         let n_channels = (load.clients as usize).div_ceil(CLIENTS_PER_CHANNEL).max(1);
-        let lazy = |url: &str| -> anyhow::Result<Vec<Channel>> {
-            (0..n_channels)
-                .map(|_| {
-                    Ok(Channel::from_shared(url.to_owned())
-                        .with_context(|| format!("{url:?} is not a URL like http://127.0.0.1:7100"))?
-                        .connect_lazy())
-                })
-                .collect()
+        // One URL, or several replicas comma-separated: each group of clients
+        // has its own channels and starts at the next replica.
+        let lazy = |urls: &str| -> anyhow::Result<Vec<Replicas>> {
+            let endpoints = Endpoints::parse(urls).context("a service's URLs")?;
+            (0..n_channels).map(|group| Ok(endpoints.lazy()?.starting_at(group))).collect()
         };
         anyhow::Ok(PlatformLoad {
             scenario: config.scenario.clone(),

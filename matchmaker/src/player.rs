@@ -177,6 +177,13 @@ impl Replicas {
         Some(Self::from_channels(channels, urls))
     }
 
+    /// The same replicas with calls going to replica `start` first (modulo
+    /// their number): to spread clients over replicas.
+    pub fn starting_at(self, start: usize) -> Self {
+        let current = Arc::new(AtomicUsize::new(start % self.channels.len()));
+        Self { current, ..self }
+    }
+
     /// How many replicas there are.
     pub fn len(&self) -> usize {
         self.channels.len()
@@ -903,6 +910,54 @@ mod tests {
         assert_eq!(retry_hint(&Status::unavailable("down")), Some(Duration::ZERO));
         assert_eq!(retry_hint(&Status::resource_exhausted("message too large")), None);
         assert_eq!(retry_hint(&Status::invalid_argument("bad")), None);
+    }
+
+    #[test]
+    fn endpoints_are_one_url_or_several_comma_separated() {
+        let one = Endpoints::parse("http://127.0.0.1:7100").unwrap();
+        assert_eq!(one.urls(), ["http://127.0.0.1:7100"]);
+        let several = Endpoints::parse(" http://a:7100 , http://b:7100,").unwrap();
+        assert_eq!(several.urls(), ["http://a:7100", "http://b:7100"]);
+        assert_eq!(several.to_string().parse::<Endpoints>().unwrap(), several);
+        for bad in ["", " , ", "not a url", "http://a:7100,::"] {
+            assert!(Endpoints::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_move_on_after_a_failure_and_can_start_anywhere() {
+        let replicas = Endpoints::parse("http://127.0.0.1:1,http://127.0.0.1:2").unwrap().lazy().unwrap();
+        assert_eq!((replicas.len(), replicas.url()), (2, "http://127.0.0.1:1"));
+        assert_eq!(replicas.clone().starting_at(3).url(), "http://127.0.0.1:2");
+        let quick = RetryPolicy {
+            max_attempts: Some(3),
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        };
+        let mut seen = Vec::new();
+        let answer = replicas
+            .call(quick, "test", |_channel| {
+                seen.push(replicas.url().to_owned());
+                let n = seen.len();
+                async move { if n == 1 { Err(Status::unavailable("tcp connect error")) } else { Ok(n) } }
+            })
+            .await;
+        assert_eq!(answer.unwrap(), 2);
+        assert_eq!(seen, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(replicas.url(), "http://127.0.0.1:2", "clones share the move");
+        // A refusal that is the caller's fault is not retried anywhere.
+        let mut calls = 0;
+        let refused: Result<(), Status> = replicas
+            .call(quick, "test", |_channel| {
+                calls += 1;
+                async { Err(Status::failed_precondition("no")) }
+            })
+            .await;
+        assert_eq!((refused.unwrap_err().code(), calls), (Code::FailedPrecondition, 1));
+        assert!(replica_failed(&Status::unknown("transport error")));
+        assert!(!replica_failed(&Status::unknown("a bug")));
+        assert!(never_reached(&Status::unavailable("tcp connect error")));
+        assert!(!never_reached(&Status::unavailable("the database is unavailable")));
     }
 
     #[test]

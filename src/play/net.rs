@@ -19,7 +19,7 @@ use rally_client::ConnectConfig;
 use rally_client::tls::{ServerTrust, client_config};
 use rally_client::{ClientEvent, Connection, Transport, TransportKind};
 use rally_lobby::proto::auth::{RegisterRequest, auth_client::AuthClient};
-use rally_lobby::proto::chat::{JoinRequest, SendRequest, SubscribeRequest, chat_client::ChatClient, join_request};
+use rally_lobby::proto::chat::{JoinRequest, SubscribeRequest, chat_client::ChatClient, join_request};
 use rally_lobby::proto::profile::{GetProfileRequest, LeaderboardRequest, profile_client::ProfileClient};
 use rally_matchmaker::player::{self, PlayerClient, QueueOutcome};
 use rally_protocol::control::ClientHello;
@@ -39,10 +39,11 @@ pub const LOBBY_CHANNEL_ID: &str = "public:lobby";
 /// Where `rally play` connects; the defaults are `rally up`'s.
 #[derive(Clone, Debug, Args)]
 pub struct PlayArgs {
-    /// The lobby's gRPC address (Auth, Profile, Chat).
+    /// The lobby's gRPC address (Auth, Profile, Chat); several replicas
+    /// comma-separated (`http://a:7100,http://b:7100`), failed over between.
     #[arg(long, default_value = "http://127.0.0.1:7100", env = "RALLY_LOBBY")]
     pub lobby: String,
-    /// The matchmaker's gRPC address.
+    /// The matchmaker's gRPC address; several replicas comma-separated.
     #[arg(long, default_value = "http://127.0.0.1:7101", env = "RALLY_MATCHMAKER")]
     pub matchmaker: String,
     /// The game mode to queue for against humans (bots fill in after a wait).
@@ -214,13 +215,9 @@ pub async fn run_with(
                 }
             }
             Command::Chat(text) => {
-                if let Some(session) = &session {
-                    let request = session.request(SendRequest {
-                        channel_id: LOBBY_CHANNEL_ID.to_owned(),
-                        body: text,
-                        idempotency_key: String::new(),
-                    });
-                    if let Err(status) = ChatClient::new(session.lobby().clone()).send(request).await {
+                if let Some(session) = &mut session {
+                    // With an idempotency key: a retry on another lobby replica posts it once.
+                    if let Err(status) = session.send_chat(LOBBY_CHANNEL_ID, &text).await {
                         send(&events, NetEvent::Error(status_text("chat", &status)));
                     }
                 }
@@ -284,15 +281,28 @@ fn send(events: &mpsc::UnboundedSender<NetEvent>, event: NetEvent) {
 
 /// Registers (when asked) and logs in.
 async fn login(args: &PlayArgs, username: &str, password: &str, register: bool) -> Result<Session, String> {
-    let lobby = player::channel(&args.lobby).await.map_err(|err| format!("{err:#}"))?;
-    let matchmaker = player::channel(&args.matchmaker).await.map_err(|err| format!("{err:#}"))?;
+    let replicas = |urls: &str| player::Endpoints::parse(urls).and_then(|endpoints| endpoints.lazy());
+    let lobby = replicas(&args.lobby).map_err(|err| format!("{err:#}"))?;
+    let matchmaker = replicas(&args.matchmaker).map_err(|err| format!("{err:#}"))?;
     if register {
+        // One key for every try, so a retry on another replica after a lost
+        // answer registers once (and is not told the name is taken).
         let request = RegisterRequest {
             username: username.to_owned(),
             password: password.to_owned(),
-            idempotency_key: String::new(),
+            idempotency_key: player::new_idempotency_key(),
         };
-        AuthClient::new(lobby.clone()).register(request).await.map_err(|status| status_text("register", &status))?;
+        let each_once = player::RetryPolicy {
+            max_attempts: Some(u32::try_from(lobby.len()).unwrap_or(u32::MAX)),
+            ..player::RetryPolicy::default()
+        };
+        lobby
+            .call(each_once, "register", |channel| {
+                let request = request.clone();
+                async move { AuthClient::new(channel).register(request).await }
+            })
+            .await
+            .map_err(|status| status_text("register", &status))?;
     }
     PlayerClient::login(lobby, matchmaker, username, password).await.map_err(|status| status_text("log in", &status))
 }
