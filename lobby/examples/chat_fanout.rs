@@ -177,8 +177,9 @@ async fn main() -> Result<(), BoxError> {
     }
     let stats = replica.as_ref().map_or(lobby.chat().stats(), |replica| replica.chat().stats());
     println!(
-        "\nsubscribers that fell behind and caught up from the database: {} (gaps refilled: {})",
-        stats.lag_refills, stats.gap_refills
+        "\nsubscribers that fell behind and caught up from the database: {} (gaps refilled: {}, resyncs: {}, \
+         relay connects: {})",
+        stats.lag_refills, stats.gap_refills, stats.resync_refills, stats.relay_connects
     );
     lobby.shutdown().await?;
     if let Some(replica) = replica {

@@ -474,3 +474,35 @@ async fn without_redis_presence_is_this_process() {
     lobby.shutdown().await.expect("shutdown");
     backend.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_replicas_claim_expires_by_itself() {
+    let backend = Backend::postgres().await;
+    let redis_config = shared_redis();
+    let lobbies = replicas(1, &replica_config(&backend, &redis_config)).await;
+    let kim = player(&lobbies[0], "kim").await;
+    let mut chat = chat_client(&lobbies[0]).await;
+    // What a replica that crashed leaves behind: its last claim on a player,
+    // due to expire 300 ms from now on Redis's clock, in a key that lives on
+    // (another replica's refresh keeps the hash itself alive).
+    let ghost = 424_242_u64;
+    let client = redis::Client::open(redis_config.url.as_str()).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.expect("TIME");
+    let expires_ms = seconds * 1000 + micros / 1000 + 300;
+    let key = format!("{}:presence:{ghost}", redis_config.prefix);
+    let () =
+        redis::cmd("HSET").arg(&key).arg("crashed-replica").arg(expires_ms).query_async(&mut conn).await.expect("HSET");
+    let () =
+        redis::cmd("PEXPIRE").arg(&key).arg(60_000).query_async::<i64>(&mut conn).await.map(|_| ()).expect("PEXPIRE");
+    assert_eq!(presence(&mut chat, &kim, &[ghost]).await.expect("presence"), [true], "claimed, not yet expired");
+    eventually("the crashed replica's claim expired", || {
+        let mut chat = chat.clone();
+        let kim = &kim;
+        async move { presence(&mut chat, kim, &[ghost]).await.expect("presence") == [false] }
+    })
+    .await;
+    let () = redis::cmd("DEL").arg(&key).query_async::<i64>(&mut conn).await.map(|_| ()).expect("DEL");
+    shutdown(lobbies).await;
+    backend.cleanup().await;
+}

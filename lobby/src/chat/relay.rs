@@ -279,7 +279,7 @@ async fn subscribe_loop(link: RedisLink, inner: Weak<ChatInner>, mut closing: wa
                     tokio::select! {
                         _ = closed(&mut closing) => return,
                         _ = ping.tick() => {
-                            let pinged = tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>()).await;
+                            let pinged = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
                             if !matches!(pinged, Ok(Ok(_))) {
                                 break;
                             }
