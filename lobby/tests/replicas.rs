@@ -427,6 +427,17 @@ async fn retries_with_an_idempotency_key_give_the_first_result_across_replicas(b
         .into_inner();
     assert_eq!(history.messages.len(), 2, "{:?}", history.messages);
 
+    // A retry that arrives after the match ended still gets its message;
+    // a new message there is refused.
+    let match_channel = lobby_c.chat().create_match_channel(77, &[frank.id]).await.expect("match channel");
+    let gg = send_keyed(&mut chat_c, &frank, &match_channel, "gg", "msg-gg").await.expect("send");
+    lobby_c.chat().end_match_channel(77, &[frank.id]).await.expect("end");
+    let retried_gg =
+        send_keyed(&mut chat_b, &frank, &match_channel, "gg", "msg-gg").await.expect("retry after the end");
+    assert_eq!(retried_gg, gg);
+    let late = send_keyed(&mut chat_b, &frank, &match_channel, "gg", "msg-late").await.expect_err("read-only");
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+
     lobby_b.shutdown().await.expect("shutdown");
     lobby_c.shutdown().await.expect("shutdown");
 }

@@ -124,15 +124,6 @@ impl chat_server::Chat for ChatService {
         let user = self.user(&request)?;
         let request = request.get_ref();
         let channel = ChannelRef::parse(&request.channel_id)?;
-        // A match's channel is read-only once the match has ended.
-        if let ChannelRef::Match(match_id) = &channel
-            && self.store.match_channel_ended(*match_id).await?
-        {
-            return Err(LobbyError::FailedPrecondition(format!(
-                "match {match_id} has ended; its channel is read-only"
-            ))
-            .into());
-        }
         let key = IdempotencyKey::parse(&request.idempotency_key)?;
         let message = self.store.send(&user, &channel, &request.body, key.as_ref()).await?;
         Ok(Response::new(message.into()))

@@ -463,6 +463,15 @@ impl ChatStore {
         {
             return same_send(key, first, &id, &body);
         }
+        // A match's channel is read-only once the match has ended (a retry
+        // of a send stored before that still gets its message, above).
+        if let ChannelRef::Match(match_id) = channel
+            && self.match_channel_ended(*match_id).await?
+        {
+            return Err(LobbyError::FailedPrecondition(format!(
+                "match {match_id} has ended; its channel is read-only"
+            )));
+        }
         self.access(channel, user.id).await?;
         moderation.check_send(user.id, channel).await?;
 
