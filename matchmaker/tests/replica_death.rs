@@ -27,6 +27,7 @@ on_both_backends!(
     a_lost_shard_with_an_unclaimed_reservation_leaves_its_tickets_queued,
     a_claim_after_the_reservations_deadline_is_refused,
     an_idempotency_key_makes_one_ticket_across_replicas,
+    a_watch_on_another_replica_sees_the_match_its_peer_made,
 );
 
 /// Halts every commit after `step`, as a replica killed there; records the matches it halted.
@@ -237,4 +238,23 @@ async fn an_idempotency_key_makes_one_ticket_across_replicas(backend: &Backend) 
         assert!(IdempotencyKey::new(bad).is_err(), "{bad:?}");
     }
     assert!(IdempotencyKey::new(&"k".repeat(64)).is_ok());
+}
+
+async fn a_watch_on_another_replica_sees_the_match_its_peer_made(backend: &Backend) {
+    let shared = backend.backends();
+    let maker = matchmaker(config(), shared.clone(), &[]);
+    let watcher = matchmaker(config(), backend.own_connection(&shared), &[]);
+    shared.registry.register(&shard("s", "eu", 1), 60_000, unix_ms()).await.unwrap();
+    let a = maker.enqueue(PlayerId(1), pong(), unix_ms()).await.unwrap().id;
+    maker.enqueue(PlayerId(2), pong(), unix_ms()).await.unwrap();
+    // The client's stream moved to the watcher replica while the ticket was queued.
+    let (_, mut watch) = watcher.watch(PlayerId(1), a).await.unwrap();
+    assert_eq!(*watch.borrow_and_update(), Some(TicketState::Queued));
+    assert_eq!(maker.run_round(unix_ms()).await.unwrap().matches, 1);
+    // The watcher's poller re-reads the store and passes the match on.
+    watcher.poll_watched().await.unwrap();
+    assert!(watch.has_changed().unwrap(), "the poll told the watcher");
+    let matched = watch.borrow().as_ref().and_then(match_of);
+    assert_eq!(matched, match_of(&states(&maker, &[a]).await[0]));
+    assert!(matched.is_some());
 }
