@@ -427,6 +427,20 @@ async fn retries_with_an_idempotency_key_give_the_first_result_across_replicas(b
         .into_inner();
     assert_eq!(history.messages.len(), 2, "{:?}", history.messages);
 
+    // Retries racing on two replicas at once still store one message.
+    let (first_race, second_race) = tokio::join!(
+        send_keyed(&mut chat_b, &frank, &channel_id, "raced", "msg-race"),
+        send_keyed(&mut chat_c, &frank, &channel_id, "raced", "msg-race"),
+    );
+    assert_eq!(first_race.expect("one"), second_race.expect("the other"), "one message for one key");
+    let mut auth_c = auth_client(&lobby_c).await;
+    let (reg_one, reg_other) =
+        tokio::join!(auth_b.register(register("olivia", "reg-race")), auth_c.register(register("olivia", "reg-race")),);
+    let player_of = |response: tonic::Response<auth_pb::RegisterResponse>| {
+        response.into_inner().account.expect("account").player_id
+    };
+    assert_eq!(player_of(reg_one.expect("one")), player_of(reg_other.expect("the other")), "one account for one key");
+
     // A retry that arrives after the match ended still gets its message;
     // a new message there is refused.
     let match_channel = lobby_c.chat().create_match_channel(77, &[frank.id]).await.expect("match channel");
