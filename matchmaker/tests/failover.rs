@@ -160,6 +160,97 @@ async fn players_fail_over_to_live_replicas_and_a_retried_enqueue_makes_one_tick
     backend.cleanup().await;
 }
 
+/// A TCP proxy to `target` that can be killed with every connection through it.
+struct Proxy {
+    addr: SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, tasks }
+    }
+
+    /// Closes the listener and every connection, as a dead replica's host does.
+    async fn kill(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_stream_broken_mid_watch_is_opened_again_on_another_replica() {
+    let keys = AccessSigningKeys::from(AccessSigningKey::from_seed([7; 32]));
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("lobby.db").display());
+    let mut lobby_config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), db, keys.clone());
+    lobby_config.password_hash = PasswordHashConfig { memory_kib: 1024, iterations: 1, max_concurrent: 2 };
+    let lobby = rally_lobby::serve(lobby_config).await.unwrap();
+    let backend = Backend::redis().await;
+    let shared = backend.backends();
+    let config = MatchmakerConfig {
+        round_interval: Duration::from_millis(20),
+        watch_poll_interval: Duration::from_millis(20),
+        ..MatchmakerConfig::default()
+    };
+    let first = matchmaker(config.clone(), shared.clone(), &[]);
+    let second = matchmaker(config, backend.own_connection(&shared), &[]);
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let first_server = rally_matchmaker::serve(listen, first, keys.verifier()).await.unwrap();
+    let second_server = rally_matchmaker::serve(listen, second.clone(), keys.verifier()).await.unwrap();
+    // Only the second replica runs rounds: the first never tells its watchers of a match.
+    let second_engine = second.start();
+    shared.registry.register(&shard("s", "eu", 10), 60_000, unix_ms()).await.unwrap();
+    let proxy = Proxy::start(first_server.local_addr()).await;
+
+    let lobby_url = format!("http://{}", lobby.local_addr());
+    let matchmakers = Endpoints::parse(&format!("http://{},{}", proxy.addr, url(&second_server))).unwrap();
+    let password = "long passphrase x";
+    let mut one =
+        PlayerClient::register_or_login(lazy_channel(&lobby_url), matchmakers.lazy().unwrap(), "mid-1", password)
+            .await
+            .unwrap();
+    let mut two =
+        PlayerClient::register_or_login(lazy_channel(&lobby_url), mm_channel(&second_server), "mid-2", password)
+            .await
+            .unwrap();
+    let ticket = one.enqueue("pong").await.unwrap();
+    let mut watch = one.watch(&ticket).await.unwrap();
+    assert_eq!(one.matchmaker_replicas().url(), format!("http://{}", proxy.addr), "watching on the first replica");
+    // The first replica's host dies with the stream open; then the match is made.
+    proxy.kill().await;
+    let ticket_two = two.enqueue("pong").await.unwrap();
+    let (outcome_one, outcome_two) = tokio::join!(watch.outcome(), two.wait(&ticket_two));
+    let (QueueOutcome::Matched(a), QueueOutcome::Matched(b)) = (outcome_one.unwrap(), outcome_two.unwrap()) else {
+        panic!("both players are matched");
+    };
+    assert_eq!(a.match_id, b.match_id);
+    assert_eq!(one.matchmaker_replicas().url(), url(&second_server), "the stream moved to the second replica");
+
+    drop(watch);
+    first_server.shutdown().await.unwrap();
+    second_server.shutdown().await.unwrap();
+    second_engine.stop().await;
+    lobby.shutdown().await.unwrap();
+    backend.cleanup().await;
+}
+
+fn lazy_channel(url: &str) -> tonic::transport::Channel {
+    rally_matchmaker::player::lazy_channel(url).unwrap()
+}
+
 fn mm_channel(server: &MatchmakerServer) -> tonic::transport::Channel {
     rally_matchmaker::player::lazy_channel(&url(server)).unwrap()
 }
