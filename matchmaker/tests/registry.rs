@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use common::{Backend, eventually, shard};
 use rally_matchmaker::registry::{
-    Heartbeat, MatchRecord, Registration, Reservation, SeatRecord, ShardInfo, ShardLoad, ShardLoss, ShardRegistry,
+    Confirmation, Heartbeat, MatchRecord, Registration, Reservation, SeatRecord, ShardInfo, ShardLoad, ShardLoss,
+    ShardRegistry,
 };
 use rally_matchmaker::ticket::TicketId;
 use rally_protocol::{MatchId, PlayerId};
@@ -28,6 +29,7 @@ on_both_backends!(
     an_expired_shard_is_reaped_once_with_its_matches,
     a_new_incarnation_frees_the_old_ones_slots_and_hands_its_matches_to_one_reaper,
     a_lapsed_shard_that_heartbeats_before_the_reaper_keeps_its_matches,
+    tentative_reservations_are_confirmed_or_dropped_once,
 );
 
 /// The TTL of entries a scenario lets lapse.
@@ -215,4 +217,36 @@ async fn a_lapsed_shard_that_heartbeats_before_the_reaper_keeps_its_matches(back
     let live = registry.shards(now).await.unwrap();
     assert_eq!((live.len(), live[0].reserved), (1, 2));
     assert!(registry.reap_expired(now).await.unwrap().is_empty());
+}
+
+/// Tentative reservations hold a slot until confirmed; past their deadline
+/// they are overdue, and each is confirmed or dropped by exactly one caller.
+async fn tentative_reservations_are_confirmed_or_dropped_once(backend: &Backend) {
+    let registry = backend.backends().registry;
+    let now = rally_matchmaker::engine::unix_ms();
+    registry.register(&shard("s", "eu", 3), 60_000, now).await.unwrap();
+    let within = 200;
+    for match_id in [1, 2, 3] {
+        let tentative = registry.reserve_tentative("s", &record(match_id, "s"), within, now).await.unwrap();
+        assert_eq!(tentative.reservation, Reservation::Reserved);
+        assert!(tentative.confirm_by_ms >= now + within, "{tentative:?}");
+    }
+    let full = registry.reserve_tentative("s", &record(4, "s"), within, now).await.unwrap();
+    assert_eq!(full.reservation, Reservation::Full, "tentative slots count against capacity");
+    assert!(registry.overdue(now).await.unwrap().is_empty(), "not overdue before the deadline");
+    assert_eq!(registry.confirm("s", MatchId(1)).await.unwrap(), Confirmation::Confirmed);
+    assert!(registry.release("s", MatchId(3)).await.unwrap(), "a tentative slot is released like any other");
+
+    // On Redis the deadline is on Redis's clock: wait (bounded) for it to pass.
+    let later = now + within + 1;
+    eventually("reservation 2 is overdue", || async {
+        registry.overdue(later).await.unwrap().iter().map(|record| record.match_id).collect::<Vec<_>>() == [MatchId(2)]
+    })
+    .await;
+    let (a, b) = tokio::join!(registry.drop_unconfirmed("s", MatchId(2)), registry.drop_unconfirmed("s", MatchId(2)));
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|dropped| **dropped).count(), 1, "dropped once");
+    assert!(!registry.drop_unconfirmed("s", MatchId(1)).await.unwrap(), "a confirmed one is never dropped");
+    assert!(registry.overdue(later).await.unwrap().is_empty());
+    assert_eq!(registry.shards(later).await.unwrap()[0].reserved, 1, "only the confirmed match holds a slot");
+    assert_eq!(registry.confirm("s", MatchId(2)).await.unwrap(), Confirmation::Gone, "a dropped one is gone");
 }
