@@ -186,8 +186,9 @@ pub async fn run_queue_bot_until(
     tokio::pin!(stop);
     let username = format!("{}-{index}", config.username_prefix);
     // Lazy channels: a lobby or matchmaker that is not up yet is a refusal to retry, not the end.
-    let lobby = Endpoints::parse(&config.lobby_url)?.lazy()?;
-    let matchmaker = Endpoints::parse(&config.matchmaker_url)?.lazy()?;
+    // One per replica listed, and one per address of a DNS name that has several.
+    let lobby = Endpoints::parse(&config.lobby_url)?.resolve().await?;
+    let matchmaker = Endpoints::parse(&config.matchmaker_url)?.resolve().await?;
     let login = PlayerClient::register_or_login_retrying(
         lobby,
         matchmaker,

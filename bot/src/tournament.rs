@@ -95,7 +95,7 @@ pub async fn run_tournament_bot(
     stats: Arc<QueueStats>,
 ) -> anyhow::Result<TournamentBotReport> {
     let username = format!("{}-{index}", config.username_prefix);
-    let lobby = Endpoints::parse(&config.lobby_url)?.lazy()?;
+    let lobby = Endpoints::parse(&config.lobby_url)?.resolve().await?;
     let channel = lazy_channel(&config.tournaments_url)?;
     // The matchmaker channel of a PlayerClient is not used here: the tournament service seats players.
     let player = PlayerClient::register_or_login_retrying(
@@ -479,7 +479,7 @@ pub async fn run_bot_cups(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(stop);
-    let lobby = Endpoints::parse(&config.lobby_url)?.lazy()?;
+    let lobby = Endpoints::parse(&config.lobby_url)?.resolve().await?;
     let channel = lazy_channel(&config.tournaments_url)?;
     let login = |username: String| {
         let (lobby, channel, password) = (lobby.clone(), channel.clone(), config.password.clone());

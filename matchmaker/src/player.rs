@@ -925,6 +925,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_name_resolves_into_one_replica_per_address_and_addresses_stay_as_given() {
+        let resolved =
+            Endpoints::parse("http://127.0.0.1:7100,http://localhost:7101").unwrap().resolve().await.unwrap();
+        let addresses: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host(("localhost", 7101)).await.unwrap().collect();
+        assert_eq!(resolved.len(), 1 + addresses.len());
+        assert_eq!(resolved.url(), "http://127.0.0.1:7100");
+        if addresses.len() > 1 {
+            // Each address dialled directly.
+            assert!(resolved.urls.iter().skip(1).all(|url| !url.contains("localhost")), "{:?}", resolved.urls);
+        }
+        let unresolvable = Endpoints::parse("http://no-such-host.invalid:1").unwrap().resolve().await.unwrap();
+        assert_eq!(unresolvable.url(), "http://no-such-host.invalid:1", "kept for its connection to resolve later");
+    }
+
+    #[tokio::test]
     async fn replicas_move_on_after_a_failure_and_can_start_anywhere() {
         let replicas = Endpoints::parse("http://127.0.0.1:1,http://127.0.0.1:2").unwrap().lazy().unwrap();
         assert_eq!((replicas.len(), replicas.url()), (2, "http://127.0.0.1:1"));
