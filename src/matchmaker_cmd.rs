@@ -71,6 +71,11 @@ pub struct MatchmakerArgs {
     /// Milliseconds between matching rounds.
     #[arg(long, default_value_t = 50)]
     pub round_ms: u64,
+    /// Milliseconds a replica has between reserving a shard slot and claiming
+    /// its tickets; past it, any replica's round settles the reservation (the
+    /// replica that made it may have died mid-commit) and a late claim is refused.
+    #[arg(long, default_value_t = 5_000, env = "RALLY_RESERVATION_CONFIRM_MS")]
+    pub reservation_confirm_ms: u64,
     /// Prometheus metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9602", env = "RALLY_MATCHMAKER_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
@@ -134,6 +139,7 @@ impl MatchmakerArgs {
         let config = MatchmakerConfig {
             modes: vec![tuned(ModeConfig::one_vs_one("pong")), tuned(ModeConfig::two_vs_two("pong-doubles"))],
             round_interval: Duration::from_millis(self.round_ms.max(1)),
+            reservation_confirm_ms: self.reservation_confirm_ms,
             ..MatchmakerConfig::default()
         };
         config.validate()?;
