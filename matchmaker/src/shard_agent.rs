@@ -13,9 +13,20 @@
 //! `rally_shard_agent_results_dropped_total` and logged.
 //!
 //! The agent registers with the shard's incarnation ([`ShardInfo::incarnation`]).
-//! When the registry has forgotten the shard (it was reaped while alive), the
-//! next heartbeat registers it again; when a newer incarnation holds the name,
-//! the agent stops heartbeating and leaves the entry to it.
+//! When the registry has forgotten the shard (it was reaped while alive, or
+//! Redis came back without its data), the next heartbeat registers it again;
+//! when a newer incarnation holds the name, the agent stops heartbeating and
+//! leaves the entry to it.
+//!
+//! A result Redis acknowledged can still be lost with Redis's data (a restart
+//! without it, a flush, a failover to an empty replica) before any consumer
+//! read it. So the agent keeps what it published in the last
+//! [`ShardAgentConfig::republish_window`], and when the registry turns out to
+//! have forgotten the shard it settles those results again. Where the data
+//! survived (the shard was only reaped), the match ids are still settled and
+//! nothing is appended; where it was lost, each result goes back on the stream
+//! once. Consumers are idempotent by match id, so a result that had already
+//! been applied before the loss changes nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,16 +53,24 @@ pub struct ShardAgentConfig {
     pub ttl: Duration,
     /// How long to keep retrying unpublished results once the shard stopped.
     pub final_flush: Duration,
+    /// How long a published result is kept to publish again if Redis loses
+    /// its data (at most [`MAX_REPUBLISH`] results).
+    pub republish_window: Duration,
 }
 
+/// Most published results kept for [`ShardAgentConfig::republish_window`].
+pub const MAX_REPUBLISH: usize = 4096;
+
 impl ShardAgentConfig {
-    /// Heartbeats every second, a 5 s TTL, 30 s to flush at the end.
+    /// Heartbeats every second, a 5 s TTL, 30 s to flush at the end, results
+    /// kept 120 s to publish again.
     pub fn new(info: ShardInfo) -> Self {
         Self {
             info,
             heartbeat_interval: Duration::from_secs(1),
             ttl: Duration::from_secs(5),
             final_flush: Duration::from_secs(30),
+            republish_window: Duration::from_secs(120),
         }
     }
 }
@@ -72,6 +91,9 @@ pub struct AgentReport {
     pub released: u64,
     /// Results still unpublished when it gave up (lost unless the shard's own file has them).
     pub unpublished: u64,
+    /// Results published again after the registry had forgotten the shard
+    /// and their match ids were no longer settled (Redis lost its data).
+    pub republished: u64,
 }
 
 struct Agent {
@@ -79,6 +101,8 @@ struct Agent {
     bus: Arc<dyn ResultsBus>,
     config: ShardAgentConfig,
     outbox: VecDeque<MatchResult>,
+    /// Results published lately, with when (Unix ms), oldest first.
+    published: VecDeque<(u64, MatchResult)>,
     report: AgentReport,
     registered: bool,
     draining: bool,
@@ -130,6 +154,7 @@ impl Agent {
                 tracing::warn!(shard = %info.name, "the registry had forgotten this shard; registering again");
                 self.registered = false;
                 self.register().await;
+                self.republish().await;
             }
             Ok(Heartbeat::Superseded) => {
                 tracing::error!(
@@ -145,11 +170,45 @@ impl Agent {
         }
     }
 
+    /// Settles the results published within the republish window again, in
+    /// order, ahead of anything still queued: those whose match ids are no
+    /// longer settled were lost with Redis's data and go back on the stream.
+    async fn republish(&mut self) {
+        let cutoff = unix_ms().saturating_sub(self.config.republish_window.as_millis() as u64);
+        while self.published.front().is_some_and(|(at, _)| *at < cutoff) {
+            self.published.pop_front();
+        }
+        let mut again = 0u64;
+        for (_, result) in &self.published {
+            match self.bus.settle(result).await {
+                Ok(Settlement::Published(_)) => again += 1,
+                Ok(Settlement::AlreadySettled) => {}
+                Err(err) => {
+                    // Still unsettled ones are retried with the next lapse;
+                    // the queued ones keep their own retry.
+                    tracing::warn!(%err, "could not publish recent results again; will retry when the registry forgets this shard again");
+                    break;
+                }
+            }
+        }
+        if again > 0 {
+            self.report.republished += again;
+            metrics::counter!("rally_shard_agent_results_republished_total").increment(again);
+            tracing::warn!(
+                n = again,
+                "Redis had lost recent match results (it came back without its data): published them again"
+            );
+        }
+    }
+
     /// Publishes queued results in order; stops at the first failure.
     async fn flush(&mut self) {
         while let Some(result) = self.outbox.front() {
-            match self.bus.settle(result).await {
-                Ok(Settlement::Published(_)) => self.report.published += 1,
+            let published = match self.bus.settle(result).await {
+                Ok(Settlement::Published(_)) => {
+                    self.report.published += 1;
+                    true
+                }
                 Ok(Settlement::AlreadySettled) => {
                     self.report.dropped += 1;
                     metrics::counter!("rally_shard_agent_results_dropped_total").increment(1);
@@ -157,18 +216,26 @@ impl Agent {
                         match_id = %result.match_id,
                         "match already reported (aborted when this shard was reaped or restarted); its result is dropped"
                     );
+                    false
                 }
                 Err(err) => {
                     tracing::warn!(%err, queued = self.outbox.len(), "could not publish a match result; will retry");
                     return;
                 }
-            }
+            };
             match self.registry.release(&self.config.info.name, result.match_id).await {
                 Ok(true) => self.report.released += 1,
                 Ok(false) => {}
                 Err(err) => tracing::warn!(%err, match_id = %result.match_id, "could not release the reservation"),
             }
-            self.outbox.pop_front();
+            // Only what went on the stream is kept: a dropped result's match
+            // has its outcome already (aborted) and must not get a second one.
+            if let Some(result) = self.outbox.pop_front().filter(|_| published) {
+                if self.published.len() == MAX_REPUBLISH {
+                    self.published.pop_front();
+                }
+                self.published.push_back((unix_ms(), result));
+            }
         }
     }
 }
@@ -191,6 +258,7 @@ pub async fn run(
         bus,
         config,
         outbox: VecDeque::new(),
+        published: VecDeque::new(),
         report: AgentReport::default(),
         registered: false,
         draining: false,

@@ -2,7 +2,8 @@
 //! results published in order and reservations released, results kept and
 //! retried while the bus is down, deregistration at the end; one outcome per
 //! match id, registering again when forgotten, and a restarted shard's
-//! predecessor's matches reported aborted.
+//! predecessor's matches reported aborted; results published again when
+//! Redis comes back without its data.
 
 #![expect(clippy::unwrap_used, reason = "scenarios run outside #[test] functions")]
 
@@ -69,6 +70,52 @@ impl ResultsBus for Flaky {
     async fn ack(&self, g: &str, ids: &[String]) -> Result<(), BackendError> {
         self.inner.ack(g, ids).await
     }
+}
+
+/// Issue #17's fleet test: Redis restarted without its data lost a result
+/// the shard had published just before, which no consumer had read yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_lost_with_redis_data_are_published_again_once() {
+    let backend = common::Backend::redis().await;
+    let common::Backend::Redis(redis) = &backend else { unreachable!("a Redis backend") };
+    let backends = backend.backends();
+    let registry = backends.registry.clone();
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (_drain_tx, drain_rx) = watch::channel(false);
+    let info = shard("agent-shard", "eu", 5);
+    let agent = tokio::spawn(shard_agent::run(
+        registry.clone(),
+        backends.bus.clone(),
+        agent_config(info.clone()),
+        results_rx,
+        no_load(),
+        drain_rx,
+    ));
+    eventually("the shard registers", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
+    for match_id in [1, 2] {
+        assert_eq!(registry.reserve("agent-shard", &record(match_id), unix_ms()).await.unwrap(), Reservation::Reserved);
+        results_tx.send(aborted_result(&record(match_id), 1)).unwrap();
+    }
+    eventually("both results are published", || async { registry.shards(unix_ms()).await.unwrap()[0].reserved == 0 })
+        .await;
+    // Redis comes back empty before any consumer read them.
+    redis.delete_all().await.unwrap();
+    eventually("the shard registers again", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
+    backends.bus.ensure_group("audit").await.unwrap();
+    let again = backends.bus.read_new("audit", "t", 10, Duration::from_millis(500)).await.unwrap();
+    let ids: Vec<u64> = again.iter().map(|delivery| delivery.result.match_id.0).collect();
+    assert_eq!(ids, [1, 2], "the lost results are back, in order, once each");
+    // Forgotten again with the data intact (reaped while alive): the match ids
+    // are settled, so nothing is appended a second time.
+    registry.deregister(&info.name, info.incarnation).await.unwrap();
+    eventually("the shard registers once more", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() })
+        .await;
+    drop(results_tx);
+    let report = within(agent).await.unwrap();
+    assert_eq!((report.published, report.republished), (2, 2), "{report:?}");
+    let more = backends.bus.read_new("audit", "t", 10, Duration::from_millis(100)).await.unwrap();
+    assert!(more.is_empty(), "one outcome per match id: {more:?}");
+    backend.cleanup().await;
 }
 
 fn record(match_id: u64) -> MatchRecord {
