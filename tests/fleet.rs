@@ -5,17 +5,19 @@
 //! bots in 3 `rally bot play` processes (each given every lobby and
 //! matchmaker, its own first) and 3 chat clients over gRPC play while the
 //! test kills -9 one lobby, one matchmaker and one shard (restarting each on
-//! its ports and data), restarts Redis keeping its data, and crashes and
-//! restarts PostgreSQL. It follows the Redis streams the roles share (match
-//! results, matches formed) through the matchmaker's own readers, and in the
-//! end compares every shard's `results.jsonl` with the lobby's match
-//! histories. It asserts:
+//! its ports and data), restarts Redis keeping its data and then empty, and
+//! crashes and restarts PostgreSQL. It follows the Redis streams the roles
+//! share (match results, matches formed) through the matchmaker's own
+//! readers, and in the end compares every shard's `results.jsonl` with the
+//! lobby's match histories. It asserts:
 //! - each restarted role answers healthy again (`rally health`: gRPC
 //!   SERVING for lobbies and matchmakers, `/readyz` for shards);
 //! - every chat message a Send acknowledged reaches every subscriber, live
 //!   or after it resumes with `after_id` on another lobby, once and in order,
 //!   and a Send retried with its idempotency key is stored once;
-//! - one outcome per match id on the results stream;
+//! - one outcome per match id on the results stream (on each: the stream
+//!   Redis makes after losing its data holds, once, what shards publish
+//!   again then, the same outcome);
 //! - no result lost or applied twice: each player's lobby history holds
 //!   exactly the rated results the shards wrote with that player;
 //! - no ticket lost: every bot is matched again after a matchmaker's kill;
@@ -24,10 +26,6 @@
 //!   overlap;
 //! - every player of the killed shard is matched again, and playing on a
 //!   shard again, within 10 s of the kill (also printed as measured figures).
-//!
-//! A restart of Redis without its data is not part of it yet: a result a
-//! shard published just before the wipe, not yet consumed by a lobby, is
-//! gone with the stream, and nothing publishes it again.
 //!
 //! Waits are conditions polled with deadlines; the whole run takes under a
 //! minute on 2 cores. Needs `redis-server`, `redis-cli`, `initdb` and
@@ -77,6 +75,8 @@ const PLAYS_ON_WITHIN: Duration = Duration::from_secs(45);
 struct Audit {
     /// Every entry of the results stream (the outcome of a match), once each.
     outcomes: Vec<MatchResult>,
+    /// When Redis appended each of `outcomes` (its entry id's time).
+    outcome_entry_ms: Vec<u64>,
     outcome_entries: HashSet<String>,
     /// Every match-formed event.
     formed: Vec<Formed>,
@@ -127,8 +127,9 @@ fn follow_results(
                     {
                         let mut audit = audit.lock().unwrap();
                         for delivery in deliveries {
-                            if audit.outcome_entries.insert(delivery.id) {
+                            if audit.outcome_entries.insert(delivery.id.clone()) {
                                 audit.outcomes.push(delivery.result);
+                                audit.outcome_entry_ms.push(entry_ms(&delivery.id));
                             }
                         }
                     }
@@ -772,7 +773,14 @@ async fn fleet_survives_losing_one_of_each_role_and_its_shared_servers_restartin
     let took = wait_plays_on(&audit, "Redis's restart with data", unix_ms()).await;
     timeline.note(&format!("the fleet plays on after Redis's restart with data ({took:?})"));
 
-    // 5. PostgreSQL crashes and comes back.
+    // 5. Redis restarts empty: registry, tickets, streams and groups gone.
+    let restarted_at = unix_ms();
+    let wiped_at = redis.restart_empty().await;
+    timeline.note(&format!("Redis restarted empty ({} ms)", unix_ms() - restarted_at));
+    let took = wait_plays_on(&audit, "Redis's restart without data", unix_ms()).await;
+    timeline.note(&format!("the fleet plays on after Redis's restart without data ({took:?})"));
+
+    // 6. PostgreSQL crashes and comes back.
     let restarted_at = unix_ms();
     tokio::task::block_in_place(|| postgres.restart_after_crash());
     timeline.note(&format!("PostgreSQL crashed and restarted ({} ms)", unix_ms() - restarted_at));
@@ -939,13 +947,29 @@ async fn fleet_survives_losing_one_of_each_role_and_its_shared_servers_restartin
         assert_eq!(chat.bodies.get(id), Some(body), "message {id} as acknowledged");
     }
 
-    // One outcome per match id on the results stream.
+    // One outcome per match id on the results stream. The stream Redis made
+    // after its restart without data is another stream: a shard publishes
+    // there again what the wipe may have taken before a consumer read it.
     let mut outcomes: HashMap<u64, Vec<&MatchResult>> = HashMap::new();
-    for result in &audit.outcomes {
+    let mut per_stream: HashMap<(u64, bool), u32> = HashMap::new();
+    for (result, &appended_ms) in audit.outcomes.iter().zip(&audit.outcome_entry_ms) {
         outcomes.entry(result.match_id.0).or_default().push(result);
+        *per_stream.entry((result.match_id.0, appended_ms > wiped_at)).or_insert(0) += 1;
     }
-    let doubled: Vec<_> = outcomes.iter().filter(|(_, results)| results.len() > 1).collect();
-    assert!(doubled.is_empty(), "match ids with more than one outcome on the stream: {doubled:?}");
+    let doubled: Vec<_> = per_stream
+        .iter()
+        .filter(|&(_, &n)| n > 1)
+        .map(|(&(id, after_wipe), _)| (id, &outcomes[&id], after_wipe))
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "match ids with more than one outcome on one stream (id, outcomes, on the stream after the wipe): {doubled:?}"
+    );
+    let republished = outcomes.values().filter(|results| results.len() > 1).count();
+    // A republished result is the same outcome, never another one.
+    for results in outcomes.values() {
+        assert!(results.windows(2).all(|pair| pair[0] == pair[1]), "one match, different outcomes: {results:?}");
+    }
 
     // No player in two matches at once: its next match is formed only once
     // the previous one has its outcome, and no two played matches overlap.
@@ -1033,7 +1057,7 @@ async fn fleet_survives_losing_one_of_each_role_and_its_shared_servers_restartin
         known.len()
     );
     timeline.note(&format!(
-        "{} outcomes on the stream for {} match ids; {} matches formed",
+        "{} outcomes on the stream for {} match ids ({republished} published again after the wipe); {} matches formed",
         audit.outcomes.len(),
         outcomes.len(),
         audit.formed.len()

@@ -63,12 +63,15 @@ impl OwnRedis {
     }
 
     /// Kills the server (SIGKILL), deletes everything it kept, and starts it
-    /// again on the same port, empty; returns once it answers.
-    pub async fn restart_empty(&mut self) {
+    /// again on the same port, empty; returns once it answers, with the Unix
+    /// ms at which it was down (every entry id of the old server's streams is
+    /// at or before it, every one of the new server's after it).
+    pub async fn restart_empty(&mut self) -> u64 {
         if let Some(child) = self.child.as_mut() {
             child.kill().expect("kill redis-server");
         }
         self.reap().await;
+        let down_at = super::unix_ms();
         for entry in std::fs::read_dir(self.dir.path()).expect("the Redis directory") {
             let path = entry.expect("a directory entry").path();
             if path.is_dir() {
@@ -78,6 +81,7 @@ impl OwnRedis {
             }
         }
         self.spawn().await;
+        down_at
     }
 
     async fn reap(&mut self) {
