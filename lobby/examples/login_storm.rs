@@ -3,8 +3,13 @@
 //! Client and server share this process and the machine's cores.
 //!
 //! ```sh
-//! cargo run --release -p rally-lobby --example login_storm -- [seconds] [concurrent logins]
+//! cargo run --release -p rally-lobby --example login_storm -- [seconds] [concurrent logins] [lobbies]
 //! ```
+//!
+//! With `lobbies` above 1, that many lobby servers (replicas: each its own
+//! gRPC server, database pool and hashing pool) share one database, which
+//! must then be PostgreSQL at `RALLY_BENCH_DATABASE_URL` (a fresh schema,
+//! dropped afterwards); the login loops are spread over them round robin.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -63,20 +68,39 @@ async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map(|arg| arg.parse()).transpose()?.unwrap_or(10);
     let n_clients: usize = args.next().map(|arg| arg.parse()).transpose()?.unwrap_or(32);
+    let n_lobbies: usize = args.next().map(|arg| arg.parse()).transpose()?.unwrap_or(1).max(1);
 
     let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("lobby.db").display());
-    let mut config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url, AccessSigningKeys::generate());
-    // The storm comes from one IP and few accounts; lift those limits so the
-    // hashing pool, not the rate limiter, is what bounds it.
-    let unlimited = RateLimitConfig::new(NonZeroU32::MAX, Duration::from_nanos(1));
-    config.limits.auth_per_ip = unlimited;
-    config.limits.login_per_account = unlimited;
-    let hash = config.password_hash;
-    let lobby = rally_lobby::serve(config).await?;
-    let addr = lobby.local_addr();
+    let (url, schema) = match std::env::var("RALLY_BENCH_DATABASE_URL") {
+        Ok(base) => {
+            let schema = format!("bench_{:08x}", rand::random::<u32>());
+            let pool = sqlx::PgPool::connect(&base).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await?;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            (format!("{base}{sep}options[search_path]={schema}"), Some((pool, schema)))
+        }
+        Err(_) if n_lobbies == 1 => (format!("sqlite://{}", dir.path().join("lobby.db").display()), None),
+        Err(_) => return Err("several lobbies share one database: set RALLY_BENCH_DATABASE_URL to a PostgreSQL".into()),
+    };
+    let keys = AccessSigningKeys::generate();
+    let mut lobbies = Vec::new();
+    let mut hash = None;
+    for _ in 0..n_lobbies {
+        let mut config = LobbyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), url.clone(), keys.clone());
+        // The storm comes from one IP and few accounts; lift those limits so the
+        // hashing pool, not the rate limiter, is what bounds it.
+        let unlimited = RateLimitConfig::new(NonZeroU32::MAX, Duration::from_nanos(1));
+        config.limits.auth_per_ip = unlimited;
+        config.limits.login_per_account = unlimited;
+        hash = Some(config.password_hash);
+        lobbies.push(rally_lobby::serve(config).await?);
+    }
+    let hash = hash.ok_or("no lobby")?;
+    let addrs: Vec<SocketAddr> = lobbies.iter().map(|lobby| lobby.local_addr()).collect();
+    let addr = addrs[0];
     println!(
-        "argon2id: {} KiB, {} passes, 1 lane, at most {} hashes at once; {n_clients} concurrent login loops, {seconds} s",
+        "argon2id: {} KiB, {} passes, 1 lane, at most {} hashes at once per lobby; {n_lobbies} lobbies, \
+         {n_clients} concurrent login loops, {seconds} s",
         hash.memory_kib, hash.iterations, hash.max_concurrent
     );
 
@@ -107,8 +131,8 @@ async fn main() -> Result<(), BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let logins = Arc::new(AtomicU64::new(0));
     let mut stormers = Vec::new();
-    for username in usernames {
-        let mut client = connect(addr).await?;
+    for (idx, username) in usernames.into_iter().enumerate() {
+        let mut client = connect(addrs[idx % addrs.len()]).await?;
         let (stop, logins) = (stop.clone(), logins.clone());
         stormers.push(tokio::spawn(async move {
             let mut latencies = Histogram::<u64>::new(3)?;
@@ -144,6 +168,11 @@ async fn main() -> Result<(), BoxError> {
     row("`Me`, idle", &idle);
     row("`Me`, during the login storm", &during);
     row("`Login` (argon2id verify + session)", &login_latencies);
-    lobby.shutdown().await?;
+    for lobby in lobbies {
+        lobby.shutdown().await?;
+    }
+    if let Some((pool, schema)) = schema {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await?;
+    }
     Ok(())
 }
