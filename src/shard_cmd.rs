@@ -184,6 +184,9 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
         };
         let (results_rx, agent) = match &args.redis_url {
             Some(url) => {
+                // Before the writer appends anything: what a previous process
+                // recorded lately, for the agent to settle before registering.
+                let recovered = recent_results(&results_path, Duration::from_secs(120));
                 let (rx, agent) = start_shard_agent(
                     url,
                     &args.redis_prefix,
@@ -192,6 +195,7 @@ pub fn run(args: ShardArgs) -> anyhow::Result<()> {
                     args.max_matches,
                     &shard,
                     results_rx,
+                    recovered,
                 )?;
                 (rx, Some(agent))
             }
@@ -293,9 +297,47 @@ impl ShardAgentRun {
     }
 }
 
+/// Most bytes read back from the end of a results file at start.
+const RECOVER_TAIL_BYTES: u64 = 4 << 20;
+
+/// The results in the last [`RECOVER_TAIL_BYTES`] of the results file at
+/// `path` that ended within `window` of now: what a previous process of this
+/// shard recorded shortly before it stopped, which it may not have published
+/// (killed between the two). A missing file is none; a torn or foreign line is
+/// skipped with a warning.
+pub fn recent_results(path: &std::path::Path, window: Duration) -> Vec<MatchResult> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let len = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let start = len.saturating_sub(RECOVER_TAIL_BYTES);
+    let mut tail = Vec::new();
+    if file.seek(SeekFrom::Start(start)).and_then(|_| file.read_to_end(&mut tail)).is_err() {
+        tracing::warn!(path = %path.display(), "could not read the results file back; nothing recovered from it");
+        return Vec::new();
+    }
+    let cutoff = rally_matchmaker::engine::unix_ms().saturating_sub(window.as_millis() as u64);
+    let mut lines = tail.split(|byte| *byte == b'\n');
+    if start > 0 {
+        lines.next(); // the partial line the tail starts in
+    }
+    lines
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| match serde_json::from_slice::<MatchResult>(line) {
+            Ok(result) => Some(result),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "skipping an unreadable line of the results file");
+                None
+            }
+        })
+        .filter(|result| result.ended_at_ms >= cutoff)
+        .collect()
+}
+
 /// Registers `shard` in the Redis registry at `redis_url` and publishes its
-/// results to the Redis bus. Returns a receiver that still gets every result
-/// (for the results file) and the agent.
+/// results to the Redis bus, first settling `recovered` (see
+/// [`ShardAgentConfig::recovered`]). Returns a receiver that still gets every
+/// result (for the results file) and the agent.
+#[expect(clippy::too_many_arguments, reason = "one call site, each argument a plain setting")]
 pub fn start_shard_agent(
     redis_url: &str,
     redis_prefix: &str,
@@ -304,6 +346,7 @@ pub fn start_shard_agent(
     capacity: usize,
     shard: &ShardHandle,
     mut results: mpsc::UnboundedReceiver<MatchResult>,
+    recovered: Vec<MatchResult>,
 ) -> anyhow::Result<(mpsc::UnboundedReceiver<MatchResult>, ShardAgentRun)> {
     let redis = RedisConnection::connect_lazy(redis_url, redis_prefix)?.with_role("the shard agent");
     let info = ShardInfo {
@@ -331,10 +374,53 @@ pub fn start_shard_agent(
     let task = tokio::spawn(shard_agent::run(
         Arc::new(RedisRegistry::new(redis.clone())),
         Arc::new(RedisBus::new(redis)),
-        ShardAgentConfig::new(info),
+        ShardAgentConfig { recovered, ..ShardAgentConfig::new(info) },
         agent_rx,
         load,
         draining_rx,
     ));
     Ok((file_rx, ShardAgentRun { draining, task }))
+}
+
+#[cfg(test)]
+mod tests {
+    use rally_protocol::MatchId;
+    use rally_protocol::control::EndReason;
+
+    use super::*;
+
+    fn result(match_id: u64, ended_at_ms: u64) -> MatchResult {
+        MatchResult {
+            match_id: MatchId(match_id),
+            game: "pong".into(),
+            shard: "s".into(),
+            seats: Vec::new(),
+            scores: vec![0, 0],
+            winner: None,
+            reason: EndReason::Score,
+            duration_ticks: 0,
+            tick_rate_hz: 60,
+            started_at_ms: ended_at_ms,
+            ended_at_ms,
+            input_log_digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn recent_results_are_read_back_past_old_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        assert!(recent_results(&path, Duration::from_secs(120)).is_empty(), "no file, nothing");
+        let now = rally_matchmaker::engine::unix_ms();
+        let mut text = String::new();
+        for line in [result(1, now - 600_000), result(2, now - 1_000), result(3, now)] {
+            text.push_str(&serde_json::to_string(&line).unwrap());
+            text.push('\n');
+        }
+        text.push_str("{\"match_id\": 4, \"torn"); // killed mid-write
+        std::fs::write(&path, text).unwrap();
+        let ids: Vec<u64> =
+            recent_results(&path, Duration::from_secs(120)).iter().map(|result| result.match_id.0).collect();
+        assert_eq!(ids, [2, 3], "the old one is outside the window, the torn one unreadable");
+    }
 }

@@ -56,6 +56,13 @@ pub struct ShardAgentConfig {
     /// How long a published result is kept to publish again if Redis loses
     /// its data (at most [`MAX_REPUBLISH`] results).
     pub republish_window: Duration,
+    /// Results a previous process of this shard recorded (its results file)
+    /// shortly before it stopped: settled before the agent first registers,
+    /// since registering reports the predecessor's unfinished matches aborted.
+    /// A predecessor killed between writing a result and publishing it so
+    /// still gets its real outcome on the bus; the ones it did publish are
+    /// already settled and append nothing.
+    pub recovered: Vec<MatchResult>,
 }
 
 /// Most published results kept for [`ShardAgentConfig::republish_window`].
@@ -71,6 +78,7 @@ impl ShardAgentConfig {
             ttl: Duration::from_secs(5),
             final_flush: Duration::from_secs(30),
             republish_window: Duration::from_secs(120),
+            recovered: Vec::new(),
         }
     }
 }
@@ -94,6 +102,9 @@ pub struct AgentReport {
     /// Results published again after the registry had forgotten the shard
     /// and their match ids were no longer settled (Redis lost its data).
     pub republished: u64,
+    /// Results of a previous process of this shard (its results file) that
+    /// it had not published, published at start.
+    pub recovered: u64,
 }
 
 struct Agent {
@@ -178,8 +189,48 @@ impl Agent {
         while self.published.front().is_some_and(|(at, _)| *at < cutoff) {
             self.published.pop_front();
         }
+        let recent: Vec<MatchResult> = self.published.iter().map(|(_, result)| result.clone()).collect();
+        let again = self.settle_again(&recent).await;
+        if again > 0 {
+            self.report.republished += again;
+            metrics::counter!("rally_shard_agent_results_republished_total").increment(again);
+            tracing::warn!(
+                n = again,
+                "Redis had lost recent match results (it came back without its data): published them again"
+            );
+        }
+    }
+
+    /// Settles the results a previous process of this shard recorded, before
+    /// the first registration reports its unfinished matches aborted.
+    async fn recover(&mut self) {
+        let recovered = std::mem::take(&mut self.config.recovered);
+        if recovered.is_empty() {
+            return;
+        }
+        let published = self.settle_again(&recovered).await;
+        self.report.recovered += published;
+        if published > 0 {
+            tracing::warn!(
+                n = published,
+                "published results the previous process of this shard recorded but had not published"
+            );
+        }
+        let now = unix_ms();
+        for result in recovered {
+            if self.published.len() == MAX_REPUBLISH {
+                self.published.pop_front();
+            }
+            self.published.push_back((now, result));
+        }
+    }
+
+    /// Settles each of `results` in order and counts the ones that went on
+    /// the stream (the others' match ids were settled already); stops at the
+    /// first failure.
+    async fn settle_again(&self, results: &[MatchResult]) -> u64 {
         let mut again = 0u64;
-        for (_, result) in &self.published {
+        for result in results {
             match self.bus.settle(result).await {
                 Ok(Settlement::Published(_)) => again += 1,
                 Ok(Settlement::AlreadySettled) => {}
@@ -191,14 +242,7 @@ impl Agent {
                 }
             }
         }
-        if again > 0 {
-            self.report.republished += again;
-            metrics::counter!("rally_shard_agent_results_republished_total").increment(again);
-            tracing::warn!(
-                n = again,
-                "Redis had lost recent match results (it came back without its data): published them again"
-            );
-        }
+        again
     }
 
     /// Publishes queued results in order; stops at the first failure.
@@ -264,6 +308,7 @@ pub async fn run(
         draining: false,
         superseded: false,
     };
+    agent.recover().await;
     let mut watching_drain = true;
     loop {
         tokio::select! {

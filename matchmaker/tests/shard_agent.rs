@@ -30,6 +30,7 @@ on_both_backends!(
     a_late_result_for_a_match_already_reported_aborted_is_dropped,
     a_forgotten_shard_that_is_alive_registers_again,
     a_restarted_shards_predecessors_matches_are_reported_aborted_and_free_their_slots,
+    a_restarted_shard_settles_what_its_predecessor_recorded_before_the_aborts,
 );
 
 /// A bus that refuses the first `failures` publishes, as Redis being down would.
@@ -98,8 +99,15 @@ async fn results_lost_with_redis_data_are_published_again_once() {
     }
     eventually("both results are published", || async { registry.shards(unix_ms()).await.unwrap()[0].reserved == 0 })
         .await;
-    // Redis comes back empty before any consumer read them.
-    redis.delete_all().await.unwrap();
+    // Redis comes back empty before any consumer read them: every key of the
+    // prefix goes in one script, atomically as a restart would (a SCAN-and-DEL
+    // could delete half of the entry the agent re-registers meanwhile).
+    let client = ::redis::Client::open(std::env::var("RALLY_TEST_REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let wipe = ::redis::Script::new(
+        "for _, key in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', key) end return 1",
+    );
+    let _: i64 = wipe.arg(format!("{}:*", redis.prefix())).invoke_async(&mut conn).await.unwrap();
     eventually("the shard registers again", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
     backends.bus.ensure_group("audit").await.unwrap();
     let again = backends.bus.read_new("audit", "t", 10, Duration::from_millis(500)).await.unwrap();
@@ -294,4 +302,73 @@ async fn a_restarted_shards_predecessors_matches_are_reported_aborted_and_free_t
     }
     drop(results);
     within(agent).await.unwrap();
+}
+
+/// Issue #17's fleet test: a shard killed between writing a result to its
+/// file and publishing it had the reaper's abort as that match's only
+/// outcome. The restarted process settles what its predecessor recorded
+/// before it registers (which reports the predecessor's matches aborted).
+async fn a_restarted_shard_settles_what_its_predecessor_recorded_before_the_aborts(backend: &Backend) {
+    let backends = backend.backends();
+    backends.bus.ensure_group("audit").await.unwrap();
+    let registry = backends.registry.clone();
+    let start = |config: ShardAgentConfig| {
+        let (results_tx, results_rx) = mpsc::unbounded_channel::<MatchResult>();
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let agent = tokio::spawn(shard_agent::run(
+            registry.clone(),
+            backends.bus.clone(),
+            config,
+            results_rx,
+            no_load(),
+            drain_rx,
+        ));
+        (agent, results_tx, drain_tx)
+    };
+    let first = shard("restarts", "eu", 10);
+    let (agent, _results, _drain) = start(agent_config(first.clone()));
+    eventually("the shard registers", || async { !registry.shards(unix_ms()).await.unwrap().is_empty() }).await;
+    let mode = ModeConfig::one_vs_one("pong");
+    let mm = matchmaker(MatchmakerConfig { modes: vec![mode], ..MatchmakerConfig::default() }, backends.clone(), &[]);
+    let mut tickets = Vec::new();
+    for player in 1..=6 {
+        let request = EnqueueRequest { mode: "pong".into(), ..EnqueueRequest::default() };
+        tickets.push((player, mm.enqueue(PlayerId(player), request, unix_ms()).await.unwrap().id));
+    }
+    assert_eq!(mm.run_round(unix_ms()).await.unwrap().matches, 3);
+    let mut match_ids = Vec::new();
+    for (player, ticket) in &tickets {
+        let (_, receiver) = mm.watch(PlayerId(*player), *ticket).await.unwrap();
+        if let Some(TicketState::Matched(assignment)) = receiver.borrow().clone()
+            && !match_ids.contains(&assignment.match_id.0)
+        {
+            match_ids.push(assignment.match_id.0);
+        }
+    }
+    assert_eq!(match_ids.len(), 3);
+    // kill -9 after two matches ended and were written to the file, before
+    // either was published.
+    agent.abort();
+    let _ = agent.await;
+    let recorded: Vec<MatchResult> = match_ids[..2]
+        .iter()
+        .map(|&id| MatchResult { winner: Some(1), reason: EndReason::Score, ..aborted_result(&record(id), 9) })
+        .collect();
+    let second = ShardInfo { incarnation: 2, ..first };
+    let (agent, results, _drain) = start(ShardAgentConfig { recovered: recorded, ..agent_config(second) });
+    eventually("the new incarnation registers", || async {
+        registry.shards(unix_ms()).await.unwrap().first().is_some_and(|entry| entry.info.incarnation == 2)
+    })
+    .await;
+    assert_eq!(mm.run_round(unix_ms()).await.unwrap().aborted_matches, 1, "only the match with no result");
+    let outcomes = backends.bus.read_new("audit", "t", 100, Duration::from_millis(100)).await.unwrap();
+    let mut outcomes: Vec<(u64, Option<u8>)> =
+        outcomes.iter().map(|delivery| (delivery.result.match_id.0, delivery.result.winner)).collect();
+    outcomes.sort_unstable();
+    let mut expected = vec![(match_ids[0], Some(1)), (match_ids[1], Some(1)), (match_ids[2], None)];
+    expected.sort_unstable();
+    assert_eq!(outcomes, expected, "the recorded results are the outcomes; the third match is aborted");
+    drop(results);
+    let report = within(agent).await.unwrap();
+    assert_eq!(report.recovered, 2, "{report:?}");
 }
