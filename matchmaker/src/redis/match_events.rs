@@ -9,16 +9,13 @@
 use std::time::Duration;
 
 use rally_protocol::bus::{BusEvent, EventDecodeError};
-use redis::streams::{StreamId, StreamReadReply};
+use redis::streams::StreamId;
 
 use super::RedisConnection;
 use super::bus::{EVENT_FIELD, entry_bytes};
 use crate::bus::count_refused;
 use crate::error::BackendError;
 use crate::match_events::{KEPT_EVENTS, MATCH_FORMED_VERSION, MatchEvents, MatchFormed};
-
-/// Longest pause between two polls of an empty stream.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Reads an entry: the protobuf in `pb`, or the JSON older releases wrote in `formed`.
 fn read_formed(entry: &StreamId) -> Result<MatchFormed, EventDecodeError> {
@@ -82,45 +79,20 @@ impl MatchEvents for RedisMatchEvents {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<(String, MatchFormed)>, BackendError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let from = cursor.unwrap_or("0-0");
-        loop {
-            let mut conn = self.redis.conn();
-            let reply: Option<StreamReadReply> = self
-                .redis
-                .run(
-                    redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(max.max(1))
-                        .arg("STREAMS")
-                        .arg(self.stream_key())
-                        .arg(from)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            let entries: Vec<_> =
-                reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect()).unwrap_or_default();
-            if !entries.is_empty() {
-                let mut events = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    match read_formed(&entry) {
-                        Ok(formed) => events.push((entry.id, formed)),
-                        // Skipped, but the cursor moves past it: the caller
-                        // sees no event, so hand back a marker it can skip.
-                        Err(err) => {
-                            tracing::warn!(id = %entry.id, %err, "match-formed event refused; skipped");
-                            count_refused("matches", err.reason());
-                            events.push((entry.id, MatchFormed::skipped()));
-                        }
-                    }
+        let entries = self.redis.read_stream_after(&self.stream_key(), cursor, max, wait).await?;
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match read_formed(&entry) {
+                Ok(formed) => events.push((entry.id, formed)),
+                // Skipped, but the cursor moves past it: the caller
+                // sees no event, so hand back a marker it can skip.
+                Err(err) => {
+                    tracing::warn!(id = %entry.id, %err, "match-formed event refused; skipped");
+                    count_refused("matches", err.reason());
+                    events.push((entry.id, MatchFormed::skipped()));
                 }
-                return Ok(events);
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(Vec::new());
-            }
-            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
         }
+        Ok(events)
     }
 }

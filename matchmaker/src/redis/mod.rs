@@ -121,6 +121,47 @@ impl RedisConnection {
         })
     }
 
+    /// The entries of the stream at `key` after `cursor` (from the start when
+    /// `None`), at most `max`; polls until some arrive or `wait` has passed
+    /// (then none). Plain `XREAD`, no consumer group: for streams every
+    /// reader follows with its own cursor.
+    pub(crate) async fn read_stream_after(
+        &self,
+        key: &str,
+        cursor: Option<&str>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<redis::streams::StreamId>, BackendError> {
+        /// Longest pause between two polls of an empty stream.
+        const POLL_INTERVAL: Duration = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + wait;
+        let from = cursor.unwrap_or("0-0");
+        loop {
+            let mut conn = self.conn();
+            let reply: Option<redis::streams::StreamReadReply> = self
+                .run(
+                    redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(max.max(1))
+                        .arg("STREAMS")
+                        .arg(key)
+                        .arg(from)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let entries: Vec<_> =
+                reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect()).unwrap_or_default();
+            if !entries.is_empty() {
+                return Ok(entries);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        }
+    }
+
     /// Deletes every key under this prefix (tests clean up with it).
     pub async fn delete_all(&self) -> Result<u64, BackendError> {
         let mut conn = self.conn();

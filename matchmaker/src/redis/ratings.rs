@@ -11,16 +11,12 @@ use std::time::Duration;
 
 use rally_protocol::PlayerId;
 use rally_protocol::bus::{BusEvent, EventDecodeError, RatingEvent};
-use redis::streams::StreamReadReply;
 
 use super::RedisConnection;
 use super::bus::{EVENT_FIELD, entry_bytes};
 use crate::error::BackendError;
 use crate::rating_events::{KEPT_RATING_EVENTS, RatingEntry, RatingEvents};
 use crate::ratings::{ModelRating, RatingModel};
-
-/// Longest pause between two polls of an empty stream.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A model value for a deleted account.
 const DELETED: &str = "deleted";
@@ -96,45 +92,20 @@ impl RatingEvents for RedisRatingEvents {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<RatingEntry>, BackendError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let from = cursor.unwrap_or("0-0");
-        loop {
-            let mut conn = self.redis.conn();
-            let reply: Option<StreamReadReply> = self
-                .redis
-                .run(
-                    redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(max.max(1))
-                        .arg("STREAMS")
-                        .arg(self.stream_key())
-                        .arg(from)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            let entries: Vec<_> =
-                reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect()).unwrap_or_default();
-            if !entries.is_empty() {
-                return Ok(entries
-                    .into_iter()
-                    .map(|entry| {
-                        let event = match entry_bytes(&entry, EVENT_FIELD) {
-                            Some(bytes) => RatingEvent::decode(bytes),
-                            None => Err(EventDecodeError::Malformed {
-                                event: <RatingEvent as BusEvent>::NAME,
-                                reason: format!("no `{EVENT_FIELD}` field"),
-                            }),
-                        };
-                        (entry.id, event)
-                    })
-                    .collect());
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(Vec::new());
-            }
-            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
-        }
+        let entries = self.redis.read_stream_after(&self.stream_key(), cursor, max, wait).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let event = match entry_bytes(&entry, EVENT_FIELD) {
+                    Some(bytes) => RatingEvent::decode(bytes),
+                    None => Err(EventDecodeError::Malformed {
+                        event: <RatingEvent as BusEvent>::NAME,
+                        reason: format!("no `{EVENT_FIELD}` field"),
+                    }),
+                };
+                (entry.id, event)
+            })
+            .collect())
     }
 }
 
