@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod grpc_metrics;
 pub mod idempotency;
+pub mod identity;
 pub mod limits;
 mod page_token;
 pub mod password;
