@@ -48,8 +48,15 @@ run: .venv debs
 demo:
 	$(CARGO) run --release --locked -- sim --matches 10000 --seconds 10
 
+## Node packages for the lobby's test OpenID provider (panva's oidc-provider,
+## pinned by its package-lock.json); the stamp makes it idempotent.
+OIDC_PROVIDER = lobby/tests/oidc-provider
+$(OIDC_PROVIDER)/node_modules/.rally-stamp: $(OIDC_PROVIDER)/package-lock.json
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent
+	touch $@
+
 ## Every test of the workspace.
-test: .venv debs
+test: .venv debs $(OIDC_PROVIDER)/node_modules/.rally-stamp
 	$(CARGO) test --workspace --locked
 
 ## Criterion benchmarks (release build).
