@@ -1,5 +1,8 @@
 //! `rally.auth.v1.Auth`: accounts, logins and token rotation. Owns the
-//! `accounts`, `refresh_families` and `refresh_tokens` tables.
+//! `accounts`, `refresh_families` and `refresh_tokens` tables, and (through
+//! [`crate::identity`]) `account_identities` and `login_attempts`: logins by
+//! OpenID Connect or OAuth2 providers, guests, and linked identities, each
+//! ending in the same token pair as a password login.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,6 +14,9 @@ use tonic::{Request, Response, Status};
 use crate::db::{Db, now_ms, with_pool, with_tx};
 use crate::error::LobbyError;
 use crate::idempotency::IdempotencyKey;
+use crate::identity::provider::{DevicePoll, ProvidedIdentity, redirect_allowed};
+use crate::identity::store::{self, Attempt, ExternalIdentity, Flow};
+use crate::identity::{GUEST, Identities, IdentityConfig, PASSWORD};
 use crate::limits::{IpLimiter, SharedLimiter};
 use crate::password::{MAX_PASSWORD_LEN, PasswordHasherPool, check_password_policy};
 use crate::profile::ProfileStore;
@@ -50,6 +56,7 @@ struct AuthInner {
     profiles: ProfileStore,
     per_ip: IpLimiter,
     per_account: SharedLimiter<String>,
+    identities: Identities,
 }
 
 impl AuthService {
@@ -60,8 +67,9 @@ impl AuthService {
         profiles: ProfileStore,
         limits: &crate::limits::LobbyLimitsConfig,
         redis: Option<&RedisLink>,
-    ) -> Self {
-        Self {
+        identity: &IdentityConfig,
+    ) -> Result<Self, LobbyError> {
+        Ok(Self {
             inner: Arc::new(AuthInner {
                 db,
                 hasher,
@@ -69,8 +77,9 @@ impl AuthService {
                 profiles,
                 per_ip: IpLimiter::new("this IP's sign-ins", limits),
                 per_account: SharedLimiter::new("this account's logins", "login", limits.login_per_account, redis),
+                identities: Identities::new(identity)?,
             }),
-        }
+        })
     }
 }
 
@@ -86,6 +95,24 @@ fn random_hex(n_bytes: usize) -> String {
 
 fn client_ip<T>(request: &Request<T>) -> IpAddr {
     request.remote_addr().map(|addr| addr.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// The longest PollDeviceLogin waits for approval.
+pub const MAX_DEVICE_WAIT_MS: u32 = 20_000;
+
+/// The least time one device poll gets, so that `wait_ms = 0` still asks the provider once.
+const MIN_DEVICE_POLL_MS: i64 = 250;
+
+fn duration_ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A login state or device attempt handle: what StartLogin or StartDeviceLogin answered.
+fn check_handle(field: &'static str, handle: &str) -> Result<(), LobbyError> {
+    if handle.is_empty() || handle.len() > 256 {
+        return Err(LobbyError::invalid(field, "must be the value the lobby answered when the login started"));
+    }
+    Ok(())
 }
 
 fn check_token_field(field: &'static str, token: &str) -> Result<(), LobbyError> {
@@ -272,9 +299,11 @@ impl AuthInner {
         })?;
         // An unknown username costs the same argon2 verification as a wrong
         // password, so the answer's timing does not say which names exist.
+        // An account without a password (a guest, or external logins only)
+        // has an empty hash; it answers like an unknown username.
         let (account, hash) = match row {
-            Some((account_id, username, hash)) => (Some((account_id, username)), Some(hash)),
-            None => (None, None),
+            Some((account_id, username, hash)) if !hash.is_empty() => (Some((account_id, username)), Some(hash)),
+            _ => (None, None),
         };
         let matches = self.hasher.verify_or_dummy(request.password, hash).await?;
         match account {
@@ -379,6 +408,276 @@ impl AuthInner {
             row.ok_or_else(|| LobbyError::NotFound(format!("account {player_id} no longer exists")))?;
         Ok(pb::Account { player_id, username, created_at_ms })
     }
+
+    /// Ends any external or guest login: the identity's account (created or
+    /// linked as needed) and a fresh token pair.
+    async fn sign_in_with(
+        &self,
+        provider: &str,
+        who: ProvidedIdentity,
+        link: Option<i64>,
+    ) -> Result<pb::LoginResponse, LobbyError> {
+        let hint = if who.display_name.is_empty() { provider.to_owned() } else { who.display_name.clone() };
+        let identity =
+            ExternalIdentity { provider: provider.to_owned(), subject: who.subject, display_name: who.display_name };
+        let signed_in = store::sign_in(&self.db, &identity, &hint, link).await?;
+        let account = signed_in.account;
+        if signed_in.created {
+            self.profiles.create_profile(account.player_id, &account.username, account.created_at_ms).await?;
+        }
+        let tokens = self.new_session(account.player_id as i64, &account.username).await?;
+        Ok(pb::LoginResponse {
+            account: Some(account),
+            tokens: Some(tokens),
+            created: signed_in.created,
+            linked: signed_in.linked,
+        })
+    }
+
+    async fn start_login(
+        &self,
+        ip: IpAddr,
+        caller: Option<u64>,
+        request: pb::StartLoginRequest,
+    ) -> Result<pb::StartLoginResponse, LobbyError> {
+        self.per_ip.check(&ip)?;
+        let provider = self.identities.provider(&request.provider)?;
+        let allowed = &provider.config.redirect_uris;
+        if !redirect_allowed(allowed, &request.redirect_uri) {
+            return Err(LobbyError::invalid(
+                "redirect_uri",
+                format!(
+                    "{:?} is not one identity provider {:?} allows; use one of: {} (a loopback entry without a port \
+                     allows any port)",
+                    request.redirect_uri,
+                    request.provider,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        let state = random_hex(32);
+        let authorization = provider.authorize(&request.redirect_uri, &state).await?;
+        let expires_at_ms = now_ms() + duration_ms(self.identities.attempt_ttl);
+        let attempt = Attempt {
+            provider: request.provider,
+            flow: Flow::Code,
+            redirect_uri: request.redirect_uri,
+            pkce_verifier: authorization.pkce_verifier,
+            nonce: authorization.nonce,
+            device_json: String::new(),
+            link_account_id: caller.map(|id| id as i64),
+            expires_at_ms,
+            next_poll_at_ms: 0,
+            consumed: false,
+        };
+        store::insert_attempt(&self.db, &sha256_hex(&state), &attempt).await?;
+        Ok(pb::StartLoginResponse { authorization_url: authorization.url, state, expires_at_ms })
+    }
+
+    async fn finish_login(&self, request: pb::FinishLoginRequest) -> Result<pb::LoginResponse, LobbyError> {
+        check_handle("state", &request.state)?;
+        if request.code.is_empty() || request.code.len() > 4096 {
+            return Err(LobbyError::invalid("code", "must be the 1 to 4096 characters the provider redirected with"));
+        }
+        let handle = sha256_hex(&request.state);
+        let attempt =
+            store::attempt(&self.db, &handle).await?.filter(|attempt| attempt.flow == Flow::Code).ok_or_else(|| {
+                LobbyError::Unauthenticated(
+                    "unknown login state: this lobby did not start that login (or it ended over an hour ago); start \
+                     the login again with Auth.StartLogin"
+                        .into(),
+                )
+            })?;
+        if attempt.redirect_uri != request.redirect_uri {
+            return Err(LobbyError::invalid(
+                "redirect_uri",
+                format!(
+                    "{:?} differs from the one this login was started with ({:?}); send the URI the provider \
+                     redirected to",
+                    request.redirect_uri, attempt.redirect_uri
+                ),
+            ));
+        }
+        let used = || {
+            LobbyError::Unauthenticated(
+                "this login was already finished: a state and its code are redeemed once; start a new login".into(),
+            )
+        };
+        if attempt.consumed {
+            return Err(used());
+        }
+        if attempt.expires_at_ms <= now_ms() {
+            return Err(LobbyError::Unauthenticated(format!(
+                "this login expired (a started login lasts {} s); start a new one",
+                self.identities.attempt_ttl.as_secs()
+            )));
+        }
+        if !store::claim_attempt(&self.db, &handle).await? {
+            return Err(used());
+        }
+        let provider = self.identities.provider(&attempt.provider)?;
+        let who = provider.redeem(&request.code, &attempt.redirect_uri, &attempt.pkce_verifier, &attempt.nonce).await?;
+        self.sign_in_with(&attempt.provider, who, attempt.link_account_id).await
+    }
+
+    async fn start_device_login(
+        &self,
+        ip: IpAddr,
+        caller: Option<u64>,
+        request: pb::StartDeviceLoginRequest,
+    ) -> Result<pb::StartDeviceLoginResponse, LobbyError> {
+        self.per_ip.check(&ip)?;
+        let provider = self.identities.provider(&request.provider)?;
+        let details = provider.start_device().await?;
+        let now = now_ms();
+        let expires_at_ms = now + duration_ms(details.expires_in().min(std::time::Duration::from_secs(3600)));
+        let interval_ms = duration_ms(details.interval());
+        let device_json = serde_json::to_string(&details)
+            .map_err(|err| LobbyError::Internal(format!("a device authorization does not serialize: {err}")))?;
+        let handle = random_hex(32);
+        let attempt = Attempt {
+            provider: request.provider,
+            flow: Flow::Device,
+            redirect_uri: String::new(),
+            pkce_verifier: String::new(),
+            nonce: String::new(),
+            device_json,
+            link_account_id: caller.map(|id| id as i64),
+            expires_at_ms,
+            next_poll_at_ms: now + interval_ms,
+            consumed: false,
+        };
+        store::insert_attempt(&self.db, &sha256_hex(&handle), &attempt).await?;
+        Ok(pb::StartDeviceLoginResponse {
+            attempt: handle,
+            user_code: details.user_code().secret().clone(),
+            verification_uri: details.verification_uri().to_string(),
+            verification_uri_complete: details
+                .verification_uri_complete()
+                .map(|uri| uri.secret().clone())
+                .unwrap_or_default(),
+            expires_at_ms,
+            interval_ms: u32::try_from(interval_ms).unwrap_or(u32::MAX),
+        })
+    }
+
+    async fn poll_device_login(
+        &self,
+        request: pb::PollDeviceLoginRequest,
+    ) -> Result<pb::PollDeviceLoginResponse, LobbyError> {
+        use std::time::Duration;
+        check_handle("attempt", &request.attempt)?;
+        let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_DEVICE_WAIT_MS)));
+        let started = now_ms();
+        let handle = sha256_hex(&request.attempt);
+        let attempt =
+            store::attempt(&self.db, &handle).await?.filter(|attempt| attempt.flow == Flow::Device).ok_or_else(
+                || LobbyError::Unauthenticated("unknown device login; start one with Auth.StartDeviceLogin".into()),
+            )?;
+        let finished = || {
+            LobbyError::Unauthenticated("this device login already finished; start a new one to log in again".into())
+        };
+        let expired = || {
+            LobbyError::DeadlineExceeded(
+                "the code expired before it was approved; start a new device login (Auth.StartDeviceLogin)".into(),
+            )
+        };
+        if attempt.consumed {
+            return Err(finished());
+        }
+        if attempt.expires_at_ms <= started {
+            return Err(expired());
+        }
+        let pending = |interval_ms: i64| {
+            Ok(pb::PollDeviceLoginResponse {
+                outcome: Some(pb::poll_device_login_response::Outcome::Pending(pb::DevicePending {
+                    interval_ms: u32::try_from(interval_ms.max(0)).unwrap_or(u32::MAX),
+                })),
+            })
+        };
+        let details: oauth2::StandardDeviceAuthorizationResponse = serde_json::from_str(&attempt.device_json)
+            .map_err(|err| LobbyError::Internal(format!("a stored device authorization does not parse: {err}")))?;
+        let interval_ms = duration_ms(details.interval());
+        // The provider's interval holds across calls (and replicas): wait for
+        // the next allowed poll if the caller's wait covers it.
+        let until_poll = attempt.next_poll_at_ms - started;
+        if until_poll > 0 {
+            if until_poll > duration_ms(wait) {
+                return pending(interval_ms);
+            }
+            tokio::time::sleep(Duration::from_millis(until_poll as u64)).await;
+        }
+        let now = now_ms();
+        let left_ms = (started + duration_ms(wait)).min(attempt.expires_at_ms) - now;
+        // Long enough for one exchange with the provider even when wait is 0.
+        let budget = Duration::from_millis(left_ms.max(MIN_DEVICE_POLL_MS) as u64);
+        let provider = self.identities.provider(&attempt.provider)?;
+        match provider.poll_device(&details, budget).await? {
+            DevicePoll::Pending(interval) => {
+                let now = now_ms();
+                store::set_next_poll(&self.db, &handle, now + duration_ms(interval)).await?;
+                if now >= attempt.expires_at_ms {
+                    return Err(expired());
+                }
+                pending(duration_ms(interval))
+            }
+            DevicePoll::Done(who) => {
+                if !store::claim_attempt(&self.db, &handle).await? {
+                    return Err(finished());
+                }
+                let login = self.sign_in_with(&attempt.provider, who, attempt.link_account_id).await?;
+                Ok(pb::PollDeviceLoginResponse { outcome: Some(pb::poll_device_login_response::Outcome::Login(login)) })
+            }
+        }
+    }
+
+    async fn login_guest(&self, ip: IpAddr, request: pb::LoginGuestRequest) -> Result<pb::LoginResponse, LobbyError> {
+        self.per_ip.check(&ip)?;
+        let secret = &request.device_secret;
+        if !(32..=256).contains(&secret.len()) || !secret.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(LobbyError::invalid(
+                "device_secret",
+                format!(
+                    "must be 32 to 256 printable ASCII characters, U+0021 to U+007E (got {} bytes); generate one \
+                     random secret per device and keep it",
+                    secret.len()
+                ),
+            ));
+        }
+        let subject = sha256_hex(secret);
+        self.per_account.check(&format!("{GUEST}:{}", &subject[..16])).await?;
+        self.sign_in_with(GUEST, ProvidedIdentity { subject, display_name: String::new() }, None).await
+    }
+
+    async fn set_password(&self, player_id: u64, request: pb::SetPasswordRequest) -> Result<pb::Account, LobbyError> {
+        let username = (!request.username.is_empty()).then_some(request.username.as_str());
+        if let Some(username) = username {
+            check_username(username)?;
+        }
+        check_password_policy(&request.password)?;
+        let current = store::account(&self.db, player_id as i64).await?;
+        if request.password.eq_ignore_ascii_case(username.unwrap_or(&current.username)) {
+            return Err(LobbyError::invalid("password", "must differ from the username"));
+        }
+        let hash = self.hasher.hash(request.password).await?;
+        store::set_password(&self.db, player_id as i64, username, &hash).await
+    }
+
+    async fn unlink(
+        &self,
+        player_id: u64,
+        request: pb::UnlinkRequest,
+    ) -> Result<pb::ListIdentitiesResponse, LobbyError> {
+        let method = request.provider.as_str();
+        if method.is_empty() || method.len() > 32 {
+            return Err(LobbyError::invalid(
+                "provider",
+                format!("must name a login method: {PASSWORD:?}, {GUEST:?} or a provider (Auth.ListIdentities)"),
+            ));
+        }
+        store::unlink(&self.db, player_id as i64, method).await?;
+        store::identities(&self.db, player_id as i64).await
+    }
 }
 
 #[tonic::async_trait]
@@ -406,6 +705,74 @@ impl auth_server::Auth for AuthService {
         let (player_id, _) = require_caller(&request)?;
         Ok(Response::new(self.inner.me(player_id).await?))
     }
+
+    async fn list_providers(
+        &self,
+        _request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        Ok(Response::new(pb::ListProvidersResponse { providers: self.inner.identities.list().await }))
+    }
+
+    async fn start_login(
+        &self,
+        request: Request<pb::StartLoginRequest>,
+    ) -> Result<Response<pb::StartLoginResponse>, Status> {
+        let ip = client_ip(&request);
+        let caller = if request.get_ref().link { Some(require_caller(&request)?.0) } else { None };
+        Ok(Response::new(self.inner.start_login(ip, caller, request.into_inner()).await?))
+    }
+
+    async fn finish_login(
+        &self,
+        request: Request<pb::FinishLoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        Ok(Response::new(self.inner.finish_login(request.into_inner()).await?))
+    }
+
+    async fn start_device_login(
+        &self,
+        request: Request<pb::StartDeviceLoginRequest>,
+    ) -> Result<Response<pb::StartDeviceLoginResponse>, Status> {
+        let ip = client_ip(&request);
+        let caller = if request.get_ref().link { Some(require_caller(&request)?.0) } else { None };
+        Ok(Response::new(self.inner.start_device_login(ip, caller, request.into_inner()).await?))
+    }
+
+    async fn poll_device_login(
+        &self,
+        request: Request<pb::PollDeviceLoginRequest>,
+    ) -> Result<Response<pb::PollDeviceLoginResponse>, Status> {
+        Ok(Response::new(self.inner.poll_device_login(request.into_inner()).await?))
+    }
+
+    async fn login_guest(
+        &self,
+        request: Request<pb::LoginGuestRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let ip = client_ip(&request);
+        Ok(Response::new(self.inner.login_guest(ip, request.into_inner()).await?))
+    }
+
+    async fn set_password(&self, request: Request<pb::SetPasswordRequest>) -> Result<Response<pb::Account>, Status> {
+        let (player_id, _) = require_caller(&request)?;
+        Ok(Response::new(self.inner.set_password(player_id, request.into_inner()).await?))
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        let (player_id, _) = require_caller(&request)?;
+        Ok(Response::new(store::identities(&self.inner.db, player_id as i64).await?))
+    }
+
+    async fn unlink(
+        &self,
+        request: Request<pb::UnlinkRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        let (player_id, _) = require_caller(&request)?;
+        Ok(Response::new(self.inner.unlink(player_id, request.into_inner()).await?))
+    }
 }
 
 #[cfg(test)]
@@ -422,7 +789,17 @@ mod tests {
             .expect("hasher");
         let issuer = AccessTokenIssuer::new(AccessSigningKeys::generate());
         let limits = crate::limits::LobbyLimitsConfig::default();
-        let auth = AuthService::new(db.clone(), hasher.clone(), issuer, ProfileStore::new(db.clone()), &limits, None);
+        let identity = IdentityConfig::default();
+        let auth = AuthService::new(
+            db.clone(),
+            hasher.clone(),
+            issuer,
+            ProfileStore::new(db.clone()),
+            &limits,
+            None,
+            &identity,
+        )
+        .expect("no providers to check");
         let ip = IpAddr::from([127, 0, 0, 1]);
         let password = "correct horse battery";
         let register =

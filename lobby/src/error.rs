@@ -62,6 +62,9 @@ pub enum LobbyError {
     /// The request is valid but the thing is in a state that forbids it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Something timed out for good (e.g. a device login's code expired); start over.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The service cannot take this now (e.g. shutting down); retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -111,6 +114,7 @@ impl From<LobbyError> for tonic::Status {
             LobbyError::NotFound(_) => tonic::Status::not_found(message),
             LobbyError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             LobbyError::Unavailable(_) => tonic::Status::unavailable(message),
+            LobbyError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             LobbyError::RateLimited { retry_after, .. } => {
                 with_retry_after(tonic::Status::resource_exhausted(message), retry_after)
             }

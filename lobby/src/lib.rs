@@ -32,6 +32,7 @@ pub mod tokens;
 
 pub use chat::{ChatConfig, ChatStore, WordFilter};
 pub use error::{AuthError, LobbyError};
+pub use identity::{IdentityConfig, ProviderConfig, ProviderKind};
 pub use presence::{Presence, PresenceConfig};
 pub use profile::{ApplyOutcome, ProfileStore};
 pub use replicas::LobbyRedisConfig;

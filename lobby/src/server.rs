@@ -16,6 +16,7 @@ use crate::contract::{ContractLayer, HTTP2_MAX_HEADER_LIST_BYTES};
 use crate::db::Db;
 use crate::error::LobbyError;
 use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::identity::IdentityConfig;
 use crate::limits::LobbyLimitsConfig;
 use crate::password::{PasswordHashConfig, PasswordHasherPool};
 use crate::profile::{ProfileService, ProfileStore};
@@ -50,6 +51,8 @@ pub struct LobbyConfig {
     /// presence and per-account limits across them ([`crate::replicas`]).
     /// None: one process, all of that in memory.
     pub redis: Option<LobbyRedisConfig>,
+    /// External identity providers (OpenID Connect, OAuth2) and their checks.
+    pub identity: IdentityConfig,
 }
 
 impl LobbyConfig {
@@ -64,6 +67,7 @@ impl LobbyConfig {
             request_timeout: Duration::from_secs(30),
             chat: ChatConfig::default(),
             redis: None,
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -138,7 +142,15 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
     let profiles = ProfileStore::new(db.clone());
     let redis = config.redis.as_ref().map(RedisLink::connect_lazy).transpose()?;
 
-    let auth = AuthService::new(db.clone(), hasher, issuer, profiles.clone(), &config.limits, redis.as_ref());
+    let auth = AuthService::new(
+        db.clone(),
+        hasher,
+        issuer,
+        profiles.clone(),
+        &config.limits,
+        redis.as_ref(),
+        &config.identity,
+    )?;
     let auth = tonic::service::interceptor::InterceptedService::new(
         AuthServer::new(auth).max_decoding_message_size(MAX_REQUEST_BYTES),
         TokenInterceptor::new(verifier.clone(), false),
