@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rally_lobby::proto::auth::{LoginRequest, MeRequest, RefreshRequest, RegisterRequest, auth_client::AuthClient};
+use rally_lobby::proto::auth::{
+    Account, LoginRequest, MeRequest, RefreshRequest, RegisterRequest, TokenPair, auth_client::AuthClient,
+};
 use rally_lobby::proto::chat::{ChatMessage, SendRequest, chat_client::ChatClient};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -398,18 +400,30 @@ impl PlayerClient {
                 async move { Ok(AuthClient::new(channel).me(request).await?.into_inner()) }
             })
             .await?;
-        Ok(Self {
-            lobby,
-            matchmaker,
-            player_id: me.player_id,
-            username: me.username,
+        Ok(Self::from_tokens(lobby, matchmaker, me, pair))
+    }
+
+    /// A client for `account`, logged in with `tokens` that a login other
+    /// than a password's returned (an identity provider's, a guest's: their
+    /// `LoginResponse`). The access token is refreshed as after [`PlayerClient::login`].
+    pub fn from_tokens(
+        lobby: impl Into<Replicas>,
+        matchmaker: impl Into<Replicas>,
+        account: Account,
+        tokens: TokenPair,
+    ) -> Self {
+        Self {
+            lobby: lobby.into(),
+            matchmaker: matchmaker.into(),
+            player_id: account.player_id,
+            username: account.username,
             tokens: Arc::new(Mutex::new(Tokens {
-                access_token: pair.access_token,
-                access_expires_at_ms: pair.access_expires_at_ms,
-                refresh_token: pair.refresh_token,
+                access_token: tokens.access_token,
+                access_expires_at_ms: tokens.access_expires_at_ms,
+                refresh_token: tokens.refresh_token,
             })),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        }
     }
 
     /// Logs in as `username`, retrying refusals that say to retry later

@@ -65,6 +65,21 @@ pub enum NetEvent {
     MatchOver { rating: Option<f64> },
     /// Something failed; shown to the player.
     Error(String),
+    /// An identity provider's device login started: the person opens
+    /// `verification_uri` and enters `user_code` (or opens
+    /// `verification_uri_complete`, which has the code in it).
+    DeviceCode { verification_uri: String, user_code: String, verification_uri_complete: String, expires_at_ms: i64 },
+    /// An identity provider's browser login started: the person opens `url`.
+    OpenBrowser { url: String },
+}
+
+/// What the login screen asks a person to do at an identity provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginPrompt {
+    /// Enter `user_code` at `verification_uri`.
+    Device { verification_uri: String, user_code: String, verification_uri_complete: String, expires_at_ms: i64 },
+    /// Sign in at `url` in a browser.
+    Browser { url: String },
 }
 
 /// Which field of the login form has the cursor.
@@ -108,6 +123,8 @@ pub struct App {
     /// The top of the leaderboard, and the player's own rank (0 when unranked).
     pub(super) leaderboard: (Vec<(u64, String, f64)>, u64),
     pub(super) chat: VecDeque<(String, String)>,
+    /// A login at an identity provider waiting for the person.
+    pub(super) login_prompt: Option<LoginPrompt>,
     status: String,
     quit: bool,
 }
@@ -133,6 +150,7 @@ impl App {
             profile: None,
             leaderboard: (Vec::new(), 0),
             chat: VecDeque::new(),
+            login_prompt: None,
             status: "Type a username and password; Enter logs in, Ctrl-R registers.".to_owned(),
             quit: false,
         }
@@ -162,6 +180,16 @@ impl App {
             Screen::Game(_) => "game",
             Screen::Result { .. } => "result",
         }
+    }
+
+    /// The account logged in to (player id, username), once logged in.
+    pub fn account(&self) -> Option<(u64, &str)> {
+        self.account.as_ref().map(|(player_id, username)| (*player_id, username.as_str()))
+    }
+
+    /// What the login screen asks the person to do at an identity provider, while it waits.
+    pub fn login_prompt(&self) -> Option<&LoginPrompt> {
+        self.login_prompt.as_ref()
     }
 
     /// The rating shown on the home screen, once known.
@@ -316,6 +344,7 @@ impl App {
             NetEvent::LoggedIn { player_id, username } => {
                 self.status = format!("Logged in as {username}. b: play a bot, h: play a human, c: chat, q: quit.");
                 self.account = Some((player_id, username));
+                self.login_prompt = None;
                 self.screen = Screen::Home { chat_input: String::new(), typing: false };
             }
             NetEvent::Profile { rating, deviation, wins, losses } => {
@@ -366,9 +395,20 @@ impl App {
                 }
                 self.screen = Screen::Result { end, seat, rating_before };
             }
+            NetEvent::DeviceCode { verification_uri, user_code, verification_uri_complete, expires_at_ms } => {
+                self.status = format!("Waiting for you to enter {user_code} at the provider…");
+                self.login_prompt =
+                    Some(LoginPrompt::Device { verification_uri, user_code, verification_uri_complete, expires_at_ms });
+            }
+            NetEvent::OpenBrowser { url } => {
+                self.status = "Waiting for you to sign in at the provider in the browser…".to_owned();
+                self.login_prompt = Some(LoginPrompt::Browser { url });
+            }
             NetEvent::Error(message) => {
                 if let Screen::Login { busy, .. } = &mut self.screen {
                     *busy = false;
+                    // The provider login it asked for is over.
+                    self.login_prompt = None;
                 }
                 if let Screen::Queued { .. } = self.screen {
                     self.screen = Screen::Home { chat_input: String::new(), typing: false };

@@ -4,11 +4,13 @@
 //!
 //! [`app::App`] holds the state and [`ui`] draws it; [`court`] turns a
 //! snapshot into cells; [`net`] talks to the lobby, the matchmaker and the
-//! shard; [`drive`] joins them to a terminal and a source of keys, so a test
-//! can run the very same loop headless.
+//! shard, and [`login`] logs in through an identity provider or as a guest;
+//! [`drive`] joins them to a terminal and a source of keys, so a test can run
+//! the very same loop headless.
 
 pub mod app;
 pub mod court;
+pub mod login;
 pub mod net;
 pub mod seat_file;
 pub mod ui;
@@ -101,13 +103,16 @@ pub struct PlayCommandArgs {
     /// Tournaments.
     #[command(flatten)]
     pub tournament: net::TournamentPlayArgs,
+    /// Logging in through an identity provider, or as a guest.
+    #[command(flatten)]
+    pub login: login::LoginArgs,
 }
 
 /// `rally play` in a real terminal.
 pub async fn run(args: PlayCommandArgs) -> anyhow::Result<()> {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-    let net = tokio::spawn(net::run_with(args.net, args.tournament, command_rx, event_tx));
+    let net = tokio::spawn(net::run_with_login(args.net, args.tournament, args.login, command_rx, event_tx));
     let mut keys = spawn_key_reader();
     let mut app = App::new();
     let mut terminal = ratatui::init();

@@ -26,10 +26,14 @@ use rally_protocol::control::ClientHello;
 use tokio::sync::mpsc;
 
 use super::app::{Command, NetEvent};
+use super::login::{LoginArgs, external_login};
 use super::seat_file::{HeldSeat, SeatFile};
 
 /// A logged-in player.
 type Session = PlayerClient;
+
+/// A login under way beside the commands (an identity provider's, a guest's).
+type PendingLogin = std::pin::Pin<Box<dyn Future<Output = Result<Session, String>> + Send>>;
 
 /// The lobby chat channel everybody joins, by name.
 pub const LOBBY_CHANNEL: &str = "lobby";
@@ -140,7 +144,7 @@ async fn announce_tournaments(session: &Session, args: &TournamentPlayArgs, even
 }
 
 /// A gRPC status as a person reads it.
-fn status_text(what: &str, status: &tonic::Status) -> String {
+pub(super) fn status_text(what: &str, status: &tonic::Status) -> String {
     match status.code() {
         tonic::Code::Unavailable => format!("{what}: the server is unreachable ({})", status.message()),
         _ => format!("{what}: {}", status.message()),
@@ -160,10 +164,26 @@ pub async fn run(
 pub async fn run_with(
     args: PlayArgs,
     tournament: TournamentPlayArgs,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<NetEvent>,
+) -> anyhow::Result<()> {
+    run_with_login(args, tournament, LoginArgs::default(), commands, events).await
+}
+
+/// [`run_with`], logging in at once through an identity provider or as a
+/// guest when `login` says so (the login form still works meanwhile).
+pub async fn run_with_login(
+    args: PlayArgs,
+    tournament: TournamentPlayArgs,
+    login_args: LoginArgs,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NetEvent>,
 ) -> anyhow::Result<()> {
     let mut session: Option<Session> = None;
+    // Boxed: it runs beside the commands, so Ctrl-C still quits while a person
+    // is away at the provider.
+    let mut external: Option<PendingLogin> =
+        login_args.logs_in().then(|| Box::pin(external_login(args.clone(), login_args, events.clone())) as _);
     // Aborted with this task, so a stopped client leaves no match playing behind it.
     let mut game = GameTask(None);
     let mut ticket: Option<String> = None;
@@ -173,92 +193,112 @@ pub async fn run_with(
     let (ticket_tx, mut ticket_rx) = mpsc::unbounded_channel::<String>();
     let seats = SeatFile::new(args.state_dir.clone().or_else(SeatFile::default_dir));
     loop {
+        let mut logged_in = None;
         let command = tokio::select! {
-            command = commands.recv() => command,
+            command = commands.recv() => Some(command),
             Some(id) = ticket_rx.recv() => { ticket = Some(id); continue; }
+            result = async {
+                match &mut external {
+                    Some(login) => login.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                external = None;
+                logged_in = Some(result);
+                None
+            }
         };
-        let Some(command) = command else { return Ok(()) };
-        let register = matches!(command, Command::Register { .. });
-        match command {
-            Command::Quit => return Ok(()),
-            Command::Register { username, password } | Command::Login { username, password } if session.is_some() => {
-                let _ = (username, password);
-            }
-            Command::Register { username, password } | Command::Login { username, password } => {
-                match login(&args, &username, &password, register).await {
-                    Ok(new) => {
-                        let new = start_session(new, &events);
-                        // A seat held when the last client stopped: take it back first.
-                        if let Some(held) = seats.load(new.player_id()) {
-                            let (events, seats, session) = (events.clone(), seats.clone(), new.clone());
-                            let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
-                            let leave = leave_tx.subscribe();
-                            game.0 = Some(tokio::spawn(async move {
-                                let mut play = Play { session, events: &events, input, leave, seats };
-                                if let Err(err) = play.resume_held(held).await {
-                                    send(&events, NetEvent::Error(format!("{err:#}")));
-                                }
-                            }));
+        if let Some(command) = command {
+            let Some(command) = command else { return Ok(()) };
+            let register = matches!(command, Command::Register { .. });
+            match command {
+                Command::Quit => return Ok(()),
+                Command::Register { username, password } | Command::Login { username, password }
+                    if session.is_some() =>
+                {
+                    let _ = (username, password);
+                }
+                Command::Register { username, password } | Command::Login { username, password } => {
+                    logged_in = Some(login(&args, &username, &password, register).await);
+                }
+                Command::Refresh => {
+                    if let Some(session) = &session {
+                        refresh(session, &events).await;
+                    }
+                }
+                Command::Chat(text) => {
+                    if let Some(session) = &mut session {
+                        // With an idempotency key: a retry on another lobby replica posts it once.
+                        if let Err(status) = session.send_chat(LOBBY_CHANNEL_ID, &text).await {
+                            send(&events, NetEvent::Error(status_text("chat", &status)));
                         }
-                        if !tournament.tournaments.is_empty() {
-                            let (session, events, tournament) = (new.clone(), events.clone(), tournament.clone());
-                            tokio::spawn(async move { announce_tournaments(&session, &tournament, &events).await });
+                    }
+                }
+                Command::Queue { against_bot } => {
+                    let Some(session) = session.clone() else { continue };
+                    let mode = if against_bot { args.bot_mode.clone() } else { args.mode.clone() };
+                    let reach = (args.transport, args.shard_udp);
+                    let events = events.clone();
+                    let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
+                    let leave = leave_tx.subscribe();
+                    let ticket_tx = ticket_tx.clone();
+                    let seats = seats.clone();
+                    let tournament = tournament.clone();
+                    game.0 = Some(tokio::spawn(async move {
+                        let mut play = Play { session, events: &events, input, leave, seats };
+                        let played = match tournament.tournament {
+                            Some(id) => play.tournament_match(id, &tournament.tournaments, reach).await,
+                            None => play.queue_and_play(&mode, reach, ticket_tx).await,
+                        };
+                        if let Err(err) = played {
+                            send(&events, NetEvent::Error(format!("{err:#}")));
                         }
-                        session = Some(new);
-                    }
-                    Err(message) => send(&events, NetEvent::Error(message)),
+                    }));
                 }
-            }
-            Command::Refresh => {
-                if let Some(session) = &session {
-                    refresh(session, &events).await;
-                }
-            }
-            Command::Chat(text) => {
-                if let Some(session) = &mut session {
-                    // With an idempotency key: a retry on another lobby replica posts it once.
-                    if let Err(status) = session.send_chat(LOBBY_CHANNEL_ID, &text).await {
-                        send(&events, NetEvent::Error(status_text("chat", &status)));
+                Command::CancelQueue => {
+                    if let (Some(session), Some(id)) = (&mut session, ticket.take()) {
+                        if let Err(status) = session.cancel(&id).await {
+                            send(&events, NetEvent::Error(status_text("cancel", &status)));
+                        }
+                    } else if let Some(task) = game.0.take() {
+                        task.abort();
+                        send(&events, NetEvent::QueueCancelled("Left the queue.".to_owned()));
                     }
                 }
-            }
-            Command::Queue { against_bot } => {
-                let Some(session) = session.clone() else { continue };
-                let mode = if against_bot { args.bot_mode.clone() } else { args.mode.clone() };
-                let reach = (args.transport, args.shard_udp);
-                let events = events.clone();
-                let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
-                let leave = leave_tx.subscribe();
-                let ticket_tx = ticket_tx.clone();
-                let seats = seats.clone();
-                let tournament = tournament.clone();
-                game.0 = Some(tokio::spawn(async move {
-                    let mut play = Play { session, events: &events, input, leave, seats };
-                    let played = match tournament.tournament {
-                        Some(id) => play.tournament_match(id, &tournament.tournaments, reach).await,
-                        None => play.queue_and_play(&mode, reach, ticket_tx).await,
-                    };
-                    if let Err(err) = played {
-                        send(&events, NetEvent::Error(format!("{err:#}")));
-                    }
-                }));
-            }
-            Command::CancelQueue => {
-                if let (Some(session), Some(id)) = (&mut session, ticket.take()) {
-                    if let Err(status) = session.cancel(&id).await {
-                        send(&events, NetEvent::Error(status_text("cancel", &status)));
-                    }
-                } else if let Some(task) = game.0.take() {
-                    task.abort();
-                    send(&events, NetEvent::QueueCancelled("Left the queue.".to_owned()));
+                Command::Input(input) => {
+                    let _ = input_tx.send(input);
+                }
+                Command::LeaveMatch => {
+                    let _ = leave_tx.send(());
                 }
             }
-            Command::Input(input) => {
-                let _ = input_tx.send(input);
+        }
+        // A login that finished after another one (the form's, while a provider
+        // login waited) is dropped: the first one's session stays.
+        match logged_in {
+            Some(_) if session.is_some() => {}
+            Some(Ok(new)) => {
+                let new = start_session(new, &events);
+                // A seat held when the last client stopped: take it back first.
+                if let Some(held) = seats.load(new.player_id()) {
+                    let (events, seats, session) = (events.clone(), seats.clone(), new.clone());
+                    let input = input_rx.take().unwrap_or_else(|| input_tx.subscribe());
+                    let leave = leave_tx.subscribe();
+                    game.0 = Some(tokio::spawn(async move {
+                        let mut play = Play { session, events: &events, input, leave, seats };
+                        if let Err(err) = play.resume_held(held).await {
+                            send(&events, NetEvent::Error(format!("{err:#}")));
+                        }
+                    }));
+                }
+                if !tournament.tournaments.is_empty() {
+                    let (session, events, tournament) = (new.clone(), events.clone(), tournament.clone());
+                    tokio::spawn(async move { announce_tournaments(&session, &tournament, &events).await });
+                }
+                session = Some(new);
             }
-            Command::LeaveMatch => {
-                let _ = leave_tx.send(());
-            }
+            Some(Err(message)) => send(&events, NetEvent::Error(message)),
+            None => {}
         }
     }
 }

@@ -11,7 +11,7 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
-use super::app::{App, GameState, LoginField, Screen};
+use super::app::{App, GameState, LoginField, LoginPrompt, Screen};
 use super::court::Cell;
 
 impl App {
@@ -59,7 +59,44 @@ impl App {
             Line::from("Tab switches field · Enter logs in · Ctrl-R registers a new account · Esc quits"),
             Line::from("Passwords need at least 10 characters and must not be a common one."),
         ];
-        frame.render_widget(Paragraph::new(text).block(Block::bordered().title(" rally · log in ")), area);
+        let text = match &self.login_prompt {
+            None => text,
+            Some(prompt) => {
+                // The provider's instructions come first; URLs stand alone on a line, so a
+                // terminal's link detection (and a copy) takes the whole of them.
+                let mut lines = vec![Line::from("Log in at the identity provider").bold(), Line::from("")];
+                match prompt {
+                    LoginPrompt::Device { verification_uri, user_code, verification_uri_complete, expires_at_ms } => {
+                        lines.push(Line::from(vec![
+                            Span::raw(format!("Open {verification_uri} and enter ")),
+                            Span::raw(user_code.clone()).bold(),
+                        ]));
+                        if !verification_uri_complete.is_empty() {
+                            lines.push(Line::from("or open, with the code filled in:"));
+                            lines.push(Line::from(verification_uri_complete.clone()));
+                        }
+                        let left_s = (expires_at_ms - unix_ms()).max(0) / 1000;
+                        lines.push(Line::from(format!(
+                            "The code expires in {} min {:02} s.",
+                            left_s / 60,
+                            left_s % 60
+                        )));
+                    }
+                    LoginPrompt::Browser { url } => {
+                        lines.push(Line::from("Open this in a browser and sign in:"));
+                        lines.push(Line::from(url.clone()));
+                        lines.push(Line::from("rally play takes the login back from the browser by itself."));
+                    }
+                }
+                lines.push(Line::from(""));
+                lines.push(Line::from("Or log in with a password:").dim());
+                lines.extend(text.into_iter().skip(2));
+                lines
+            }
+        };
+        // Wrapped: an authorization URL is longer than most terminals are wide.
+        let login = Paragraph::new(text).wrap(Wrap { trim: false }).block(Block::bordered().title(" rally · log in "));
+        frame.render_widget(login, area);
     }
 
     fn draw_home(&self, frame: &mut Frame<'_>, area: Rect, chat_input: &str, typing: bool) {
@@ -176,4 +213,10 @@ fn draw_game(frame: &mut Frame<'_>, area: Rect, game: &GameState, now: Instant) 
             target.set_symbol(symbol).set_style(style);
         }
     }
+}
+
+/// Now, in Unix milliseconds (how the lobby gives deadlines).
+fn unix_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
