@@ -55,6 +55,31 @@ pub struct LobbyArgs {
     /// per-account login limit still applies [default: none].
     #[arg(long, value_name = "NETWORK", env = "RALLY_LOGIN_LIMIT_EXEMPT", value_delimiter = ',')]
     pub login_limit_exempt: Vec<rally_lobby::limits::IpNetwork>,
+    /// An OpenID Connect provider players may log in with (repeatable):
+    /// `NAME=ISSUER,CLIENT_ID[,OPTION=VALUE…]`. Options: `secret-file=PATH`
+    /// (confidential clients; without it PKCE alone), `scopes=openid+profile`,
+    /// `name-claim=CLAIM` (repeatable, first present names the account;
+    /// default preferred_username, name, email), `redirect-uri=URI`
+    /// (repeatable, at least one; `http://127.0.0.1/PATH` without a port
+    /// allows any port, for `rally play`), `display-name=TEXT`. Endpoints and
+    /// keys come from ISSUER/.well-known/openid-configuration; the device flow
+    /// works when the provider has one. README "Identity providers".
+    #[arg(long = "oidc", value_name = "SPEC", value_parser = rally_lobby::ProviderConfig::parse_oidc)]
+    pub oidc: Vec<rally_lobby::ProviderConfig>,
+    /// A plain OAuth2 provider with a userinfo endpoint (repeatable), e.g. the
+    /// 42 intranet: `NAME=AUTHORIZATION_URL,TOKEN_URL,USERINFO_URL,CLIENT_ID[,OPTION=VALUE…]`.
+    /// Options as --oidc, and `id-claim=PATH` (the person's stable id in the
+    /// userinfo JSON, dotted; default `id`; `name-claim` defaults to `login`)
+    /// and `device-url=URL` (its RFC 8628 device authorization endpoint).
+    #[arg(long = "oauth2", value_name = "SPEC", value_parser = rally_lobby::ProviderConfig::parse_oauth2)]
+    pub oauth2: Vec<rally_lobby::ProviderConfig>,
+    /// A file of identity providers, one a line: `oidc SPEC` or `oauth2 SPEC`
+    /// as the flags take them (`#` comments), added to --oidc and --oauth2.
+    #[arg(long, value_name = "FILE", env = "RALLY_IDENTITY_PROVIDERS")]
+    pub identity_providers: Option<PathBuf>,
+    /// Clock skew allowed on ID tokens' expiry, in seconds.
+    #[arg(long, default_value_t = 30, env = "RALLY_IDENTITY_CLOCK_SKEW_S")]
+    pub identity_clock_skew_s: u64,
     /// Prometheus metrics (gRPC requests, results applied), /healthz and /readyz
     /// (503 once shutting down).
     #[arg(long, default_value = "127.0.0.1:9601", env = "RALLY_METRICS_ADDR")]
@@ -80,6 +105,14 @@ pub fn run(args: LobbyArgs) -> anyhow::Result<()> {
     config.chat.max_message_chars = args.chat_max_message_chars;
     config.limits.auth_per_ip_exempt.clone_from(&args.login_limit_exempt);
     config.redis = args.redis_url.as_ref().map(|url| rally_lobby::LobbyRedisConfig::new(url, &args.redis_prefix));
+    config.identity.providers = args.oidc.iter().chain(&args.oauth2).cloned().collect();
+    if let Some(path) = &args.identity_providers {
+        config.identity.providers.extend(rally_lobby::ProviderConfig::parse_file(path)?);
+    }
+    config.identity.clock_skew = std::time::Duration::from_secs(args.identity_clock_skew_s);
+    for provider in &config.identity.providers {
+        tracing::info!(provider = %provider.name, "identity provider configured");
+    }
     if let Some(path) = &args.word_filter {
         let words =
             std::fs::read_to_string(path).with_context(|| format!("reading --word-filter {}", path.display()))?;

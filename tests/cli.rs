@@ -58,6 +58,42 @@ fn a_replay_that_is_not_one_gets_a_clear_error() {
 }
 
 #[test]
+fn oidc_providers_are_lobby_options_and_a_bad_spec_says_what_to_change() {
+    let output = rally().args(["lobby", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for option in ["--oidc <SPEC>", "--oauth2 <SPEC>", "--identity-providers <FILE>", "redirect-uri=URI"] {
+        assert!(help.contains(option), "{option} is not in rally lobby --help:\n{help}");
+    }
+    let output = rally().args(["lobby", "--oidc", "google=https://accounts.google.com,client-id"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("no redirect-uri"), "{stderr}");
+
+    // A secret file is read when the lobby starts: a missing one stops it with its path.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "g=http://127.0.0.1:9/,rally,secret-file=/nonexistent/g.secret,redirect-uri=http://127.0.0.1/cb";
+    let output = rally()
+        .args([
+            "lobby",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--oidc",
+            spec,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot read secret-file /nonexistent/g.secret"), "{stderr}");
+}
+
+#[test]
 fn a_shard_without_an_issuer_key_says_how_to_get_one() {
     let output = rally().args(["shard", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]).output().unwrap();
     assert!(!output.status.success());

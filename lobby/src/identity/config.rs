@@ -48,8 +48,12 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// The client id the provider issued to this lobby.
     pub client_id: String,
-    /// The client secret; None for a public client (PKCE alone).
+    /// The client secret; None for a public client (PKCE alone). Read from
+    /// [`ProviderConfig::secret_file`] when the lobby starts
+    /// ([`ProviderConfig::load_secret`]).
     pub client_secret: Option<String>,
+    /// Where the client secret is (`secret-file=PATH`).
+    pub secret_file: Option<std::path::PathBuf>,
     /// Scopes to ask for (OpenID Connect always includes `openid`).
     pub scopes: Vec<String>,
     /// Where the person's name is: an ID-token or userinfo claim, dotted for
@@ -152,6 +156,24 @@ impl ProviderConfig {
         Ok(providers)
     }
 
+    /// Reads the client secret from `secret-file`, if one was given (when the
+    /// lobby starts, not when the spec is parsed, so a spec can be checked
+    /// without the secret at hand).
+    pub fn load_secret(&mut self) -> Result<(), ProviderSpecError> {
+        let Some(path) = &self.secret_file else { return Ok(()) };
+        let shown = path.display().to_string();
+        let secret = std::fs::read_to_string(path).map_err(|err| ProviderSpecError {
+            spec: self.name.clone(),
+            reason: format!("cannot read secret-file {shown}: {err}"),
+        })?;
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err(ProviderSpecError { spec: self.name.clone(), reason: format!("secret-file {shown} is empty") });
+        }
+        self.client_secret = Some(secret.to_owned());
+        Ok(())
+    }
+
     fn base(
         spec: &str,
         name: String,
@@ -168,6 +190,7 @@ impl ProviderConfig {
             kind,
             client_id,
             client_secret: None,
+            secret_file: None,
             scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
             name_claims: Vec::new(),
             redirect_uris: Vec::new(),
@@ -183,15 +206,7 @@ impl ProviderConfig {
         let mut name_claims = Vec::new();
         for (key, value) in options {
             match key.as_str() {
-                "secret-file" => {
-                    let secret = std::fs::read_to_string(&value)
-                        .map_err(|err| error(spec, format!("cannot read secret-file {value}: {err}")))?;
-                    let secret = secret.trim();
-                    if secret.is_empty() {
-                        return Err(error(spec, format!("secret-file {value} is empty")));
-                    }
-                    self.client_secret = Some(secret.to_owned());
-                }
+                "secret-file" => self.secret_file = Some(value.into()),
                 "scopes" => self.scopes = value.split('+').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
                 "name-claim" => name_claims.push(value),
                 "redirect-uri" => self.redirect_uris.push(value),
@@ -322,7 +337,9 @@ mod tests {
              u-s4t2ud-x,secret-file={},scopes=public,redirect-uri=http://127.0.0.1:7190/callback,display-name=42 intranet",
             secret.display()
         );
-        let config = ProviderConfig::parse_oauth2(&spec).expect("parses");
+        let mut config = ProviderConfig::parse_oauth2(&spec).expect("parses");
+        assert_eq!(config.client_secret, None, "read when the lobby starts");
+        config.load_secret().expect("the secret file reads");
         assert_eq!(config.client_secret.as_deref(), Some("s3cr3t"));
         assert_eq!(config.name_claims, ["login"]);
         assert_eq!(config.display_name, "42 intranet");
@@ -341,11 +358,16 @@ mod tests {
             ("g=not a url,id,redirect-uri=http://127.0.0.1/cb", "not a URL"),
             ("g=https://a.example,id", "no redirect-uri"),
             ("g=https://a.example,id,colour=blue", "unknown option \"colour\""),
-            ("g=https://a.example,id,secret-file=/nonexistent/secret", "cannot read secret-file"),
         ];
         for (spec, expected) in cases {
             let err = ProviderConfig::parse_oidc(spec).expect_err(spec).to_string();
             assert!(err.contains(expected), "{spec}: {err}");
         }
+        let mut missing = ProviderConfig::parse_oidc(
+            "g=https://a.example,id,secret-file=/nonexistent/secret,redirect-uri=http://127.0.0.1/cb",
+        )
+        .expect("the file is read at start");
+        let err = missing.load_secret().expect_err("no such file").to_string();
+        assert!(err.contains("cannot read secret-file /nonexistent/secret"), "{err}");
     }
 }

@@ -39,7 +39,9 @@ impl Identities {
                     format!("two providers are named {:?}; give each its own name", provider.name),
                 ));
             }
-            providers.push(Arc::new(Provider::new(provider.clone(), http.clone(), config)));
+            let mut provider = provider.clone();
+            provider.load_secret().map_err(|err| LobbyError::invalid("identity providers", err.to_string()))?;
+            providers.push(Arc::new(Provider::new(provider, http.clone(), config)));
         }
         Ok(Self { providers, attempt_ttl: config.attempt_ttl })
     }
