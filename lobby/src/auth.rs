@@ -394,19 +394,7 @@ impl AuthInner {
     }
 
     async fn me(&self, player_id: u64) -> Result<pb::Account, LobbyError> {
-        let row: Option<(String, i64)> = with_pool!(&self.db, |pool| {
-            let row = sqlx::query("SELECT username, created_at_ms FROM accounts WHERE id = $1")
-                .bind(player_id as i64)
-                .fetch_optional(pool)
-                .await?;
-            Ok(match row {
-                Some(row) => Some((row.try_get("username")?, row.try_get("created_at_ms")?)),
-                None => None,
-            })
-        })?;
-        let (username, created_at_ms) =
-            row.ok_or_else(|| LobbyError::NotFound(format!("account {player_id} no longer exists")))?;
-        Ok(pb::Account { player_id, username, created_at_ms })
+        store::account(&self.db, crate::db::db_id(player_id)).await
     }
 
     /// Ends any external or guest login: the identity's account (created or

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use oauth2::StandardDeviceAuthorizationResponse;
+use oauth2::basic::BasicClient;
+use oauth2::{EndpointMaybeSet, EndpointNotSet, EndpointSet, StandardDeviceAuthorizationResponse};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
     CoreGrantType, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
@@ -198,6 +199,29 @@ impl Provider {
         self.config.client_secret.clone().map(ClientSecret::new)
     }
 
+    /// The OpenID Connect client for `metadata`, with this lobby's client id and secret.
+    fn oidc_client(
+        &self,
+        metadata: Metadata,
+    ) -> CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>
+    {
+        CoreClient::from_provider_metadata(metadata, ClientId::new(self.config.client_id.clone()), self.client_secret())
+    }
+
+    /// The plain OAuth2 client on `token_url`, with this lobby's client id and secret.
+    fn oauth2_client(
+        &self,
+        token_url: &str,
+    ) -> Result<BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>, LobbyError>
+    {
+        let client = BasicClient::new(ClientId::new(self.config.client_id.clone()))
+            .set_token_uri(TokenUrl::new(token_url.to_owned()).map_err(checked_at_start)?);
+        Ok(match self.client_secret() {
+            Some(secret) => client.set_client_secret(secret),
+            None => client,
+        })
+    }
+
     fn scopes(&self) -> impl Iterator<Item = Scope> + '_ {
         self.config.scopes.iter().filter(|scope| scope.as_str() != "openid").cloned().map(Scope::new)
     }
@@ -211,12 +235,7 @@ impl Provider {
         let url = match &self.config.kind {
             ProviderKind::Oidc { .. } => {
                 let metadata = self.metadata().await?;
-                let client = CoreClient::from_provider_metadata(
-                    metadata,
-                    ClientId::new(self.config.client_id.clone()),
-                    self.client_secret(),
-                )
-                .set_redirect_uri(redirect);
+                let client = self.oidc_client(metadata).set_redirect_uri(redirect);
                 let nonce = nonce.clone();
                 let (url, _, _) = client
                     .authorize_url(CoreAuthenticationFlow::AuthorizationCode, move || state, move || nonce)
@@ -226,9 +245,9 @@ impl Provider {
                 url
             }
             ProviderKind::OAuth2 { authorization_url, token_url, .. } => {
-                let client = oauth2::basic::BasicClient::new(ClientId::new(self.config.client_id.clone()))
+                let client = self
+                    .oauth2_client(token_url)?
                     .set_auth_uri(AuthUrl::new(authorization_url.clone()).map_err(checked_at_start)?)
-                    .set_token_uri(TokenUrl::new(token_url.clone()).map_err(checked_at_start)?)
                     .set_redirect_uri(redirect);
                 let (url, _) = client
                     .authorize_url(move || state)
@@ -255,12 +274,7 @@ impl Provider {
         match &self.config.kind {
             ProviderKind::Oidc { .. } => {
                 let metadata = self.metadata().await?;
-                let client = CoreClient::from_provider_metadata(
-                    metadata,
-                    ClientId::new(self.config.client_id.clone()),
-                    self.client_secret(),
-                )
-                .set_redirect_uri(redirect);
+                let client = self.oidc_client(metadata).set_redirect_uri(redirect);
                 let response = client
                     .exchange_code(code)
                     .map_err(|err| self.unreachable("its discovery document has no token endpoint", err))?
@@ -277,13 +291,10 @@ impl Provider {
                 self.verify_id_token(id_token, Some(nonce)).await
             }
             ProviderKind::OAuth2 { authorization_url, token_url, .. } => {
-                let mut client = oauth2::basic::BasicClient::new(ClientId::new(self.config.client_id.clone()))
+                let client = self
+                    .oauth2_client(token_url)?
                     .set_auth_uri(AuthUrl::new(authorization_url.clone()).map_err(checked_at_start)?)
-                    .set_token_uri(TokenUrl::new(token_url.clone()).map_err(checked_at_start)?)
                     .set_redirect_uri(redirect);
-                if let Some(secret) = self.client_secret() {
-                    client = client.set_client_secret(secret);
-                }
                 let response = client
                     .exchange_code(code)
                     .set_pkce_verifier(verifier)
@@ -309,22 +320,14 @@ impl Provider {
                 let metadata = self.metadata().await?;
                 let device_url =
                     metadata.additional_metadata().device_authorization_endpoint.clone().ok_or_else(no_device)?;
-                let client = CoreClient::from_provider_metadata(
-                    metadata,
-                    ClientId::new(self.config.client_id.clone()),
-                    self.client_secret(),
-                )
-                .set_device_authorization_url(device_url);
+                let client = self.oidc_client(metadata).set_device_authorization_url(device_url);
                 client.exchange_device_code().add_scopes(self.scopes()).request_async(&self.http).await
             }
             ProviderKind::OAuth2 { token_url, device_authorization_url, .. } => {
                 let device_url = device_authorization_url.clone().ok_or_else(no_device)?;
-                let mut client = oauth2::basic::BasicClient::new(ClientId::new(self.config.client_id.clone()))
-                    .set_token_uri(TokenUrl::new(token_url.clone()).map_err(checked_at_start)?)
+                let client = self
+                    .oauth2_client(token_url)?
                     .set_device_authorization_url(DeviceAuthorizationUrl::new(device_url).map_err(checked_at_start)?);
-                if let Some(secret) = self.client_secret() {
-                    client = client.set_client_secret(secret);
-                }
                 client
                     .exchange_device_code()
                     .add_scopes(self.config.scopes.iter().cloned().map(Scope::new))
@@ -365,11 +368,7 @@ impl Provider {
         match &self.config.kind {
             ProviderKind::Oidc { .. } => {
                 let metadata = self.metadata().await?;
-                let client = CoreClient::from_provider_metadata(
-                    metadata,
-                    ClientId::new(self.config.client_id.clone()),
-                    self.client_secret(),
-                );
+                let client = self.oidc_client(metadata);
                 let result = client
                     .exchange_device_access_token(details)
                     .map_err(|err| self.unreachable("its discovery document has no token endpoint", err))?
@@ -389,11 +388,7 @@ impl Provider {
                 }
             }
             ProviderKind::OAuth2 { token_url, .. } => {
-                let mut client = oauth2::basic::BasicClient::new(ClientId::new(self.config.client_id.clone()))
-                    .set_token_uri(TokenUrl::new(token_url.clone()).map_err(checked_at_start)?);
-                if let Some(secret) = self.client_secret() {
-                    client = client.set_client_secret(secret);
-                }
+                let client = self.oauth2_client(token_url)?;
                 let result =
                     client.exchange_device_access_token(details).request_async(&self.http, sleep, Some(wait)).await;
                 match result {
