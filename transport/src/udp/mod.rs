@@ -1,6 +1,7 @@
 //! The raw UDP transport: its wire format ([`wire`]), the reliable channel
 //! its control stream rides on ([`ReliableChannel`]), and the shard's
-//! sans-IO endpoint ([`ServerEndpoint`]). The socket drivers are
+//! sans-IO endpoint ([`ServerEndpoint`]), and batched socket IO ([`batch`]).
+//! The socket drivers are
 //! `rally_server::udp` and `rally_client::udp`; the bytes are in PROTOCOL.md §13.
 //!
 //! # Threat model
@@ -21,6 +22,7 @@
 //! datagrams, [`wire::SEGMENT`] and [`wire::ACK`] the reliable control stream,
 //! [`wire::KEEPALIVE`] keeps an idle link open and [`wire::DISCONNECT`] ends it.
 
+pub mod batch;
 mod channel;
 mod endpoint;
 pub mod wire;
