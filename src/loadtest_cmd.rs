@@ -17,6 +17,7 @@ use rally_loadtest::echo::EchoKind;
 use rally_loadtest::platform::{self, PlatformConfig, PlatformScenario, PlatformTarget};
 use rally_loadtest::report::{self, Report, parse_thresholds};
 use rally_loadtest::services::ServicesConfig;
+use rally_loadtest::spread::{self, SpreadConfig, SpreadRemote, SpreadShard};
 use rally_loadtest::stack::EmbeddedShardConfig;
 use rally_loadtest::sweep;
 
@@ -177,6 +178,12 @@ pub struct ConnectArgs {
     /// --json writes every point's report. The exit code is 0 whichever points fail.
     #[arg(long, value_delimiter = ',', value_name = "CLIENTS", conflicts_with_all = ["clients", "html"])]
     pub sweep: Vec<u64>,
+    /// Spread the clients over this many child processes of this program (each `rally loadtest
+    /// connect --shard …` with its share of the clients and the ramp, its own seed, on a core of
+    /// its own where there are enough) and merge their reports. The shard is embedded in this
+    /// process (on the first core it may use) unless --shard names one.
+    #[arg(long, value_name = "N", conflicts_with_all = ["sweep", "baseline"])]
+    pub processes: Option<usize>,
 }
 
 /// A bare echo to compare the shard with.
@@ -271,6 +278,11 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        LoadtestCommand::Connect(args) if args.processes.is_some() => {
+            let config = spread_config(&args)?;
+            let report = spread::run(&config)?;
+            finish(&report, args.common.json.as_deref(), args.common.html.as_deref())
+        }
         LoadtestCommand::Connect(args) => {
             let config = connect_config(&args)?;
             let report = connect::run(&config)?;
@@ -356,6 +368,42 @@ fn connect_config(args: &ConnectArgs) -> anyhow::Result<ConnectConfig> {
             EchoBaseline::QuinnEcho => EchoKind::Quinn,
             EchoBaseline::UdpEcho => EchoKind::Udp,
         }),
+    })
+}
+
+fn spread_config(args: &ConnectArgs) -> anyhow::Result<SpreadConfig> {
+    let shard = match args.shard {
+        Some(addr) => {
+            let token_key = args.token_key.clone().context("--shard needs --token-key KEY_ID:SEED_HEX")?;
+            // Checked here so a bad key fails before any child starts.
+            parse_minter(&token_key).context("--token-key")?;
+            SpreadShard::Remote(SpreadRemote {
+                addr,
+                udp_addr: args.shard_udp,
+                fingerprint: args.fingerprint.clone().unwrap_or_default(),
+                metrics: args.shard_metrics,
+                name: args.shard_name.clone(),
+                token_key,
+            })
+        }
+        None => SpreadShard::Embedded(EmbeddedShardConfig {
+            tick_rate_hz: args.tick_rate,
+            snapshot_rate_hz: args.snapshot_rate,
+            ..EmbeddedShardConfig::default()
+        }),
+    };
+    let mut load = args.common.load_config()?;
+    // The children draw no progress; the parent has none to draw.
+    load.progress = false;
+    Ok(SpreadConfig {
+        program: std::env::current_exe().context("finding this program to start the children")?,
+        processes: args.processes.unwrap_or(1),
+        load,
+        shard,
+        points_to_win: args.points_to_win,
+        rounds: args.rounds,
+        transport: args.transport,
+        extra_args: Vec::new(),
     })
 }
 

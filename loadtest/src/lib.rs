@@ -36,6 +36,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod services;
+pub mod spread;
 pub mod stack;
 pub mod sweep;
 pub mod sys;
