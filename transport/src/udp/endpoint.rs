@@ -8,13 +8,27 @@
 //!
 //! 1. As packets arrive: [`ServerEndpoint::handle`]; as the shard answers:
 //!    [`ServerEndpoint::send_frame`] and [`ServerEndpoint::close`].
+//!    A driver may first offer each packet to [`ServerEndpoint::accept_datagram`]:
+//!    a game datagram from a connected peer is then taken without an event or
+//!    an allocation, and everything else goes to `handle` as before.
 //! 2. Whenever [`ServerEndpoint::poll_timeout`] has passed (calling early is
-//!    harmless): [`ServerEndpoint::handle_timeout`].
+//!    harmless): [`ServerEndpoint::handle_timeout`] (or
+//!    [`ServerEndpoint::handle_timeout_with`], to count game datagrams the
+//!    driver sent as traffic).
 //! 3. After any call: [`ServerEndpoint::poll_transmit`] (send each) and
 //!    [`ServerEndpoint::poll_event`] until `None`.
 //!
 //! Game datagrams to a peer need no state: a driver frames them with
 //! [`wire::datagram`] and sends them itself, off the endpoint's path.
+//!
+//! # Timers
+//!
+//! Each peer has one entry in a timer queue at (or before) its next deadline:
+//! keepalive, idle timeout, close deadline or control-stream resend.
+//! `handle_timeout` visits only the peers whose entry is due, so a shard with
+//! 10,000 quiet peers does not walk all of them every few milliseconds. An
+//! entry that fell due only because the deadline moved later (the peer was
+//! heard from, something was sent) is re-armed at the new deadline.
 //!
 //! # Handshake (netcode.io style)
 //!
@@ -29,7 +43,8 @@
 //! fails; replayed from the same address it can only re-offer a connect
 //! token, which the shard's token checks refuse when used twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -216,6 +231,9 @@ struct Peer {
     last_sent: Instant,
     /// Set once [`ServerEndpoint::close`] was called: flush until the deadline, then say goodbye.
     closing: Option<(Instant, u16)>,
+    /// The time of this peer's live entry in the timer queue (never later
+    /// than its next deadline); `None` only while it is being visited.
+    timer: Option<Instant>,
 }
 
 /// The shard side of the raw UDP transport, sans IO.
@@ -230,6 +248,11 @@ pub struct ServerEndpoint {
     stats: EndpointStats,
     /// The source of the latest drop per reason, for the driver's log.
     drop_sources: [Option<SocketAddr>; DropReason::ALL.len()],
+    /// Timer entries, earliest first; an entry whose time is not its peer's
+    /// `timer` (or whose peer is gone) is stale and skipped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    /// Entries due in the current [`Self::handle_timeout`], kept for its allocation.
+    due_scratch: Vec<(Instant, SocketAddr)>,
 }
 
 impl ServerEndpoint {
@@ -245,6 +268,8 @@ impl ServerEndpoint {
             transmits: VecDeque::new(),
             stats: EndpointStats::default(),
             drop_sources: [None; DropReason::ALL.len()],
+            timers: BinaryHeap::new(),
+            due_scratch: Vec::new(),
         }
     }
 
@@ -307,6 +332,23 @@ impl ServerEndpoint {
         self.stats.packets_dropped += 1;
         self.stats.drops[reason.index()] += 1;
         self.drop_sources[reason.index()] = Some(remote);
+    }
+
+    /// Takes `packet` if it is a game datagram from a connected (not closing)
+    /// peer: notes that the peer was heard from and returns the datagram
+    /// without its kind byte, with no event and no allocation. Anything else
+    /// (`None`) is left for [`Self::handle`], which counts and answers it as
+    /// before, so a driver offers every packet here first and hands on what
+    /// this refuses.
+    pub fn accept_datagram<'a>(&mut self, now: Instant, remote: SocketAddr, packet: &'a [u8]) -> Option<&'a [u8]> {
+        let Some((&wire::DATAGRAM, payload)) = packet.split_first() else { return None };
+        let peer = self.peers.get_mut(&remote)?;
+        if peer.closing.is_some() {
+            return None;
+        }
+        peer.last_heard = now;
+        self.stats.bytes_in += packet.len() as u64;
+        Some(payload)
     }
 
     /// Handles one received packet.
@@ -379,9 +421,16 @@ impl ServerEndpoint {
                 while let Ok(Some(payload)) = reader.poll_frame() {
                     pipelined.push(payload);
                 }
-                let peer =
-                    Peer { channel: ReliableChannel::new(), reader, last_heard: now, last_sent: now, closing: None };
+                let peer = Peer {
+                    channel: ReliableChannel::new(),
+                    reader,
+                    last_heard: now,
+                    last_sent: now,
+                    closing: None,
+                    timer: None,
+                };
                 self.peers.insert(remote, peer);
+                self.reschedule(remote);
                 self.events.push_back(EndpointEvent::Connected { remote, hello });
                 self.events.extend(pipelined.into_iter().map(|payload| EndpointEvent::Frame { remote, payload }));
             }
@@ -410,8 +459,36 @@ impl ServerEndpoint {
 
     /// Resends, keepalives, finished closes and idle timeouts due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let remotes: Vec<SocketAddr> = self.peers.keys().copied().collect();
-        for remote in remotes {
+        self.handle_timeout_with(now, |_| false);
+    }
+
+    /// [`Self::handle_timeout`], where the driver also sends game datagrams
+    /// itself (off the endpoint's path): before a keepalive goes to a peer,
+    /// `sent_since_asked(remote)` says whether the driver sent it anything since
+    /// it was last asked about that peer; if so that counts as traffic and no
+    /// keepalive is sent. A peer that gets snapshots is therefore asked about
+    /// once per [`EndpointConfig::keepalive_after`] and sent no keepalive, and
+    /// the longest it hears nothing is under twice that (the datagram may
+    /// have gone out just after the previous question).
+    pub fn handle_timeout_with(&mut self, now: Instant, mut sent_since_asked: impl FnMut(SocketAddr) -> bool) {
+        let mut due = std::mem::take(&mut self.due_scratch);
+        while let Some(&Reverse((at, remote))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            due.push((at, remote));
+        }
+        for &(at, remote) in &due {
+            let Some(peer) = self.peers.get_mut(&remote) else { continue };
+            if peer.timer != Some(at) {
+                continue;
+            }
+            peer.timer = None;
+            if now >= peer.last_sent + self.config.keepalive_after && sent_since_asked(remote) {
+                peer.last_sent = now;
+            }
+            // Re-arms the peer's entry (it has none now) at its next deadline.
             self.flush_peer(now, remote);
             if !self.finish_if_flushed(now, remote)
                 && let Some(peer) = self.peers.get(&remote)
@@ -421,25 +498,45 @@ impl ServerEndpoint {
                 self.remove(remote, IDLE);
             }
         }
+        due.clear();
+        self.due_scratch = due;
     }
 
-    /// The earliest time [`Self::handle_timeout`] has something to do.
+    /// The earliest time [`Self::handle_timeout`] has something to do (or a
+    /// little earlier: calling early is harmless).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .map(|peer| {
-                let mut due = peer.last_sent + self.config.keepalive_after;
-                due = match peer.closing {
-                    // A closing peer is not dropped for silence: its flush deadline ends it.
-                    Some((deadline, _)) => due.min(deadline),
-                    None => due.min(peer.last_heard + self.config.idle_timeout),
-                };
-                if let Some(resend) = peer.channel.poll_timeout() {
-                    due = due.min(resend);
-                }
-                due
-            })
-            .min()
+        if self.peers.is_empty() {
+            return None;
+        }
+        self.timers.peek().map(|&Reverse((at, _))| at)
+    }
+
+    /// `remote`'s next deadline: keepalive, idle timeout or close deadline, resend.
+    fn deadline(&self, peer: &Peer) -> Instant {
+        let mut due = peer.last_sent + self.config.keepalive_after;
+        due = match peer.closing {
+            // A closing peer is not dropped for silence: its flush deadline ends it.
+            Some((deadline, _)) => due.min(deadline),
+            None => due.min(peer.last_heard + self.config.idle_timeout),
+        };
+        if let Some(resend) = peer.channel.poll_timeout() {
+            due = due.min(resend);
+        }
+        due
+    }
+
+    /// Puts `remote` in the timer queue at its deadline, if that is earlier
+    /// than its entry there (or it has none). Deadlines that moved later need
+    /// nothing: the early entry re-arms when it comes up.
+    fn reschedule(&mut self, remote: SocketAddr) {
+        let Some(peer) = self.peers.get(&remote) else { return };
+        let due = self.deadline(peer);
+        if peer.timer.is_none_or(|at| due < at) {
+            self.timers.push(Reverse((due, remote)));
+            if let Some(peer) = self.peers.get_mut(&remote) {
+                peer.timer = Some(due);
+            }
+        }
     }
 
     /// The next packet to send.
@@ -464,6 +561,7 @@ impl ServerEndpoint {
             self.transmits.push_back(Transmit { remote, packet: wire::keepalive() });
             peer.last_sent = now;
         }
+        self.reschedule(remote);
     }
 
     /// Ends a closing peer whose stream is flushed or whose deadline passed; true if it did.
@@ -621,5 +719,76 @@ mod tests {
         let next = now + Duration::from_secs(BUCKET_SECS);
         endpoint.handle(next, addr(1), &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
         assert!(matches!(endpoint.poll_event(), Some(EndpointEvent::Connected { .. })));
+    }
+
+    fn connected(endpoint: &mut ServerEndpoint, now: Instant, remote: SocketAddr) {
+        let (bucket, cookie) = challenge_for(endpoint, now, remote);
+        endpoint.handle(now, remote, &wire::connect(bucket, &cookie, &hello_frame(b"hi")));
+        assert!(matches!(endpoint.poll_event(), Some(EndpointEvent::Connected { .. })));
+    }
+
+    #[test]
+    fn a_game_datagram_from_a_peer_is_taken_without_an_event_and_anything_else_is_refused() {
+        let now = Instant::now();
+        let mut endpoint = ServerEndpoint::new(EndpointConfig::default(), SECRET, now);
+        connected(&mut endpoint, now, addr(1));
+        let datagram = wire::datagram(b"input");
+        let before = endpoint.stats().bytes_in;
+        assert_eq!(endpoint.accept_datagram(now, addr(1), &datagram), Some(&b"input"[..]));
+        assert_eq!(endpoint.stats().bytes_in, before + datagram.len() as u64);
+        assert_eq!(endpoint.poll_event(), None);
+        // Not a datagram, not a peer, or a closing peer: left for `handle`, which counts it.
+        assert_eq!(endpoint.accept_datagram(now, addr(1), &wire::keepalive()), None);
+        assert_eq!(endpoint.accept_datagram(now, addr(2), &datagram), None);
+        assert_eq!(endpoint.accept_datagram(now, addr(1), &[]), None);
+        endpoint.send_frame(now, addr(1), b"unacknowledged");
+        endpoint.close(now, addr(1), 0);
+        assert_eq!(endpoint.accept_datagram(now, addr(1), &datagram), None);
+        // The idle timeout counts datagrams taken here as hearing from the peer.
+        let config = EndpointConfig::default();
+        let mut endpoint = ServerEndpoint::new(config.clone(), SECRET, now);
+        connected(&mut endpoint, now, addr(3));
+        let later = now + config.idle_timeout - Duration::from_millis(1);
+        assert!(endpoint.accept_datagram(later, addr(3), &datagram).is_some());
+        endpoint.handle_timeout(now + config.idle_timeout + Duration::from_millis(1));
+        assert!(endpoint.is_connected(addr(3)), "heard from 2 ms ago");
+    }
+
+    #[test]
+    fn timers_visit_only_due_peers_and_driver_traffic_replaces_keepalives() {
+        let start = Instant::now();
+        let config = EndpointConfig::default();
+        let mut endpoint = ServerEndpoint::new(config.clone(), SECRET, start);
+        for port in 1..=1000 {
+            connected(&mut endpoint, start, addr(port));
+        }
+        while endpoint.poll_transmit().is_some() {}
+        // Nothing is due before the keepalive interval: no peer is visited.
+        let mut asked = 0;
+        for ms in 1..500 {
+            endpoint.handle_timeout_with(start + Duration::from_millis(ms), |_| {
+                asked += 1;
+                true
+            });
+        }
+        assert_eq!(asked, 0, "peers visited before anything was due");
+        assert_eq!(endpoint.poll_timeout(), Some(start + config.keepalive_after));
+        // The driver sent game datagrams to even ports: they get no keepalive, odd ports do.
+        let mut keepalives = 0;
+        for step in 1..=8u32 {
+            let now = start + config.keepalive_after * step;
+            endpoint.handle_timeout_with(now, |remote| {
+                asked += 1;
+                remote.port() % 2 == 0
+            });
+            while let Some(transmit) = endpoint.poll_transmit() {
+                assert_eq!(transmit.packet, wire::keepalive());
+                assert_eq!(transmit.remote.port() % 2, 1, "a keepalive to a peer the driver sent to");
+                keepalives += 1;
+            }
+            assert!(endpoint.poll_timeout().is_some_and(|due| due > now));
+        }
+        assert_eq!(keepalives, 500 * 8, "one per quiet peer per interval");
+        assert_eq!(asked, 1000 * 8, "each peer asked about once per interval");
     }
 }
