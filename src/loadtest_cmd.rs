@@ -165,6 +165,10 @@ pub struct ConnectArgs {
     /// The running shard's metrics address (tick figures need it).
     #[arg(long)]
     pub shard_metrics: Option<SocketAddr>,
+    /// The running shard's process id, when it runs on this machine: with --processes the
+    /// parent reads its CPU time over the measured window.
+    #[arg(long, requires_all = ["shard", "processes"])]
+    pub shard_pid: Option<u32>,
     /// Embedded shard: simulation ticks per second.
     #[arg(long, default_value_t = 60)]
     pub tick_rate: u16,
@@ -384,6 +388,7 @@ fn spread_config(args: &ConnectArgs) -> anyhow::Result<SpreadConfig> {
                 metrics: args.shard_metrics,
                 name: args.shard_name.clone(),
                 token_key,
+                pid: args.shard_pid,
             })
         }
         None => SpreadShard::Embedded(EmbeddedShardConfig {

@@ -62,6 +62,9 @@ pub struct SpreadRemote {
     pub name: String,
     /// The issuer key it trusts, `KEY_ID:SEED_HEX` (handed to the children in [`TOKEN_KEY_ENV`]).
     pub token_key: String,
+    /// Its process id when it runs on this machine: the parent reads its CPU
+    /// time over the measured window (children loading a running shard cannot).
+    pub pid: Option<u32>,
 }
 
 /// Which shard the children load.
@@ -341,8 +344,8 @@ fn spawn_child(
 struct CpuSamples(Vec<(u64, Duration)>);
 
 impl CpuSamples {
-    fn sample(&mut self, shard: &EmbeddedShard) {
-        if let Some(cpu) = shard.cpu() {
+    fn sample(&mut self, cpu: Option<Duration>) {
+        if let Some(cpu) = cpu {
             self.0.push((unix_ms(), cpu));
         }
     }
@@ -456,10 +459,18 @@ pub fn run(config: &SpreadConfig) -> anyhow::Result<Report> {
     };
     let dir = ReportDir::new().context("creating a directory for the children's reports")?;
     let started = Instant::now();
+    let remote_pid = match &config.shard {
+        SpreadShard::Remote(remote) => remote.pid,
+        SpreadShard::Embedded(_) => None,
+    };
+    // The shard's CPU time so far: its thread here, or its process on this machine.
+    let shard_cpu = || match (&shard, remote_pid) {
+        (Some(shard), _) => shard.cpu(),
+        (None, Some(pid)) => sys::process_cpu(pid),
+        (None, None) => None,
+    };
     let mut cpu = CpuSamples::default();
-    if let Some(shard) = &shard {
-        cpu.sample(shard);
-    }
+    cpu.sample(shard_cpu());
     let mut children = Vec::with_capacity(plans.len());
     for plan in plans {
         match spawn_child(config, &target, plan, &dir.0, pin) {
@@ -490,14 +501,10 @@ pub fn run(config: &SpreadConfig) -> anyhow::Result<Report> {
         if failure.is_some() || children.iter().all(|running| running.status.is_some()) {
             break failure;
         }
-        if let Some(shard) = &shard {
-            cpu.sample(shard);
-        }
+        cpu.sample(shard_cpu());
         std::thread::sleep(CPU_SAMPLE_PERIOD);
     };
-    if let Some(shard) = &shard {
-        cpu.sample(shard);
-    }
+    cpu.sample(shard_cpu());
     if let Some(idx) = failure {
         stop_all(&mut children);
         let running = &children[idx];
@@ -544,8 +551,13 @@ pub fn run(config: &SpreadConfig) -> anyhow::Result<Report> {
         });
     let mut merged = Report::merge(reports, &[])?;
 
+    let source = target.metrics.map(|metrics| metrics.to_string());
+    if let Some(figures) = merged.shards.iter_mut().find(|figures| source.as_deref() == Some(figures.source.as_str()))
+        && figures.cpu_pct.is_none()
+    {
+        figures.cpu_pct = window.and_then(|(_, start_ms, end_ms)| cpu.pct(start_ms, end_ms));
+    }
     if let Some(shard) = shard {
-        let source = target.metrics.map(|metrics| metrics.to_string());
         let shard_report = shard.stop()?;
         let counters = &merged.measures.counters;
         merged.checks.push(Check {
@@ -563,9 +575,6 @@ pub fn run(config: &SpreadConfig) -> anyhow::Result<Report> {
                 *by_reason.entry(format!("{:?}", result.reason).to_lowercase()).or_insert(0u64) += 1;
             }
             figures.results_by_reason = by_reason;
-            if figures.cpu_pct.is_none() {
-                figures.cpu_pct = window.and_then(|(_, start_ms, end_ms)| cpu.pct(start_ms, end_ms));
-            }
         }
     }
     for run in &mut merged.runs {
