@@ -6,7 +6,11 @@
 //!
 //! Clients play through the SDK's [`Connection`](rally_client::Connection)
 //! over the chosen transport: QUIC, or raw UDP (the embedded shard then also
-//! listens on raw UDP on loopback).
+//! listens on raw UDP on loopback). Over raw UDP to a loopback shard they run,
+//! by default, in the [`swarm`](crate::swarm): the same sans-IO session and
+//! wire protocol for every client, but all of them on one task over one
+//! socket with batched system calls, so the generator costs less than the
+//! shard it loads ([`ClientDriver`]).
 //!
 //! [`run`] is the whole run: an embedded shard (or a remote one), an optional
 //! echo baseline first, a link conditioner when asked for, the clients, and
@@ -14,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,7 +35,8 @@ use crate::report::{Check, REPORT_VERSION, Report, RunInfo};
 use crate::run::{Observe, RunPlan, drive};
 use crate::scenario::{ClientFuture, ClientSlot, Scenario};
 use crate::stack::{EmbeddedShard, EmbeddedShardConfig};
-use crate::{baseline, sys};
+use crate::swarm::{SwarmHandle, SwarmIo};
+use crate::{baseline, swarm, sys};
 
 /// A shard someone else runs.
 #[derive(Debug, Clone)]
@@ -75,6 +80,50 @@ pub struct ConnectConfig {
     pub transport: TransportKind,
     /// Measure this echo baseline first.
     pub baseline: Option<EchoKind>,
+    /// What runs the clients.
+    pub driver: ClientDriver,
+}
+
+/// What runs a `connect` run's clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientDriver {
+    /// The swarm for raw UDP to a loopback shard, the SDK otherwise.
+    #[default]
+    Auto,
+    /// One SDK [`Connection`](rally_client::Connection) task per client, its
+    /// own socket each (over raw UDP, a system call per datagram each way).
+    Sdk,
+    /// Raw UDP only: every client in one task over one socket, batched
+    /// ([`crate::swarm`]); the shard must be on loopback.
+    Swarm,
+}
+
+impl ClientDriver {
+    /// Whether a run over `transport` to `target` uses the swarm.
+    pub fn uses_swarm(self, transport: TransportKind, target: SocketAddr) -> anyhow::Result<bool> {
+        let loopback = target.ip().is_loopback() && target.is_ipv4();
+        match self {
+            Self::Sdk => Ok(false),
+            Self::Auto => Ok(transport == TransportKind::Udp && loopback),
+            Self::Swarm => {
+                anyhow::ensure!(
+                    transport == TransportKind::Udp,
+                    "the swarm driver plays over raw UDP only (--transport udp)"
+                );
+                anyhow::ensure!(loopback, "the swarm driver needs a shard on IPv4 loopback, not {target}");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Sdk => "sdk",
+            Self::Swarm => "swarm",
+        }
+    }
 }
 
 impl Default for ConnectConfig {
@@ -86,6 +135,7 @@ impl Default for ConnectConfig {
             rounds: None,
             transport: TransportKind::Quic,
             baseline: None,
+            driver: ClientDriver::Auto,
         }
     }
 }
@@ -125,6 +175,16 @@ pub struct ConnectScenario {
     points_to_win: u8,
     rounds: Option<u32>,
     match_base: u64,
+    /// Clients play in the swarm (started by the first client, with the run's recorder).
+    swarm: Option<Mutex<SwarmSlot>>,
+}
+
+/// The swarm of a run, once its first client started it.
+#[derive(Debug, Default)]
+struct SwarmSlot {
+    handle: Option<SwarmHandle>,
+    task: Option<tokio::task::JoinHandle<SwarmIo>>,
+    failed: bool,
 }
 
 impl ConnectScenario {
@@ -139,7 +199,41 @@ impl ConnectScenario {
     ) -> Self {
         // Distinct runs against one shard need distinct match ids; 2^20 rounds per pair.
         let match_base = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ unix_ms()) >> 24;
-        Self { access, transports, points_to_win, rounds, match_base }
+        Self { access, transports, points_to_win, rounds, match_base, swarm: None }
+    }
+
+    /// Plays every client in the [`swarm`] instead of one SDK connection each.
+    pub fn in_swarm(mut self) -> Self {
+        self.swarm = Some(Mutex::new(SwarmSlot::default()));
+        self
+    }
+
+    /// The run's swarm, started on the first call with that client's run-wide recorder, gauges and stop.
+    fn swarm_for(&self, slot: &ClientSlot) -> Option<Result<SwarmHandle, ()>> {
+        let mut swarm = self.swarm.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if swarm.handle.is_none() && !swarm.failed {
+            match swarm::start(self.access.target.addr, slot.recorder.clone(), slot.live.clone(), slot.stop.clone()) {
+                Ok((handle, task)) => {
+                    swarm.handle = Some(handle);
+                    swarm.task = Some(task);
+                }
+                Err(err) => {
+                    tracing::error!(%err, "could not start the swarm");
+                    swarm.failed = true;
+                }
+            }
+        }
+        Some(swarm.handle.clone().ok_or(()))
+    }
+
+    /// Lets the swarm end once its clients are done, and returns its IO counters.
+    async fn finish_swarm(&self) -> Option<SwarmIo> {
+        let task = {
+            let mut swarm = self.swarm.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            swarm.handle = None;
+            swarm.task.take()?
+        };
+        tokio::time::timeout(Duration::from_secs(10), task).await.ok()?.ok()
     }
 
     async fn run_client(self: Arc<Self>, mut slot: ClientSlot) {
@@ -157,7 +251,14 @@ impl ConnectScenario {
                     break;
                 }
             };
-            match play_over(transport, &self.access.target, token, &slot.recorder, &slot.live, &mut slot.stop).await {
+            let played = match self.swarm_for(&slot) {
+                Some(Ok(swarm)) => swarm.play(token).await,
+                Some(Err(())) => Err("swarm_failed".to_owned()),
+                None => {
+                    play_over(transport, &self.access.target, token, &slot.recorder, &slot.live, &mut slot.stop).await
+                }
+            };
+            match played {
                 Ok(outcome) => {
                     if !joined {
                         joined = true;
@@ -279,8 +380,9 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
         } else {
             sys::client_endpoints(&fingerprint, load.endpoints)?.into_iter().map(Transport::Quic).collect()
         };
-        let scenario =
-            Arc::new(ConnectScenario::new(access, transports, config.points_to_win, config.rounds, load.seed));
+        let in_swarm = config.driver.uses_swarm(config.transport, access.target.addr)?;
+        let scenario = ConnectScenario::new(access, transports, config.points_to_win, config.rounds, load.seed);
+        let scenario = Arc::new(if in_swarm { scenario.in_swarm() } else { scenario });
         let observe = Observe {
             shard_metrics: metrics,
             shard_cpu: embedded.as_ref().and_then(|shard| {
@@ -289,10 +391,12 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             }),
             other_cpu: Vec::new(),
         };
-        let output = drive(scenario, &plan, observe).await;
+        let output = drive(scenario.clone(), &plan, observe).await;
+        let swarm_io = scenario.finish_swarm().await;
         drop(proxy);
-        anyhow::Ok(output)
+        anyhow::Ok((output, in_swarm, swarm_io))
     })?;
+    let (output, in_swarm, swarm_io) = output;
 
     let mut shards = Vec::new();
     let mut checks = Vec::new();
@@ -336,6 +440,13 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             shard.and_then(|shard| shard.cpu_pct),
         )
     });
+    settings.insert("client_driver".into(), if in_swarm { "swarm" } else { "sdk" }.into());
+    if let Some(io) = swarm_io {
+        // Batching as it happened: datagrams per system call each way.
+        let per_call = |datagrams: u64, calls: u64| format!("{:.1}", datagrams as f64 / calls.max(1) as f64);
+        settings.insert("swarm_datagrams_per_recv_call".into(), per_call(io.datagrams_in, io.recv_calls));
+        settings.insert("swarm_datagrams_per_send_call".into(), per_call(io.datagrams_out, io.send_calls));
+    }
     settings.insert("points_to_win".into(), config.points_to_win.to_string());
     settings
         .insert("rounds".into(), config.rounds.map_or_else(|| "until stop".to_owned(), |rounds| rounds.to_string()));

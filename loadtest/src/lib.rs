@@ -38,6 +38,7 @@ pub mod scenario;
 pub mod services;
 pub mod spread;
 pub mod stack;
+pub mod swarm;
 pub mod sweep;
 pub mod sys;
 pub mod threshold;

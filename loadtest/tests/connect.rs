@@ -8,7 +8,7 @@ use std::time::Duration;
 use rally_client::TransportKind;
 use rally_loadtest::baseline;
 use rally_loadtest::config::LoadConfig;
-use rally_loadtest::connect::{self, ConnectConfig, ShardTarget};
+use rally_loadtest::connect::{self, ClientDriver, ConnectConfig, ShardTarget};
 use rally_loadtest::echo::EchoKind;
 use rally_loadtest::report::{Report, parse_thresholds};
 use rally_loadtest::stack::EmbeddedShardConfig;
@@ -30,6 +30,7 @@ fn a_small_connect_run_is_clean_and_consistent() {
         rounds: Some(2),
         transport: TransportKind::Quic,
         baseline: None,
+        driver: Default::default(),
     };
     let report = connect::run(&config).unwrap();
     let summary = rally_loadtest::report::render_text(&report);
@@ -91,6 +92,7 @@ fn the_link_conditioner_sits_between_every_client_and_the_shard() {
         rounds: Some(1),
         transport: TransportKind::Quic,
         baseline: None,
+        driver: Default::default(),
     };
     let report = connect::run(&config).unwrap();
     let summary = rally_loadtest::report::render_text(&report);
@@ -103,7 +105,17 @@ fn the_link_conditioner_sits_between_every_client_and_the_shard() {
 }
 
 #[test]
-fn a_small_connect_run_over_raw_udp_is_clean_and_consistent() {
+fn a_small_connect_run_over_raw_udp_through_the_sdk_is_clean_and_consistent() {
+    small_raw_udp_run(ClientDriver::Sdk, "sdk");
+}
+
+#[test]
+fn a_small_connect_run_over_raw_udp_in_the_swarm_is_clean_and_consistent() {
+    // The default for raw UDP to a loopback shard.
+    small_raw_udp_run(ClientDriver::Auto, "swarm");
+}
+
+fn small_raw_udp_run(driver: ClientDriver, expected: &str) {
     let config = ConnectConfig {
         load: LoadConfig {
             clients: 6,
@@ -118,6 +130,7 @@ fn a_small_connect_run_over_raw_udp_is_clean_and_consistent() {
         rounds: Some(2),
         transport: TransportKind::Udp,
         baseline: None,
+        driver,
     };
     let report = connect::run(&config).unwrap();
     let summary = rally_loadtest::report::render_text(&report);
@@ -149,6 +162,7 @@ fn a_small_connect_run_over_raw_udp_is_clean_and_consistent() {
     assert!(report.check_thresholds().is_ok(), "{summary}");
 
     assert_eq!(report.runs[0].transport, "udp");
+    assert_eq!(report.runs[0].settings.get("client_driver").map(String::as_str), Some(expected), "{summary}");
     assert!(summary.contains("connect over udp"), "{summary}");
     let json = serde_json::to_string(&report).unwrap();
     let reread: Report = serde_json::from_str(&json).unwrap();

@@ -29,6 +29,7 @@ fn a_sweep_runs_every_point_and_names_the_most_clients_that_passed() {
         rounds: Some(1),
         transport: TransportKind::Quic,
         baseline: None,
+        driver: Default::default(),
     };
     let mut seen = Vec::new();
     let report = sweep::run(&config, &[2, 4], |point| seen.push(point.runs[0].clients)).unwrap();
