@@ -40,7 +40,7 @@ use crate::ops::Readiness;
 use crate::quic::QuicListener;
 use crate::shard::{ConnId, Shard, ShardConfig, ShardEvent, ShardStats, Transmit};
 use crate::tls::{TlsIdentity, TlsSource};
-use crate::udp::{UdpListener, UdpStats};
+use crate::udp::{DatagramBatch, UdpListener, UdpOutbox, UdpStats};
 
 /// Everything `rally shard` needs to serve.
 #[derive(Clone, Debug)]
@@ -245,6 +245,9 @@ pub(crate) enum Inbound {
     Message { conn: ConnId, payload: Vec<u8> },
     /// A game datagram that passed the connection's limits.
     Datagram { conn: ConnId, bytes: Bytes },
+    /// Game datagrams of one raw UDP receive batch that passed their
+    /// connections' limits, in arrival order; dropping it recycles its buffers.
+    Datagrams(DatagramBatch),
     /// The connection is gone (sent once per connection that said hello).
     Disconnect { conn: ConnId },
 }
@@ -262,6 +265,15 @@ pub(crate) enum Outbound {
 pub(crate) trait ConnLink: Send {
     /// Sends a game datagram; false if the transport refused it.
     fn send_datagram(&self, bytes: Vec<u8>) -> bool;
+    /// Whether [`Self::send_datagram_slice`] copies the bytes (so the loop
+    /// keeps its buffer for the next datagram) rather than taking a `Vec`.
+    fn copies_datagrams(&self) -> bool {
+        false
+    }
+    /// Sends a game datagram from borrowed bytes; false if the transport refused it.
+    fn send_datagram_slice(&self, bytes: &[u8]) -> bool {
+        self.send_datagram(bytes.to_vec())
+    }
     /// Queues a control frame or the close.
     fn send_control(&self, outbound: Outbound);
     /// The transport's RTT estimate, where it keeps one.
@@ -300,7 +312,7 @@ pub async fn start<G: Game>(
         QuicListener::bind(&config, &identity, inbound_tx.clone(), ids.clone(), counters.clone(), shard_span.clone())?;
     let local_addr = quic.local_addr()?;
     let udp_stats = Arc::new(UdpStats::default());
-    let (udp, udp_addr) = match config.udp_listen {
+    let (udp, udp_addr, udp_outbox) = match config.udp_listen {
         Some(addr) => {
             let listener = UdpListener::bind(
                 addr,
@@ -312,9 +324,10 @@ pub async fn start<G: Game>(
                 shard_span.clone(),
             )?;
             let bound = listener.local_addr;
-            (Some(listener), Some(bound))
+            let outbox = listener.outbox();
+            (Some(listener), Some(bound), Some(outbox))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let memory =
         Arc::new(MemoryDialer::new(inbound_tx, config.limits.clone(), ids, counters.clone(), shard_span.clone()));
@@ -322,7 +335,8 @@ pub async fn start<G: Game>(
     let live = Arc::new(ShardLive::default());
     tracing::info!(parent: &shard_span, %local_addr, fingerprint = %identity.fingerprint(), "shard listening");
     let task = tokio::spawn(
-        shard_loop(shard, config, inbound_rx, drain_rx, results, live.clone(), counters).instrument(shard_span),
+        shard_loop(shard, config, inbound_rx, drain_rx, results, live.clone(), counters, udp_outbox)
+            .instrument(shard_span),
     );
     Ok(ShardHandle {
         local_addr,
@@ -343,6 +357,7 @@ pub async fn start<G: Game>(
 /// How often the loop samples transport RTTs into the metrics.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+#[expect(clippy::too_many_arguments, reason = "the loop's inputs and outputs, each passed on once from `start`")]
 async fn shard_loop<G: Game>(
     mut shard: Shard<G>,
     config: ServeConfig,
@@ -351,7 +366,9 @@ async fn shard_loop<G: Game>(
     results: mpsc::UnboundedSender<MatchResult>,
     live: Arc<ShardLive>,
     counters: Arc<InboundCounters>,
+    udp_outbox: Option<Arc<UdpOutbox>>,
 ) -> anyhow::Result<ShardReport> {
+    let sink = Sink { config: &config, results: &results, outbox: udp_outbox.as_deref() };
     let dt = Duration::from_secs_f64(1.0 / f64::from(config.shard.tick_rate_hz));
     let start = Instant::now();
     let mut ticks_scheduled: u64 = 0;
@@ -381,7 +398,7 @@ async fn shard_loop<G: Game>(
                 for _ in 0..to_run {
                     let started = std::time::Instant::now();
                     shard.tick(unix_ms());
-                    flush(&mut shard, &mut conns, &config, &results, &mut report, &mut exporter);
+                    flush(&mut shard, &mut conns, &sink, &mut report, &mut exporter);
                     let elapsed = started.elapsed();
                     exporter.tick(elapsed);
                     live.record_tick(elapsed);
@@ -406,7 +423,7 @@ async fn shard_loop<G: Game>(
                         Err(_) => break,
                     }
                 }
-                flush(&mut shard, &mut conns, &config, &results, &mut report, &mut exporter);
+                flush(&mut shard, &mut conns, &sink, &mut report, &mut exporter);
             }
             changed = drain.changed(), if drain_deadline.is_none() => {
                 if changed.is_ok() && *drain.borrow() {
@@ -424,7 +441,7 @@ async fn shard_loop<G: Game>(
                 report.aborted_matches += shard.n_matches() as u64;
                 tracing::warn!(matches = shard.n_matches(), "drain deadline passed; ending the remaining matches");
                 shard.abort_all(unix_ms());
-                flush(&mut shard, &mut conns, &config, &results, &mut report, &mut exporter);
+                flush(&mut shard, &mut conns, &sink, &mut report, &mut exporter);
                 break;
             }
         }
@@ -447,6 +464,11 @@ fn handle_inbound<G: Game>(shard: &mut Shard<G>, conns: &mut HashMap<ConnId, Box
         }
         Inbound::Message { conn, payload } => shard.handle_message(conn, &payload),
         Inbound::Datagram { conn, bytes } => shard.handle_datagram(conn, &bytes),
+        Inbound::Datagrams(batch) => {
+            for (conn, bytes) in batch.iter() {
+                shard.handle_datagram(conn, bytes);
+            }
+        }
         Inbound::Disconnect { conn } => {
             conns.remove(&conn);
             shard.handle_disconnect(conn);
@@ -454,22 +476,41 @@ fn handle_inbound<G: Game>(shard: &mut Shard<G>, conns: &mut HashMap<ConnId, Box
     }
 }
 
+/// Where [`flush`] puts what is not for one connection.
+struct Sink<'a> {
+    config: &'a ServeConfig,
+    results: &'a mpsc::UnboundedSender<MatchResult>,
+    /// The raw UDP links' shared send queue, woken once per flush.
+    outbox: Option<&'a UdpOutbox>,
+}
+
 fn flush<G: Game>(
     shard: &mut Shard<G>,
     conns: &mut HashMap<ConnId, Box<dyn ConnLink>>,
-    config: &ServeConfig,
-    results: &mpsc::UnboundedSender<MatchResult>,
+    sink: &Sink<'_>,
     report: &mut ShardReport,
     exporter: &mut Exporter,
 ) {
+    let Sink { config, results, outbox } = *sink;
     // Counted locally and added once per flush: a snapshot tick sends thousands.
     let (mut sent, mut sent_bytes, mut refused) = (0u64, 0u64, 0u64);
     while let Some(transmit) = shard.poll_transmit() {
         match transmit {
             Transmit::Datagram { conn, bytes } => {
-                let Some(link) = conns.get(&conn) else { continue };
+                let Some(link) = conns.get(&conn) else {
+                    shard.recycle_datagram(bytes);
+                    continue;
+                };
                 let len = bytes.len() as u64;
-                if link.send_datagram(bytes) {
+                // A link that copies leaves the buffer to the shard's next snapshot.
+                let accepted = if link.copies_datagrams() {
+                    let accepted = link.send_datagram_slice(&bytes);
+                    shard.recycle_datagram(bytes);
+                    accepted
+                } else {
+                    link.send_datagram(bytes)
+                };
+                if accepted {
                     sent += 1;
                     sent_bytes += len;
                 } else {
@@ -489,6 +530,9 @@ fn flush<G: Game>(
         }
     }
     exporter.sent(sent, sent_bytes, refused);
+    if let Some(outbox) = outbox {
+        outbox.commit();
+    }
     while let Some(event) = shard.poll_event() {
         match event {
             ShardEvent::MatchCreated(match_id) => tracing::debug!(%match_id, "match created"),

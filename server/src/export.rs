@@ -257,3 +257,42 @@ impl InboundCounters {
         self.add(5, 1);
     }
 }
+
+/// [`InboundCounters`]' counts gathered locally by a driver that handles many
+/// datagrams per wake-up (raw UDP's receive batches) and added once per
+/// batch: the same totals, without atomic additions per datagram.
+#[derive(Debug, Default)]
+pub(crate) struct InboundTally {
+    counts: [u64; INBOUND_COUNTERS],
+}
+
+impl InboundTally {
+    /// As [`InboundCounters::datagram`].
+    pub(crate) fn datagram(&mut self, len: usize, verdict: Admit) {
+        self.counts[0] += 1;
+        self.counts[1] += len as u64;
+        match verdict {
+            Admit::Pass => {}
+            Admit::Oversized => self.counts[2] += 1,
+            Admit::Throttled => self.counts[3] += 1,
+            Admit::Disconnect => {
+                self.counts[3] += 1;
+                self.counts[4] += 1;
+            }
+        }
+    }
+
+    /// As [`InboundCounters::inbound_dropped`], for `count` datagrams.
+    pub(crate) fn inbound_dropped(&mut self, count: u64) {
+        self.counts[5] += count;
+    }
+
+    /// Adds the counts to `counters` and starts again from zero.
+    pub(crate) fn flush_into(&mut self, counters: &InboundCounters) {
+        for (idx, count) in self.counts.iter_mut().enumerate() {
+            if *count > 0 {
+                counters.add(idx, std::mem::take(count));
+            }
+        }
+    }
+}

@@ -219,7 +219,17 @@ pub struct Shard<G: Game> {
     view: Snapshot,
     by_phase: [usize; 4],
     next_snapshot_phase: u32,
+    /// Datagram buffers handed back by the driver ([`Shard::recycle_datagram`]),
+    /// reused for the next snapshots.
+    spare_datagrams: Vec<Vec<u8>>,
 }
+
+/// Spare datagram buffers kept at most: more than one tick's snapshots of a
+/// full shard (10,000 seats at 30 of 60 ticks), a few hundred KiB.
+const MAX_SPARE_DATAGRAMS: usize = 8192;
+
+/// A spare buffer larger than this (grown by an unusual snapshot) is let go.
+const MAX_SPARE_CAPACITY: usize = 2048;
 
 impl<G: Game> Shard<G> {
     /// A shard with no matches that accepts tokens `verifier` accepts.
@@ -242,6 +252,7 @@ impl<G: Game> Shard<G> {
             view: Snapshot::default(),
             by_phase: [0; 4],
             next_snapshot_phase: 0,
+            spare_datagrams: Vec::new(),
         }
     }
 
@@ -305,6 +316,16 @@ impl<G: Game> Shard<G> {
     /// The next thing to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Gives back the buffer of a [`Transmit::Datagram`] the driver has
+    /// finished with (its transport copied the bytes), for a later snapshot to
+    /// reuse, so a steady shard allocates no buffer per snapshot.
+    pub fn recycle_datagram(&mut self, mut bytes: Vec<u8>) {
+        if self.spare_datagrams.len() < MAX_SPARE_DATAGRAMS && bytes.capacity() <= MAX_SPARE_CAPACITY {
+            bytes.clear();
+            self.spare_datagrams.push(bytes);
+        }
     }
 
     /// The next event for the owner, if any.
@@ -776,7 +797,7 @@ impl<G: Game> Shard<G> {
                     baseline: baseline.map(|baseline| baseline.tick),
                     input_lead: input_lead.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
                 };
-                let mut bytes = Vec::with_capacity(48);
+                let mut bytes = self.spare_datagrams.pop().unwrap_or_else(|| Vec::with_capacity(48));
                 header.encode(&mut bytes);
                 let header_len = bytes.len();
                 match baseline {
