@@ -13,11 +13,25 @@
 //! - connects replaying one real cookie from every other address;
 //! - garbage of random lengths.
 //!
-//! Meanwhile `--players` real clients connect with valid tokens one after the
-//! other. It prints what the shard received and sent, the amplification factor
-//! (bytes answered per byte received from unproven addresses), the connection
-//! state held (must stay at the real players), the process's resident memory
-//! before and after, and the real players' connect times.
+//! The real players connect first (`--players` clients with valid tokens, one
+//! after the other) and keep playing to the end. Then, on the same shard and
+//! with the same matches, three phases of `--seconds` each:
+//! 1. real players only;
+//! 2. the flood on top of them;
+//! 3. the flood going on while `--players` more real players connect.
+//!
+//! The tick durations of phases 1 and 2 come from the shard's own exact
+//! histogram (`ShardLive::take_tick_durations`, 1 µs resolution to 2
+//! significant digits), so the flood's cost to the tick is a difference within
+//! one run and one set of matches, not between runs on a machine whose load
+//! changes.
+//!
+//! It prints the tick p50/p99/max and late ticks of both phases, what the
+//! shard received and sent during the flood, the amplification factor (bytes
+//! answered per byte received from unproven addresses), the connection state
+//! held (must stay at the real players), the process's resident memory before
+//! and after the flood, and the real players' connect times without and with
+//! the flood.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -33,8 +47,12 @@ use rally_client::{Connection, Transport};
 use rally_protocol::control::ClientHello;
 use rally_server::ServeConfig;
 use rally_server::start;
+use rally_server::udp::UdpStats;
 use rally_sim::pong::PongWorld;
 use rally_transport::udp::wire;
+
+/// How long the matches of the setup get to leave their countdown before phase 1.
+const SETTLE: Duration = Duration::from_secs(2);
 
 struct Args {
     seconds: u64,
@@ -150,6 +168,23 @@ async fn main() -> anyhow::Result<()> {
             Ok(socket)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let phase = Duration::from_secs(args.seconds);
+    let mut held = Vec::new();
+
+    // Setup: the real players connect one after the other and their matches
+    // start; the countdown (one second) is over before anything is measured.
+    let resident = connect_players(&args, 0, udp_addr, &stats, None, &mut held).await;
+    tokio::time::sleep(SETTLE).await;
+
+    // Phase 1: those players and their matches, nothing else.
+    let _ = handle.live.take_tick_durations();
+    let late_before = handle.live.late_ticks();
+    tokio::time::sleep(phase).await;
+    let quiet_ticks = handle.live.take_tick_durations();
+    let quiet_late = handle.live.late_ticks() - late_before;
+    let quiet_matches = handle.live.matches();
+
+    // Phase 2: the flood on top of the same players and matches.
     let rss_before = rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(Sent::default());
@@ -159,56 +194,32 @@ async fn main() -> anyhow::Result<()> {
         let (stop, sent) = (stop.clone(), sent.clone());
         std::thread::spawn(move || flood(&sockets, &stop, &sent))
     };
+    let late_before = handle.live.late_ticks();
+    tokio::time::sleep(phase).await;
+    let flood_ticks = handle.live.take_tick_durations();
+    let flood_late = handle.live.late_ticks() - late_before;
+    let flood_matches = handle.live.matches();
 
-    // Real players connect one after the other while the flood runs; each
-    // tries for up to 5 s (its handshake packets compete with the flood's).
-    let deadline = started + Duration::from_secs(args.seconds);
-    let mut connect_ms = Vec::new();
-    let mut failed = Vec::new();
-    let mut held = Vec::new();
-    let mut max_peers = 0;
-    let pause = Duration::from_secs(args.seconds) / (args.players.max(1) as u32 + 1);
-    for player_idx in 0..args.players {
-        tokio::time::sleep(pause).await;
-        // Matches to 99 points outlast the flood, so every real player is held to the end.
-        let claims = rally_protocol::token::TokenClaims {
-            points_to_win: 99,
-            ..common::claims(
-                "flood",
-                1_000 + player_idx / 2,
-                (player_idx % 2) as u8,
-                player_idx + 1,
-                rally_transport::unix_ms(),
-            )
-        };
-        let hello = ClientHello::Connect { token: claims.sign(&common::issuer())? };
-        let mut connect = ConnectConfig::new(udp_addr);
-        connect.connect_timeout = Duration::from_secs(5);
-        let attempt = Instant::now();
-        match Connection::connect(&Transport::Udp, &connect, &hello).await {
-            Ok(connection) => {
-                connect_ms.push(attempt.elapsed().as_secs_f64() * 1e3);
-                held.push(connection);
-            }
-            Err(error) => failed.push(format!("{error:#}")),
-        }
-        max_peers = max_peers.max(stats.peers());
-    }
-    tokio::time::sleep_until(deadline.into()).await;
+    // Phase 3: while the flood goes on, as many players again connect.
+    let flooded = connect_players(&args, args.players, udp_addr, &stats, Some(phase), &mut held).await;
     stop.store(true, Ordering::Relaxed);
     generator.join().map_err(|_| anyhow::anyhow!("the generator panicked"))??;
     let elapsed = started.elapsed().as_secs_f64();
     // Let the shard read what is still queued in its socket.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    max_peers = max_peers.max(stats.peers());
+    let max_peers = flooded.max_peers.max(stats.peers());
     let rss_after = rss_kib();
 
     let packets = sent.packets.load(Ordering::Relaxed);
     let bytes = sent.bytes.load(Ordering::Relaxed);
     let received = stats.bytes_in() - bytes_in_before;
     let answered = stats.bytes_out_handshake();
-    connect_ms.sort_by(f64::total_cmp);
-    let pct = |q: f64| connect_ms.get(((connect_ms.len() as f64 - 1.0) * q).round() as usize).copied();
+    println!("ticks (exact histogram, µs resolution to 2 significant digits):");
+    println!("  real players only   {}", tick_line(&quiet_ticks, quiet_late, quiet_matches));
+    println!("  with the flood      {}", tick_line(&flood_ticks, flood_late, flood_matches));
+    if let (Some(quiet_p99), Some(flood_p99)) = (quantile_ms(&quiet_ticks, 0.99), quantile_ms(&flood_ticks, 0.99)) {
+        println!("  tick p99 with/without the flood: {:.2}", flood_p99 / quiet_p99.max(1e-9));
+    }
     println!("flood: {:.1} s from {} sources", elapsed, args.sources);
     println!(
         "  sent                {packets} packets, {bytes} bytes ({:.0} packets/s, {:.1} MB/s)",
@@ -228,17 +239,101 @@ async fn main() -> anyhow::Result<()> {
         "  resident memory     {rss_before} KiB before, {rss_after} KiB after ({:+} KiB)",
         rss_after as i64 - rss_before as i64
     );
-    println!(
-        "  real players        {}/{} connected; connect p50 {:.1} ms, max {:.1} ms",
-        held.len(),
-        args.players,
-        pct(0.5).unwrap_or(f64::NAN),
-        pct(1.0).unwrap_or(f64::NAN)
-    );
-    for error in &failed {
-        println!("  failed: {error}");
+    for (name, players) in [("real players alone  ", &resident), ("real players, flood ", &flooded)] {
+        println!("  {name}{}", players.line(args.players));
+        for error in &players.failed {
+            println!("  failed: {error}");
+        }
     }
     drop(held);
     handle.drain();
     Ok(())
+}
+
+/// How the real players of one phase fared.
+#[derive(Default)]
+struct Players {
+    connect_ms: Vec<f64>,
+    failed: Vec<String>,
+    max_peers: u64,
+}
+
+impl Players {
+    fn line(&self, asked: u64) -> String {
+        let mut sorted = self.connect_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let pct = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied();
+        format!(
+            "{}/{asked} connected; connect p50 {:.1} ms, max {:.1} ms",
+            sorted.len(),
+            pct(0.5).unwrap_or(f64::NAN),
+            pct(1.0).unwrap_or(f64::NAN)
+        )
+    }
+}
+
+/// `args.players` real players (ids from `first + 1`) connect one after the
+/// other, each trying for up to 5 s; connections go to `held`. Over `phase`
+/// they are spread evenly and it returns when `phase` has passed; without one
+/// they connect back to back.
+async fn connect_players(
+    args: &Args,
+    first: u64,
+    udp_addr: SocketAddr,
+    stats: &UdpStats,
+    phase: Option<Duration>,
+    held: &mut Vec<Connection>,
+) -> Players {
+    let deadline = Instant::now() + phase.unwrap_or_default();
+    let pause = phase.unwrap_or_default() / (args.players.max(1) as u32 + 1);
+    let mut players = Players::default();
+    for player_idx in first..first + args.players {
+        tokio::time::sleep(pause).await;
+        // Matches to 99 points outlast the run, so every real player is held to the end.
+        let claims = rally_protocol::token::TokenClaims {
+            points_to_win: 99,
+            ..common::claims(
+                "flood",
+                1_000 + player_idx / 2,
+                (player_idx % 2) as u8,
+                player_idx + 1,
+                rally_transport::unix_ms(),
+            )
+        };
+        let hello = match claims.sign(&common::issuer()) {
+            Ok(token) => ClientHello::Connect { token },
+            Err(error) => {
+                players.failed.push(format!("signing a token: {error}"));
+                continue;
+            }
+        };
+        let mut connect = ConnectConfig::new(udp_addr);
+        connect.connect_timeout = Duration::from_secs(5);
+        let attempt = Instant::now();
+        match Connection::connect(&Transport::Udp, &connect, &hello).await {
+            Ok(connection) => {
+                players.connect_ms.push(attempt.elapsed().as_secs_f64() * 1e3);
+                held.push(connection);
+            }
+            Err(error) => players.failed.push(format!("{error:#}")),
+        }
+        players.max_peers = players.max_peers.max(stats.peers());
+    }
+    tokio::time::sleep_until(deadline.into()).await;
+    players
+}
+
+fn quantile_ms(ticks: &hdrhistogram::Histogram<u64>, quantile: f64) -> Option<f64> {
+    (!ticks.is_empty()).then(|| ticks.value_at_quantile(quantile) as f64 / 1e3)
+}
+
+fn tick_line(ticks: &hdrhistogram::Histogram<u64>, late: u64, matches: u32) -> String {
+    let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |value| format!("{value:.3} ms"));
+    format!(
+        "{} ticks, p50 {}, p99 {}, max {}, {late} late; {matches} matches at the end",
+        ticks.len(),
+        ms(quantile_ms(ticks, 0.5)),
+        ms(quantile_ms(ticks, 0.99)),
+        ms((!ticks.is_empty()).then(|| ticks.max() as f64 / 1e3))
+    )
 }
