@@ -38,15 +38,28 @@ pub async fn measure_echo(
     let start = tokio::time::Instant::now();
     let period = Duration::from_secs_f64(1.0 / ramp_per_sec.max(0.001));
     let mut tasks = Vec::with_capacity(connections as usize);
-    for idx in 0..connections {
-        tokio::time::sleep_until(start + period.mul_f64(idx as f64)).await;
-        tasks.push(match kind {
-            EchoKind::Quinn => {
-                let endpoint = endpoints[idx as usize % endpoints.len()].clone();
-                tokio::spawn(echo::client(endpoint, target.clone(), ECHO_HZ, counters.clone(), phase_rx.clone()))
+    if kind == EchoKind::Udp {
+        // Every raw UDP client in one batched task, which ramps them itself.
+        let clients =
+            echo::udp_clients(server.addr, connections, ramp_per_sec, ECHO_HZ, counters.clone(), phase_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = clients.await {
+                tracing::error!(%err, "the raw UDP echo's clients stopped");
             }
-            EchoKind::Udp => tokio::spawn(echo::udp_client(server.addr, ECHO_HZ, counters.clone(), phase_rx.clone())),
-        });
+        }));
+    }
+    if kind == EchoKind::Quinn {
+        for idx in 0..connections {
+            tokio::time::sleep_until(start + period.mul_f64(idx as f64)).await;
+            let endpoint = endpoints[idx as usize % endpoints.len()].clone();
+            tasks.push(tokio::spawn(echo::client(
+                endpoint,
+                target.clone(),
+                ECHO_HZ,
+                counters.clone(),
+                phase_rx.clone(),
+            )));
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while counters.settled() < connections && Instant::now() < deadline {

@@ -37,7 +37,7 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::game::MatchOutcome;
-use crate::measure::{Measures, Recorder};
+use crate::measure::{Histo, Measures, Recorder};
 use crate::scenario::{Live, StopSignal};
 
 /// The first client address; clients count up from it (4 M addresses before it wraps).
@@ -113,6 +113,8 @@ pub fn start(
     socket.set_nonblocking(true)?;
     let socket: std::net::UdpSocket = socket.into();
     batch::enable_local_addresses(&socket).context("asking for local addresses (IP_PKTINFO)")?;
+    // Best effort: skips the kernel's per-datagram IP id (see the batch module).
+    let _ = batch::set_dont_fragment(&socket);
     let io = socket.try_clone()?;
     let registered = tokio::net::UdpSocket::from_std(socket).context("registering the swarm's socket")?;
     let (joins, joins_rx) = mpsc::unbounded_channel();
@@ -127,6 +129,7 @@ pub fn start(
         next_address: 0,
         out: SendBatch::with_capacity(4096, 4096 * 32),
         measures: Measures::default(),
+        hot: HotLatencies::default(),
         recorder,
         live,
         stop,
@@ -188,11 +191,22 @@ struct Swarm {
     next_address: u32,
     out: SendBatch,
     measures: Measures,
+    /// The latencies recorded per datagram, kept apart from `measures` (whose
+    /// map is keyed by name) until the merge.
+    hot: HotLatencies,
     recorder: Arc<Recorder>,
     live: Arc<Live>,
     stop: StopSignal,
     stopping: bool,
     stats: SwarmIo,
+}
+
+/// Per-snapshot latencies, recorded without a map lookup.
+#[derive(Debug, Default)]
+struct HotLatencies {
+    snapshot_interval: Histo,
+    snapshot_jitter: Histo,
+    input_to_snapshot: Histo,
 }
 
 impl Swarm {
@@ -504,8 +518,8 @@ impl Swarm {
                     Some((previous, at)) => {
                         if snapshot.tick.saturating_sub(previous) == client.interval_ticks {
                             let interval = now.duration_since(at);
-                            self.measures.latency("snapshot_interval", interval);
-                            self.measures.latency("snapshot_jitter", interval.abs_diff(client.snapshot_period));
+                            self.hot.snapshot_interval.record(interval);
+                            self.hot.snapshot_jitter.record(interval.abs_diff(client.snapshot_period));
                         }
                         u64::from(snapshot.tick.saturating_sub(previous) / client.interval_ticks).max(1)
                     }
@@ -519,7 +533,7 @@ impl Swarm {
                         break;
                     }
                     client.pending_inputs.pop_front();
-                    self.measures.latency("input_to_snapshot", now.duration_since(sent_at));
+                    self.hot.input_to_snapshot.record(now.duration_since(sent_at));
                 }
             }
             ClientEvent::InputRecorded { tick, .. } => {
@@ -617,7 +631,17 @@ impl Swarm {
 
     /// Hands what the clients measured to the run's recorder.
     fn merge(&mut self) {
-        let measures = std::mem::take(&mut self.measures);
+        let mut measures = std::mem::take(&mut self.measures);
+        let hot = std::mem::take(&mut self.hot);
+        for (name, histo) in [
+            ("snapshot_interval", hot.snapshot_interval),
+            ("snapshot_jitter", hot.snapshot_jitter),
+            ("input_to_snapshot", hot.input_to_snapshot),
+        ] {
+            if histo.count() > 0 {
+                measures.latencies.insert(name.to_owned(), histo);
+            }
+        }
         self.recorder.lock().merge(&measures);
     }
 }
