@@ -398,6 +398,15 @@ impl ClientSession {
         }
     }
 
+    /// When the next input datagram is due (`None` before the welcome and
+    /// after the end). A driver that stamps the input only when it sends
+    /// (the load harness's swarm) wakes at this instead of
+    /// [`Self::poll_timeout`]: the ticks in between repeat the previous
+    /// input, as the shard does for any tick without one.
+    pub fn next_send(&self) -> Option<Instant> {
+        if self.state == State::Playing { self.next_send } else { None }
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()

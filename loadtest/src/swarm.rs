@@ -439,14 +439,18 @@ impl Swarm {
         let Some(client) = self.clients[idx].as_ref() else { return };
         let mut wake = match client.phase {
             Phase::Requesting | Phase::Connecting => client.last_handshake + HANDSHAKE_RESEND,
-            Phase::Playing => client.session.poll_timeout().unwrap_or(now + KEEPALIVE_AFTER),
+            // Woken to send, not every tick: the input is stamped as it goes out
+            // (it changes once a second; ticks between repeat it, as the shard does).
+            Phase::Playing => client.session.next_send().unwrap_or(now + KEEPALIVE_AFTER),
             Phase::Leaving { until } => until,
         };
         wake = wake.min(client.last_sent + KEEPALIVE_AFTER).min(client.last_heard + IDLE_TIMEOUT);
         if let Some(resend) = client.channel.poll_timeout() {
             wake = wake.min(resend);
         }
-        self.schedule(idx, wake.max(now));
+        // At least a millisecond on: a deadline that servicing could not move
+        // (an input not yet stampable) must not spin the timer loop.
+        self.schedule(idx, wake.max(now + Duration::from_millis(1)));
     }
 
     fn on_packet(&mut self, idx: usize, now: Instant, packet: &[u8]) {
