@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use rally_client::TransportKind;
 use rally_client::conditioner::LinkConditions;
 use rally_loadtest::config::{LoadConfig, parse_duration, parse_probability};
-use rally_loadtest::connect::{self, ConnectConfig, RemoteShard, ShardTarget};
+use rally_loadtest::connect::{self, ClientDriver, ConnectConfig, RemoteShard, ShardTarget};
 use rally_loadtest::echo::EchoKind;
 use rally_loadtest::platform::{self, PlatformConfig, PlatformScenario, PlatformTarget};
 use rally_loadtest::report::{self, Report, parse_thresholds};
@@ -188,6 +188,32 @@ pub struct ConnectArgs {
     /// process (on the first core it may use) unless --shard names one.
     #[arg(long, value_name = "N", conflicts_with_all = ["sweep", "baseline"])]
     pub processes: Option<usize>,
+    /// What runs the clients: auto (the swarm for raw UDP to a loopback shard, the SDK
+    /// otherwise), sdk (one SDK connection task and socket per client), or swarm (raw UDP
+    /// only: every client on one task over one socket, batched system calls).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub driver: DriverArg,
+}
+
+/// `--driver`: what runs a `connect` run's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverArg {
+    /// The swarm for raw UDP to a loopback shard, the SDK otherwise.
+    Auto,
+    /// One SDK connection per client.
+    Sdk,
+    /// Every raw UDP client in one batched task.
+    Swarm,
+}
+
+impl DriverArg {
+    fn driver(self) -> ClientDriver {
+        match self {
+            Self::Auto => ClientDriver::Auto,
+            Self::Sdk => ClientDriver::Sdk,
+            Self::Swarm => ClientDriver::Swarm,
+        }
+    }
 }
 
 /// A bare echo to compare the shard with.
@@ -372,6 +398,7 @@ fn connect_config(args: &ConnectArgs) -> anyhow::Result<ConnectConfig> {
             EchoBaseline::QuinnEcho => EchoKind::Quinn,
             EchoBaseline::UdpEcho => EchoKind::Udp,
         }),
+        driver: args.driver.driver(),
     })
 }
 
@@ -408,7 +435,7 @@ fn spread_config(args: &ConnectArgs) -> anyhow::Result<SpreadConfig> {
         points_to_win: args.points_to_win,
         rounds: args.rounds,
         transport: args.transport,
-        extra_args: Vec::new(),
+        extra_args: vec!["--driver".into(), args.driver.driver().name().to_owned()],
     })
 }
 
