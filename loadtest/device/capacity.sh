@@ -156,6 +156,9 @@ for tool in taskset openssl od; do
         exit 1
     fi
 done
+# Raw UDP clients of the SDK driver hold a socket each: raise the open-file
+# limit to the hard limit (best effort; the swarm and QUIC need few).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     cargo build --release --locked -p rally
 fi
