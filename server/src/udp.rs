@@ -343,6 +343,8 @@ async fn send_datagrams(
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     if socket.writable().await.is_err() {
+                        // The socket is gone: links refuse datagrams from now on.
+                        outbox.close();
                         return;
                     }
                 }
