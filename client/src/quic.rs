@@ -19,14 +19,63 @@ use crate::session::{ClientEvent, ClientSession, ClientStats};
 pub fn endpoint(client_config: quinn::ClientConfig) -> anyhow::Result<quinn::Endpoint> {
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).context("binding a client UDP socket")?;
+    let mut client_config = client_config;
+    client_config.transport_config(Arc::new(transport_config()?));
+    endpoint.set_default_client_config(client_config);
+    Ok(endpoint)
+}
+
+/// The `max_ack_delay` the client asks the shard for through the ACK-frequency
+/// extension: above the 33 ms between two game datagrams (30 Hz snapshots
+/// down, 30 Hz inputs up) with room for a late one, so the shard's ACK of an
+/// input can wait for the next snapshot and ride on it instead of going out in
+/// an ACK-only packet. The shard asks the client for the same
+/// (`rally_server::quic::transport_config`).
+///
+/// quinn 0.11 caps what it asks for at `max(smoothed RTT, 25 ms)`
+/// (`AckFrequencyState::candidate_max_ack_delay`), so on a path faster than
+/// 25 ms, loopback included, the shard still acks within 25 ms. Loss recovery
+/// waits up to this long more for a tail loss (the PTO adds the peer's
+/// `max_ack_delay`); game datagrams are never retransmitted anyway.
+pub const ACK_MAX_DELAY: Duration = Duration::from_millis(50);
+
+/// Ack-eliciting packets the shard may receive before it must ACK at once
+/// rather than with its next snapshot or after [`ACK_MAX_DELAY`]. quinn's
+/// default (1: every second packet) sends an ACK-only packet whenever two
+/// inputs arrive between two snapshots, which jitter makes common; a handful
+/// still acknowledges a burst (the hello, a large control frame) promptly.
+pub const ACK_ELICITING_THRESHOLD: u32 = 8;
+
+/// Packets out of order that make the shard ACK at once: quinn's
+/// `packet_threshold` (3) less one, as quinn recommends, so a gap about to be
+/// declared lost is reported at once and loss recovery stays as fast.
+pub const ACK_REORDERING_THRESHOLD: u32 = 2;
+
+/// The SDK's QUIC transport settings, for any endpoint that plays through
+/// rally (the load generator's too):
+///
+/// - a keep-alive every 2 s and a 10 s idle timeout, so a quiet connection (in a
+///   lobby, between matches) stays open and a dead one is noticed;
+/// - the ACK-frequency request above, so the shard's ACKs ride on snapshots;
+/// - no path-MTU discovery: game datagrams are at most
+///   [`rally_protocol::MAX_DATAGRAM`] (1,100) bytes and fit the 1,200-byte
+///   initial MTU of every QUIC path, so its probes (padded packets up to 1,452
+///   bytes, each eliciting an ACK) would be UDP packets with no game data in them;
+/// - a 64 KiB datagram receive queue, the shard's size: hundreds of snapshots,
+///   where quinn's default (1.25 MB) only bounds how much a stalled game could pile up.
+pub fn transport_config() -> anyhow::Result<quinn::TransportConfig> {
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(ACK_ELICITING_THRESHOLD.into())
+        .max_ack_delay(Some(ACK_MAX_DELAY))
+        .reordering_threshold(ACK_REORDERING_THRESHOLD.into());
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(Duration::from_secs(2)))
-        .max_idle_timeout(Some(Duration::from_secs(10).try_into().context("idle timeout")?));
-    let mut client_config = client_config;
-    client_config.transport_config(Arc::new(transport));
-    endpoint.set_default_client_config(client_config);
-    Ok(endpoint)
+        .max_idle_timeout(Some(Duration::from_secs(10).try_into().context("idle timeout")?))
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .mtu_discovery_config(None)
+        .ack_frequency_config(Some(ack));
+    Ok(transport)
 }
 
 /// A failed QUIC handshake: a certificate the client does not trust is a TLS

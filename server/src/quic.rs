@@ -51,6 +51,72 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket>
     Ok(socket.into())
 }
 
+/// The `max_ack_delay` each end asks its peer for through the ACK-frequency
+/// extension: above the 33 ms between two game datagrams (30 Hz inputs up, 30
+/// Hz snapshots down) with room for a late one, so the ACK of a datagram can
+/// wait for the next datagram going the other way and ride on it instead of
+/// going out in an ACK-only packet. The client SDK asks the shard for the same
+/// (`rally_client::quic::transport_config`).
+///
+/// quinn 0.11 caps what it asks for at `max(smoothed RTT, 25 ms)`
+/// (`AckFrequencyState::candidate_max_ack_delay`, after the draft's advice that
+/// it stay below the RTT), so on a path faster than 25 ms, loopback included,
+/// the peer still acks within 25 ms: an ACK then rides along only when the
+/// other way's next datagram is due within 25 ms of the one it acknowledges.
+/// Loss recovery waits up to this long more for a tail loss (the PTO adds the
+/// peer's `max_ack_delay`); game datagrams are never retransmitted anyway, and
+/// control-stream frames are rare and small.
+pub const ACK_MAX_DELAY: Duration = Duration::from_millis(50);
+
+/// Ack-eliciting packets the peer may receive before it must ACK at once
+/// rather than at its next packet or after [`ACK_MAX_DELAY`]. quinn's
+/// default (1, RFC 9000's every second packet) sends an ACK-only packet
+/// whenever two game datagrams arrive between two of the peer's own, which
+/// scheduling jitter on a busy host makes common; a handful lets the ACK wait
+/// for the next datagram out while still acknowledging a burst (a large
+/// control frame) promptly enough for congestion control.
+pub const ACK_ELICITING_THRESHOLD: u32 = 8;
+
+/// Packets out of order that make the peer ACK at once: quinn's own
+/// `packet_threshold` (3) less one, as quinn recommends, so a gap that is
+/// about to be declared lost is reported at once and loss recovery is as fast
+/// as without the extension.
+pub const ACK_REORDERING_THRESHOLD: u32 = 2;
+
+/// The shard's QUIC transport settings, tuned for many connections that each
+/// carry small game datagrams at 30 Hz each way:
+///
+/// - the ACK-frequency request above, so ACKs ride on game datagrams;
+/// - no path-MTU discovery: game datagrams are at most
+///   [`rally_protocol::MAX_DATAGRAM`] (1,100) bytes and fit the 1,200-byte
+///   initial MTU every QUIC path has, so its probes (padded packets up to
+///   1,452 bytes, and the ACKs they elicit) would be UDP packets that carry no
+///   game data for no gain;
+/// - one bidirectional stream (the control stream), no unidirectional ones;
+/// - small datagram queues: 64 KiB each way is hundreds of snapshots or inputs,
+///   far more than one tick's worth, and bounds a slow connection's memory.
+pub fn transport_config(idle_timeout: Duration) -> anyhow::Result<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(idle_timeout.try_into().context("idle timeout out of range")?))
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .datagram_send_buffer_size(64 * 1024)
+        .mtu_discovery_config(None)
+        .ack_frequency_config(Some(ack_frequency()));
+    Ok(transport)
+}
+
+/// The ACK-frequency request of [`transport_config`].
+pub fn ack_frequency() -> quinn::AckFrequencyConfig {
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(ACK_ELICITING_THRESHOLD.into())
+        .max_ack_delay(Some(ACK_MAX_DELAY))
+        .reordering_threshold(ACK_REORDERING_THRESHOLD.into());
+    ack
+}
+
 /// The shard's QUIC endpoint and its accept loop.
 #[derive(Debug)]
 pub(crate) struct QuicListener {
@@ -67,14 +133,7 @@ impl QuicListener {
         metrics: Arc<InboundCounters>,
         span: tracing::Span,
     ) -> anyhow::Result<Self> {
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_idle_timeout(Some(config.limits.idle_timeout.try_into().context("idle timeout out of range")?))
-            .max_concurrent_bidi_streams(1u32.into())
-            .max_concurrent_uni_streams(0u32.into())
-            .datagram_receive_buffer_size(Some(64 * 1024))
-            .datagram_send_buffer_size(64 * 1024);
-        let server_config = identity.server_config(transport)?;
+        let server_config = identity.server_config(transport_config(config.limits.idle_timeout)?)?;
         let socket =
             bind_udp(config.listen).with_context(|| format!("binding the QUIC endpoint on {}", config.listen))?;
         let endpoint = quinn::Endpoint::new(
