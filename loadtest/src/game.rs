@@ -170,6 +170,7 @@ pub async fn play_over(
         last_input_tick: None,
         last_bookkeeping: now,
         quic_before: quinn::ConnectionStats::default(),
+        play_before: connection.quic_connection().map(quinn::Connection::stats),
     };
     let outcome = player.play(&mut connection, stop).await;
     player.flush_bookkeeping(&connection, Instant::now());
@@ -217,6 +218,9 @@ struct SeatPlayer {
     last_input_tick: Option<Tick>,
     last_bookkeeping: Instant,
     quic_before: quinn::ConnectionStats,
+    /// Over QUIC, the stats at the last bookkeeping since the welcome: packets
+    /// per game datagram are counted while playing, without the handshake.
+    play_before: Option<quinn::ConnectionStats>,
 }
 
 impl SeatPlayer {
@@ -281,6 +285,9 @@ impl SeatPlayer {
         let quic = connection.quic_connection().map(quinn::Connection::stats);
         let before = &self.quic_before;
         self.recorder.count(|counters| {
+            if let (Some(stats), Some(play_before)) = (&quic, &self.play_before) {
+                counters.add_quic_packets(play_before, stats);
+            }
             if let Some(stats) = &quic {
                 counters.udp_bytes_out += stats.udp_tx.bytes.saturating_sub(before.udp_tx.bytes);
                 counters.udp_datagrams_out += stats.udp_tx.datagrams.saturating_sub(before.udp_tx.datagrams);
@@ -290,6 +297,7 @@ impl SeatPlayer {
             counters.client_seconds += connected;
         });
         if let Some(stats) = quic {
+            self.play_before = Some(stats);
             self.quic_before = stats;
         }
         self.last_bookkeeping = now;
@@ -309,6 +317,8 @@ struct Player<'a> {
     rtt: Duration,
     last_bookkeeping: Instant,
     udp_before: quinn::ConnectionStats,
+    /// The stats at the last bookkeeping since the welcome, for packets per game datagram.
+    play_before: quinn::ConnectionStats,
 }
 
 impl<'a> Player<'a> {
@@ -329,6 +339,7 @@ impl<'a> Player<'a> {
             last_bookkeeping: now,
             // Counted from zero: the handshake's bytes are the client's too.
             udp_before: quinn::ConnectionStats::default(),
+            play_before: connection.stats(),
         }
     }
 
@@ -465,8 +476,10 @@ impl<'a> Player<'a> {
             counters.udp_datagrams_out += stats.udp_tx.datagrams.saturating_sub(before.udp_tx.datagrams);
             counters.udp_bytes_in += stats.udp_rx.bytes.saturating_sub(before.udp_rx.bytes);
             counters.udp_datagrams_in += stats.udp_rx.datagrams.saturating_sub(before.udp_rx.datagrams);
+            counters.add_quic_packets(&self.play_before, &stats);
             counters.client_seconds += connected;
         });
+        self.play_before = stats;
         self.udp_before = stats;
         self.last_bookkeeping = now;
     }

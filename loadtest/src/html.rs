@@ -10,6 +10,7 @@ use plotters::prelude::*;
 
 use crate::measure::{Histo, LATENCIES};
 use crate::report::{Report, Sample};
+use crate::sweep::SweepReport;
 
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 300;
@@ -163,6 +164,15 @@ fn summary(page: &mut String, report: &Report) {
             fmt(bytes_out, 0) + " B/s",
             "sent by each connected client, IP and UDP headers included",
         ),
+        (
+            "QUIC UDP packets per game datagram, up / down",
+            format!(
+                "{} / {}",
+                fmt(counters.quic_packets_per_datagram_up(), 3),
+                fmt(counters.quic_packets_per_datagram_down(), 3)
+            ),
+            "from the clients' quinn stats while playing: UDP packets per DATAGRAM frame, client → shard and shard → client; above 1 are ACK-only and control packets",
+        ),
     ];
     for (name, value, meaning) in rows {
         let _ = write!(page, "<tr><td class=l>{name}</td><td>{}</td><td class=l>{meaning}</td></tr>", escape(&value));
@@ -191,16 +201,18 @@ fn latencies(page: &mut String, report: &Report) {
 
 fn shards(page: &mut String, report: &Report) {
     if !report.shards.is_empty() {
-        page.push_str("<h2>Shard (from its /metrics, over the hold window)</h2><table><tr><th class=l>source</th><th>tick p50 ms</th><th>tick p99 ms</th><th>within 4 ms</th><th>ticks</th><th>late</th><th>dgram/s in</th><th>dgram/s out</th><th>dropped</th><th>reflect p99 ticks</th><th>CPU %</th><th>matches ended</th><th class=l>results</th></tr>");
+        page.push_str("<h2>Shard (from its /metrics, over the hold window)</h2><table><tr><th class=l>source</th><th>tick p50 ms</th><th>tick p99 ms</th><th>tick p99.9 ms</th><th class=l>tick source</th><th>within 4 ms</th><th>ticks</th><th>late</th><th>dgram/s in</th><th>dgram/s out</th><th>dropped</th><th>reflect p99 ticks</th><th>CPU %</th><th>matches ended</th><th class=l>results</th></tr>");
         for shard in &report.shards {
             let reasons: Vec<String> =
                 shard.results_by_reason.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
             let _ = write!(
                 page,
-                "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
+                "<tr><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}</td></tr>",
                 escape(&shard.source),
                 fmt(shard.tick_p50_ms, 3),
                 fmt(shard.tick_p99_ms, 3),
+                fmt(shard.tick_p999_ms, 3),
+                escape(if shard.tick_source.is_empty() { "prometheus buckets" } else { &shard.tick_source }),
                 shard.ticks_within_budget.map_or_else(|| "–".to_owned(), |f| format!("{:.2}%", f * 100.0)),
                 shard.ticks,
                 shard.late_ticks,
@@ -213,8 +225,9 @@ fn shards(page: &mut String, report: &Report) {
                 escape(&reasons.join(", ")),
             );
         }
-        page.push_str("</table><p class=note>Tick percentiles are interpolated inside the shard's histogram buckets (…, 2, 4, 8 ms, …); the fraction within 4 ms is exact. A late tick started more than one tick interval after its due time. Reflect: input received → first snapshot reflecting it sent, in ticks, as the shard measures it.</p>");
+        page.push_str("</table><p class=note>Tick percentiles come from the shard's own tick histogram (0.1% precision) when it ran in this process (tick source: exact histogram), else they are interpolated inside its Prometheus buckets (50 µs wide up to 1 ms, 0.25 ms to 5 ms); the fraction within 4 ms is exact either way. A late tick started more than one tick interval after its due time. Reflect: input received → first snapshot reflecting it sent, in ticks, as the shard measures it.</p>");
     }
+    cost_model(page, report);
     if let Some(baseline) = &report.baseline {
         let _ = write!(
             page,
@@ -235,6 +248,135 @@ fn shards(page: &mut String, report: &Report) {
             crate::baseline::ECHO_HZ,
         );
     }
+}
+
+fn cost_model(page: &mut String, report: &Report) {
+    let cost = report.cost_model();
+    if cost.shard_cores.is_none() {
+        return;
+    }
+    page.push_str("<h2>Cost model</h2><table><tr><th class=l>figure</th><th>value</th><th class=l>how</th></tr>");
+    let rows = [
+        ("matches held", fmt(cost.matches, 1), "the shard's match gauge, averaged over the hold window's seconds"),
+        ("shard CPU, cores", fmt(cost.shard_cores, 3), "shard CPU time over the window ÷ the window"),
+        ("CPU-µs per match-second", fmt(cost.cpu_us_per_match_second, 1), "shard cores × 10⁶ ÷ matches"),
+        (
+            "CPU-µs per datagram",
+            fmt(cost.cpu_us_per_datagram, 2),
+            "shard cores × 10⁶ ÷ (datagrams in + out per second)",
+        ),
+        (
+            "matches per core at 80%",
+            fmt(cost.matches_per_core_at_80pct, 0),
+            "0.8 ÷ (cores per match): the capacity of one core if cost stays linear in matches",
+        ),
+        (
+            "RSS per connection",
+            cost.rss_per_connection_bytes.map_or_else(
+                || "– (not separable: the shard shares the harness's process)".to_owned(),
+                |bytes| format!("{bytes:.0} B"),
+            ),
+            "a separate shard process's RSS growth from before the first client to the end of the ramp ÷ clients connected then",
+        ),
+    ];
+    for (name, value, how) in rows {
+        let _ = write!(page, "<tr><td class=l>{name}</td><td>{}</td><td class=l>{how}</td></tr>", escape(&value));
+    }
+    page.push_str("</table>");
+}
+
+/// Renders a capacity sweep as a complete HTML page: the table of points,
+/// then matches against tick p99 and against shard CPU across the points.
+pub fn render_sweep(sweep: &SweepReport) -> String {
+    let mut page = String::new();
+    let transport = sweep.points.first().map_or_else(|| "quic".to_owned(), Report::transport);
+    let title = format!("rally capacity sweep over {transport}");
+    let _ = write!(
+        page,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>",
+        escape(&title)
+    );
+    let _ = write!(page, "<h1>{}</h1>", escape(&title));
+    let verdict = sweep.max_passing_clients.map_or_else(
+        || "no point passed".to_owned(),
+        |clients| format!("most clients passing: {clients} ({} matches)", clients / 2),
+    );
+    let _ = write!(
+        page,
+        "<div class=\"banner {}\">{}</div>",
+        if sweep.max_passing_clients.is_some() { "ok" } else { "bad" },
+        escape(&verdict)
+    );
+    page.push_str("<table><tr><th>clients</th><th>matches</th><th>tick p50 ms</th><th>tick p99 ms</th><th>tick p99.9 ms</th><th>shard CPU %</th><th>generator CPU %</th><th>CPU-µs / match-s</th><th>CPU-µs / datagram</th><th>matches / core at 80%</th><th>QUIC pk/dgram up</th><th>down</th><th class=l>result</th></tr>");
+    for report in &sweep.points {
+        let cost = report.cost_model();
+        let passed = report.failed_thresholds().is_empty();
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l {}\">{}</td></tr>",
+            clients_of(report),
+            fmt(cost.matches, 0),
+            fmt(report.metric("tick_p50"), 3),
+            fmt(report.metric("tick_p99"), 3),
+            fmt(report.metric("tick_p999"), 3),
+            fmt(cost.shard_cores.map(|cores| cores * 100.0), 0),
+            fmt(report.runs.first().and_then(|run| run.harness_cpu_pct), 0),
+            fmt(cost.cpu_us_per_match_second, 1),
+            fmt(cost.cpu_us_per_datagram, 2),
+            fmt(cost.matches_per_core_at_80pct, 0),
+            fmt(report.metric("quic_packets_per_datagram_up"), 3),
+            fmt(report.metric("quic_packets_per_datagram_down"), 3),
+            if passed { "pass" } else { "fail" },
+            if passed { "PASS" } else { "FAIL" },
+        );
+    }
+    page.push_str("</table>");
+    let (ticks, cpu) = sweep_series(sweep);
+    figure(
+        &mut page,
+        xy_chart("Matches vs shard tick duration", "matches", "ms", &ticks, Some(("4 ms budget", 4.0))),
+        "Tick p50 and p99 over each point's hold window against the matches the shard held.",
+    );
+    figure(
+        &mut page,
+        xy_chart("Matches vs shard CPU", "matches", "% of one core", &cpu, Some(("80% of a core", 80.0))),
+        "Shard CPU (and the generator's, which must stay below its core) over each point's hold window against the matches held.",
+    );
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// The sweep's points as `(matches, value)` series: tick p50/p99, and shard/generator CPU.
+type Series = Vec<(&'static str, Vec<(f64, f64)>)>;
+
+fn sweep_series(sweep: &SweepReport) -> (Series, Series) {
+    let mut tick_p50 = Vec::new();
+    let mut tick_p99 = Vec::new();
+    let mut shard_cpu = Vec::new();
+    let mut generator_cpu = Vec::new();
+    for report in &sweep.points {
+        let matches = report.cost_model().matches.unwrap_or(clients_of(report) as f64 / 2.0);
+        let push = |series: &mut Vec<(f64, f64)>, value: Option<f64>| {
+            if let Some(value) = value {
+                series.push((matches, value));
+            }
+        };
+        push(&mut tick_p50, report.metric("tick_p50"));
+        push(&mut tick_p99, report.metric("tick_p99"));
+        push(&mut shard_cpu, report.cost_model().shard_cores.map(|cores| cores * 100.0));
+        push(&mut generator_cpu, report.runs.first().and_then(|run| run.harness_cpu_pct));
+    }
+    for series in [&mut tick_p50, &mut tick_p99, &mut shard_cpu, &mut generator_cpu] {
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    (
+        vec![("tick p50", tick_p50), ("tick p99", tick_p99)],
+        vec![("shard CPU", shard_cpu), ("generator CPU", generator_cpu)],
+    )
+}
+
+fn clients_of(report: &Report) -> u64 {
+    report.runs.iter().map(|run| run.clients).sum()
 }
 
 /// Which headers the byte counts include, per transport.
@@ -350,6 +492,17 @@ fn line_chart(
     series: &[(&str, Vec<(f64, f64)>)],
     limit: Option<(&str, f64)>,
 ) -> Option<String> {
+    xy_chart(title, "seconds", y_label, series, limit)
+}
+
+/// Lines of `y` against `x`, points marked; `None` when there is nothing to draw.
+fn xy_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    limit: Option<(&str, f64)>,
+) -> Option<String> {
     let points = series.iter().flat_map(|(_, points)| points.iter());
     let (mut max_x, mut max_y) = (1.0f64, 0.0f64);
     let mut any = false;
@@ -376,7 +529,7 @@ fn line_chart(
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..max_x, 0f64..max_y)
             .ok()?;
-        chart.configure_mesh().x_desc("seconds").y_desc(y_label).light_line_style(WHITE).draw().ok()?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).light_line_style(WHITE).draw().ok()?;
         for (idx, (label, points)) in series.iter().enumerate() {
             if points.is_empty() {
                 continue;
@@ -387,6 +540,7 @@ fn line_chart(
                 .ok()?
                 .label(*label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&point| Circle::new(point, 3, color.filled()))).ok()?;
         }
         if let Some((label, limit)) = limit {
             chart

@@ -36,6 +36,14 @@ impl Histo {
         Self { inner }
     }
 
+    /// The same observations as `histogram`, whose values are microseconds
+    /// (the shard's own tick-duration histogram, for one).
+    pub fn from_micros(histogram: &Histogram<u64>) -> Self {
+        let mut histo = Self::new();
+        let _ = histo.inner.add(histogram);
+        histo
+    }
+
     /// Records one duration (microsecond resolution).
     pub fn record(&mut self, duration: Duration) {
         self.record_us(duration.as_micros().min(u128::from(u64::MAX)) as u64);
@@ -212,6 +220,19 @@ pub struct Counters {
     pub udp_bytes_in: u64,
     /// Seconds clients spent connected, summed over clients (the denominator of per-client rates).
     pub client_seconds: f64,
+    /// QUIC only, from quinn's own connection stats while playing (from the
+    /// welcome on, so the handshake is left out): UDP datagrams the clients sent.
+    #[serde(default)]
+    pub quic_packets_out: u64,
+    /// QUIC only, while playing: UDP datagrams the clients received.
+    #[serde(default)]
+    pub quic_packets_in: u64,
+    /// QUIC only, while playing: DATAGRAM frames (game datagrams) the clients sent.
+    #[serde(default)]
+    pub quic_datagram_frames_out: u64,
+    /// QUIC only, while playing: DATAGRAM frames the clients received.
+    #[serde(default)]
+    pub quic_datagram_frames_in: u64,
     /// Chat messages sent.
     pub chat_sent: u64,
     /// Chat messages received by subscribers.
@@ -223,6 +244,25 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Client → shard UDP packets per game datagram over QUIC (1.0 when every
+    /// ACK rides on an input); `None` without QUIC datagrams.
+    pub fn quic_packets_per_datagram_up(&self) -> Option<f64> {
+        (self.quic_datagram_frames_out > 0).then(|| self.quic_packets_out as f64 / self.quic_datagram_frames_out as f64)
+    }
+
+    /// Shard → client UDP packets per game datagram over QUIC; `None` without QUIC datagrams.
+    pub fn quic_packets_per_datagram_down(&self) -> Option<f64> {
+        (self.quic_datagram_frames_in > 0).then(|| self.quic_packets_in as f64 / self.quic_datagram_frames_in as f64)
+    }
+
+    /// Adds the QUIC packet and DATAGRAM frame counts between two stats of one connection.
+    pub fn add_quic_packets(&mut self, before: &quinn::ConnectionStats, after: &quinn::ConnectionStats) {
+        self.quic_packets_out += after.udp_tx.datagrams.saturating_sub(before.udp_tx.datagrams);
+        self.quic_packets_in += after.udp_rx.datagrams.saturating_sub(before.udp_rx.datagrams);
+        self.quic_datagram_frames_out += after.frame_tx.datagram.saturating_sub(before.frame_tx.datagram);
+        self.quic_datagram_frames_in += after.frame_rx.datagram.saturating_sub(before.frame_rx.datagram);
+    }
+
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &Counters) {
         let Counters {
@@ -243,6 +283,10 @@ impl Counters {
             udp_bytes_out,
             udp_bytes_in,
             client_seconds,
+            quic_packets_out,
+            quic_packets_in,
+            quic_datagram_frames_out,
+            quic_datagram_frames_in,
             chat_sent,
             chat_received,
             tickets,
@@ -265,6 +309,10 @@ impl Counters {
         self.udp_bytes_out += udp_bytes_out;
         self.udp_bytes_in += udp_bytes_in;
         self.client_seconds += client_seconds;
+        self.quic_packets_out += quic_packets_out;
+        self.quic_packets_in += quic_packets_in;
+        self.quic_datagram_frames_out += quic_datagram_frames_out;
+        self.quic_datagram_frames_in += quic_datagram_frames_in;
         self.chat_sent += chat_sent;
         self.chat_received += chat_received;
         self.tickets += tickets;

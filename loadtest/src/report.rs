@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{LATENCIES, Measures};
+use crate::measure::{Histo, LATENCIES, Measures};
 use crate::prometheus;
 use crate::threshold::{MetricInfo, MetricKind, Threshold, ThresholdOutcome};
 
@@ -138,8 +138,20 @@ pub struct ShardFigures {
     pub tick_p50_ms: Option<f64>,
     /// 99th percentile tick, ms (interpolated in buckets).
     pub tick_p99_ms: Option<f64>,
+    /// 99.9th percentile tick, ms (only from the exact histogram).
+    #[serde(default)]
+    pub tick_p999_ms: Option<f64>,
     /// Fraction of ticks within the 4 ms budget (exact: 4 ms is a bucket bound).
     pub ticks_within_budget: Option<f64>,
+    /// The shard's own tick-duration histogram over the window (µs, 0.1%
+    /// precision), read straight from an embedded shard; `None` for a shard
+    /// known only by its metrics endpoint.
+    #[serde(default)]
+    pub tick_exact: Option<Histo>,
+    /// Where the tick percentiles come from: `exact histogram` (the shard's
+    /// own, read in process) or `prometheus buckets` (interpolated inside a bucket).
+    #[serde(default)]
+    pub tick_source: String,
     /// Ticks run in the window.
     pub ticks: u64,
     /// Ticks that started over a tick late.
@@ -158,6 +170,16 @@ pub struct ShardFigures {
     pub matches_ended: Option<u64>,
     /// Results by end reason over the whole run (known for embedded shards).
     pub results_by_reason: BTreeMap<String, u64>,
+    /// RSS of a shard running as its own process, before the first client
+    /// connected (`None` for an embedded shard: it shares the harness's process).
+    #[serde(default)]
+    pub rss_before_bytes: Option<u64>,
+    /// The same shard's RSS at the end of the ramp, every client connected.
+    #[serde(default)]
+    pub rss_after_ramp_bytes: Option<u64>,
+    /// Clients connected at the end of the ramp (what the RSS growth is shared by).
+    #[serde(default)]
+    pub connections_after_ramp: Option<u64>,
 }
 
 /// The echo baseline at the same connection count and rate.
@@ -186,6 +208,28 @@ pub struct BaselineFigures {
     /// close the shard is to what a bare echo on its transport could carry on the same core.
     pub efficiency_ratio: Option<f64>,
 }
+
+/// What one run's figures say the load costs the shard(s): derived, never
+/// measured apart, so it is as good as the shard CPU and the window behind it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostModel {
+    /// Matches the shards held, averaged over the window's one-second samples.
+    pub matches: Option<f64>,
+    /// Shard CPU over the window, in cores (1.0 = one core busy).
+    pub shard_cores: Option<f64>,
+    /// Shard CPU-µs per match per second of play.
+    pub cpu_us_per_match_second: Option<f64>,
+    /// Shard CPU-µs per datagram, counting datagrams in and out alike.
+    pub cpu_us_per_datagram: Option<f64>,
+    /// Matches one core could hold at 80% busy, if cost grows linearly with matches.
+    pub matches_per_core_at_80pct: Option<f64>,
+    /// Growth of a separate shard process's RSS over the ramp, per connection
+    /// then connected; `None` for an embedded shard (its process is the harness's).
+    pub rss_per_connection_bytes: Option<f64>,
+}
+
+/// The share of one core [`CostModel::matches_per_core_at_80pct`] plans for.
+pub const PLANNED_CORE_SHARE: f64 = 0.8;
 
 /// A cross-check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,6 +336,82 @@ impl Report {
         total
     }
 
+    /// Every shard's exact tick histogram added together, when every shard has
+    /// one (embedded shards); `None` otherwise, and the percentiles come from the buckets.
+    pub fn tick_exact(&self) -> Option<Histo> {
+        let mut total = Histo::new();
+        for shard in &self.shards {
+            total.merge(shard.tick_exact.as_ref()?);
+        }
+        (!self.shards.is_empty()).then_some(total)
+    }
+
+    /// Tick duration at quantile `q`, ms: from the shards' own histograms when
+    /// every shard has one, else interpolated in the Prometheus buckets.
+    pub fn tick_quantile_ms(&self, q: f64) -> Option<f64> {
+        match self.tick_exact() {
+            Some(exact) => exact.quantile_ms(q),
+            None => prometheus::quantile(&self.tick_buckets(), q).map(|s| s * 1e3),
+        }
+    }
+
+    /// The shard cost model of this run (see [`CostModel`]).
+    pub fn cost_model(&self) -> CostModel {
+        let has_shard = !self.shards.is_empty();
+        let cpu_pct: Option<f64> = has_shard.then(|| self.shards.iter().map(|shard| shard.cpu_pct).sum()).flatten();
+        let shard_cores = cpu_pct.map(|pct| pct / 100.0);
+        let datagrams_per_s: f64 =
+            self.shards.iter().map(|shard| shard.datagrams_in_per_s + shard.datagrams_out_per_s).sum();
+        let matches = self.window_matches();
+        let per_match = shard_cores.zip(matches).filter(|&(_, matches)| matches > 0.0);
+        let mut rss_growth = 0.0;
+        let mut connections = 0u64;
+        let mut rss_known = has_shard;
+        for shard in &self.shards {
+            match (shard.rss_before_bytes, shard.rss_after_ramp_bytes, shard.connections_after_ramp) {
+                (Some(before), Some(after), Some(connected)) => {
+                    rss_growth += after as f64 - before as f64;
+                    connections += connected;
+                }
+                _ => rss_known = false,
+            }
+        }
+        CostModel {
+            matches,
+            shard_cores,
+            cpu_us_per_match_second: per_match.map(|(cores, matches)| cores * 1e6 / matches),
+            cpu_us_per_datagram: shard_cores
+                .filter(|_| datagrams_per_s > 0.0)
+                .map(|cores| cores * 1e6 / datagrams_per_s),
+            matches_per_core_at_80pct: per_match
+                .filter(|&(cores, _)| cores > 0.0)
+                .map(|(cores, matches)| PLANNED_CORE_SHARE * matches / cores),
+            rss_per_connection_bytes: (rss_known && connections > 0).then(|| rss_growth / connections as f64),
+        }
+    }
+
+    /// Matches held over the measured window: the shard's own gauge where the
+    /// timeline has it, else the clients' count, averaged over the seconds
+    /// from the end of the ramp to the stop.
+    pub fn window_matches(&self) -> Option<f64> {
+        let run = self.runs.first()?;
+        let ramp_end = run.clients as f64 / run.ramp_per_sec.max(1e-9);
+        let window: Vec<&Sample> = self
+            .timeline
+            .iter()
+            .filter(|sample| sample.t_s > ramp_end && sample.t_s <= ramp_end + run.duration_s)
+            .collect();
+        if window.is_empty() {
+            return None;
+        }
+        let n = window.len() as f64;
+        if window.iter().all(|sample| sample.shard_matches.is_some()) {
+            Some(window.iter().filter_map(|sample| sample.shard_matches).sum::<u64>() as f64 / n)
+        } else {
+            Some(window.iter().map(|sample| sample.matches_running).sum::<u64>() as f64 / n)
+        }
+    }
+
     /// The transport(s) the runs' clients used, e.g. `quic` or `quic+udp` for a merge of both.
     pub fn transport(&self) -> String {
         let mut names: Vec<&str> = self.runs.iter().map(|run| run.transport.as_str()).collect();
@@ -372,19 +492,37 @@ impl Report {
             "bytes sent per connected client, IP/UDP headers included",
             bytes_out,
         );
+        add(
+            "quic_packets_per_datagram_up",
+            MetricKind::Ratio,
+            "QUIC: UDP packets the clients sent per game datagram they sent, while playing (ACK-only packets raise it above 1)",
+            counters.quic_packets_per_datagram_up(),
+        );
+        add(
+            "quic_packets_per_datagram_down",
+            MetricKind::Ratio,
+            "QUIC: UDP packets the clients received per game datagram they received, while playing",
+            counters.quic_packets_per_datagram_down(),
+        );
         let buckets = self.tick_buckets();
         let has_shard = !self.shards.is_empty();
         add(
             "tick_p50",
             MetricKind::Millis,
-            "shard tick duration, median over the window",
-            prometheus::quantile(&buckets, 0.5).map(|s| s * 1e3),
+            "shard tick duration, median over the window (exact for an embedded shard, else interpolated in buckets)",
+            self.tick_quantile_ms(0.5),
         );
         add(
             "tick_p99",
             MetricKind::Millis,
-            "shard tick duration, 99th percentile over the window",
-            prometheus::quantile(&buckets, 0.99).map(|s| s * 1e3),
+            "shard tick duration, 99th percentile over the window (exact for an embedded shard, else interpolated in buckets)",
+            self.tick_quantile_ms(0.99),
+        );
+        add(
+            "tick_p999",
+            MetricKind::Millis,
+            "shard tick duration, 99.9th percentile over the window (embedded shards only: buckets cannot tell it)",
+            self.tick_exact().and_then(|exact| exact.quantile_ms(0.999)),
         );
         add(
             "ticks_within_budget",
@@ -421,6 +559,31 @@ impl Report {
             MetricKind::Ratio,
             "shard datagrams per CPU-second ÷ echo datagrams per CPU-second",
             self.baseline.as_ref().and_then(|b| b.efficiency_ratio),
+        );
+        let cost = self.cost_model();
+        add(
+            "shard_cpu_us_per_match_second",
+            MetricKind::Ratio,
+            "cost model: shard CPU-µs per match per second of play",
+            cost.cpu_us_per_match_second,
+        );
+        add(
+            "shard_cpu_us_per_datagram",
+            MetricKind::Ratio,
+            "cost model: shard CPU-µs per datagram (in and out)",
+            cost.cpu_us_per_datagram,
+        );
+        add(
+            "matches_per_core",
+            MetricKind::Count,
+            "cost model: matches one shard core holds at 80% busy (linear in matches)",
+            cost.matches_per_core_at_80pct,
+        );
+        add(
+            "rss_per_connection",
+            MetricKind::Bytes,
+            "cost model: a separate shard process's RSS growth over the ramp per connection",
+            cost.rss_per_connection_bytes,
         );
         add(
             "failed_checks",
@@ -687,13 +850,23 @@ pub fn render_text(report: &Report) -> String {
             counters.snapshots_unusable
         );
     }
+    if counters.quic_datagram_frames_out > 0 || counters.quic_datagram_frames_in > 0 {
+        let _ = writeln!(
+            out,
+            "QUIC UDP packets per game datagram: {} up (client → shard), {} down",
+            num(counters.quic_packets_per_datagram_up(), 3),
+            num(counters.quic_packets_per_datagram_down(), 3),
+        );
+    }
     for shard in &report.shards {
         let _ = writeln!(
             out,
-            "shard {}: tick p50 {} ms, p99 {} ms, {} within 4 ms, {} late of {} ticks, {:.0} dgram/s in, {:.0} out, {} dropped, cpu {}%, reflect p99 {} ticks{}",
+            "shard {}: tick p50 {} ms, p99 {} ms, p99.9 {} ms ({}), {} within 4 ms, {} late of {} ticks, {:.0} dgram/s in, {:.0} out, {} dropped, cpu {}%, reflect p99 {} ticks{}",
             shard.source,
             ms(shard.tick_p50_ms),
             ms(shard.tick_p99_ms),
+            ms(shard.tick_p999_ms),
+            if shard.tick_source.is_empty() { "prometheus buckets" } else { &shard.tick_source },
             shard.ticks_within_budget.map_or_else(|| "-".to_owned(), |f| format!("{:.2}%", f * 100.0)),
             shard.late_ticks,
             shard.ticks,
@@ -703,6 +876,20 @@ pub fn render_text(report: &Report) -> String {
             num(shard.cpu_pct, 0),
             num(shard.input_reflect_p99_ticks, 2),
             shard.matches_ended.map_or_else(String::new, |ended| format!(", {ended} matches ended")),
+        );
+    }
+    let cost = report.cost_model();
+    if cost.shard_cores.is_some() {
+        let _ = writeln!(
+            out,
+            "cost model: {} matches on {} shard cores — {} CPU-µs per match-second, {} CPU-µs per datagram, {} matches per core at 80%, RSS per connection {}",
+            num(cost.matches, 1),
+            num(cost.shard_cores, 3),
+            num(cost.cpu_us_per_match_second, 1),
+            num(cost.cpu_us_per_datagram, 2),
+            num(cost.matches_per_core_at_80pct, 0),
+            cost.rss_per_connection_bytes
+                .map_or_else(|| "- (embedded shard: not separable)".to_owned(), |bytes| format!("{bytes:.0} B")),
         );
     }
     if let Some(baseline) = &report.baseline {

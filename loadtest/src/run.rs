@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::measure::{Counters, Measures, Recorder};
+use crate::measure::{Counters, Histo, Measures, Recorder};
 use crate::prometheus::{self, MetricsSnapshot};
 use crate::report::{IP_UDP_HEADER_BYTES, Sample, ShardFigures, SystemUdp, TICK_BUDGET_SECONDS};
 use crate::scenario::{ClientSlot, Live, Scenario, StopSignal};
@@ -51,6 +51,45 @@ impl std::fmt::Debug for Observe {
     }
 }
 
+/// Reads the embedded shard's exact tick-duration histogram (µs) recorded
+/// since the last call, and starts it afresh: `ShardLive::take_tick_durations`.
+pub type TickDurations = Box<dyn Fn() -> hdrhistogram::Histogram<u64> + Send + Sync>;
+
+/// More of the shard to watch than [`Observe`] has (kept apart so that adding
+/// one does not touch every caller of [`drive`]).
+#[derive(Default)]
+pub struct ShardProbes {
+    /// The shard's own tick histogram (an embedded shard's `ShardLive`): the
+    /// window's tick percentiles come from it exactly, not from buckets.
+    pub tick_durations: Option<TickDurations>,
+    /// The process id of a shard that runs as its own process on this machine:
+    /// its RSS is read before the first client and after the ramp, for the
+    /// memory per connection. Never the harness's own process (an embedded
+    /// shard shares it with the clients, so its growth is not the shard's).
+    pub shard_pid: Option<u32>,
+}
+
+impl std::fmt::Debug for ShardProbes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardProbes")
+            .field("tick_durations", &self.tick_durations.is_some())
+            .field("shard_pid", &self.shard_pid)
+            .finish()
+    }
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/PID/status`, Linux).
+pub fn process_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss(&status)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.trim_start_matches("VmRSS:").trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
@@ -76,6 +115,19 @@ pub struct RunOutput {
 
 /// Runs `scenario` on the current runtime according to `plan`.
 pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe) -> RunOutput {
+    drive_with(scenario, plan, observe, ShardProbes::default()).await
+}
+
+/// [`drive`], also reading what `probes` reach: the shard's exact tick
+/// histogram, and a separate shard process's RSS.
+pub async fn drive_with(
+    scenario: Arc<dyn Scenario>,
+    plan: &RunPlan,
+    observe: Observe,
+    probes: ShardProbes,
+) -> RunOutput {
+    let ShardProbes { tick_durations, shard_pid } = probes;
+    let rss_before = shard_pid.and_then(process_rss_bytes);
     let recorder = Arc::new(Recorder::default());
     let live = Arc::new(Live::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -106,9 +158,15 @@ pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe
     }
 
     let window_start = Instant::now();
+    let rss_after_ramp = shard_pid.and_then(process_rss_bytes);
+    let connections_after_ramp = live.clients_active.load(Ordering::Relaxed);
     let udp_before = sys::UdpCounters::read();
     let metrics_before = scrape_optional(observe.shard_metrics).await;
     let shard_cpu_before = observe.shard_cpu.as_ref().and_then(|cpu| cpu());
+    // The ramp's ticks are dropped: the exact histogram covers the window only.
+    if let Some(take) = &tick_durations {
+        take();
+    }
     let hold = tokio::time::sleep(plan.duration);
     tokio::pin!(hold);
     loop {
@@ -120,6 +178,7 @@ pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe
     let window_end = Instant::now();
     let metrics_after = scrape_optional(observe.shard_metrics).await;
     let shard_cpu_after = observe.shard_cpu.as_ref().and_then(|cpu| cpu());
+    let window_ticks = tick_durations.as_ref().map(|take| Histo::from_micros(&take()));
     let window_s = window_end.duration_since(window_start).as_secs_f64().max(1e-9);
     let system_udp = sys::UdpCounters::read().since(&udp_before, window_s);
 
@@ -156,7 +215,16 @@ pub async fn drive(scenario: Arc<dyn Scenario>, plan: &RunPlan, observe: Observe
                 (Some(a), Some(b)) => Some(100.0 * b.saturating_sub(a).as_secs_f64() / window_s),
                 _ => None,
             };
-            Some(shard_figures(addr.to_string(), &before, &after, window_s, cpu_pct))
+            let mut figures = shard_figures(addr.to_string(), &before, &after, window_s, cpu_pct);
+            if let Some(exact) = window_ticks {
+                with_exact_ticks(&mut figures, exact);
+            }
+            if let (Some(before), Some(after)) = (rss_before, rss_after_ramp) {
+                figures.rss_before_bytes = Some(before);
+                figures.rss_after_ramp_bytes = Some(after);
+                figures.connections_after_ramp = Some(connections_after_ramp);
+            }
+            Some(figures)
         }
         _ => None,
     };
@@ -238,8 +306,22 @@ pub fn shard_figures(
             + delta("rally_shard_rate_limited_datagrams_total")) as u64,
         input_reflect_p99_ticks: reflect_p99,
         cpu_pct,
+        tick_source: "prometheus buckets".to_owned(),
         ..ShardFigures::default()
     }
+}
+
+/// Replaces the bucket-interpolated tick percentiles of `figures` with those
+/// of the shard's own histogram over the same window.
+pub fn with_exact_ticks(figures: &mut ShardFigures, exact: Histo) {
+    if exact.count() == 0 {
+        return;
+    }
+    figures.tick_p50_ms = exact.quantile_ms(0.5);
+    figures.tick_p99_ms = exact.quantile_ms(0.99);
+    figures.tick_p999_ms = exact.quantile_ms(0.999);
+    figures.tick_exact = Some(exact);
+    figures.tick_source = "exact histogram".to_owned();
 }
 
 async fn sample_timeline(
@@ -341,4 +423,42 @@ async fn sample_timeline(
         timeline.push(sample);
     }
     timeline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_proc_status() {
+        let status = "Name:\trally\nVmPeak:\t  2000 kB\nVmRSS:\t  1234 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
+        assert_eq!(parse_vm_rss("VmRSS: lots\n"), None);
+        assert_eq!(parse_vm_rss(""), None);
+        if cfg!(target_os = "linux") {
+            assert!(process_rss_bytes(std::process::id()).is_some_and(|rss| rss > 0));
+        }
+    }
+
+    #[test]
+    fn exact_ticks_replace_the_bucket_percentiles() {
+        let mut figures = ShardFigures {
+            tick_p99_ms: Some(2.0),
+            tick_source: "prometheus buckets".into(),
+            ..ShardFigures::default()
+        };
+        let mut exact = Histo::new();
+        for micros in 1..=1000 {
+            exact.record_us(micros);
+        }
+        with_exact_ticks(&mut figures, exact);
+        assert_eq!(figures.tick_source, "exact histogram");
+        let p99 = figures.tick_p99_ms.unwrap();
+        assert!((0.989..=0.991).contains(&p99), "{p99}");
+        assert!(figures.tick_p999_ms.unwrap() > p99);
+        // An empty histogram (no tick ran) leaves the buckets' figures.
+        let mut untouched = ShardFigures { tick_p99_ms: Some(2.0), ..ShardFigures::default() };
+        with_exact_ticks(&mut untouched, Histo::new());
+        assert_eq!(untouched.tick_p99_ms, Some(2.0));
+    }
 }

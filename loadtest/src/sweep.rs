@@ -66,16 +66,19 @@ fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
 }
 
-/// The header of [`render_row`]'s lines.
+/// The header of [`render_row`]'s lines. Besides the thresholds' figures:
+/// the cost model (shard CPU-µs per match-second and per datagram, matches per
+/// core at 80%) and QUIC UDP packets per game datagram each way.
 pub fn render_header() -> String {
     format!(
-        "{:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>5} {:>6}",
+        "{:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>5} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}",
         "clients",
         "matches",
         "connected",
         "dgram/s",
         "p50 ms",
         "p99 ms",
+        "p99.9",
         "in 4ms",
         "late",
         "loss %",
@@ -85,6 +88,11 @@ pub fn render_header() -> String {
         "rcvbuf",
         "ratio",
         "eff",
+        "us/mt-s",
+        "us/dgram",
+        "mt/core",
+        "pk up",
+        "pk dn",
         "result"
     )
 }
@@ -94,14 +102,16 @@ pub fn render_row(report: &Report) -> String {
     let clients = clients_of(report);
     let shard = report.shards.first();
     let udp = report.runs.first().and_then(|run| run.system_udp);
+    let cost = report.cost_model();
     format!(
-        "{:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>5} {:>6}",
+        "{:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>5} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}",
         clients,
         clients / 2,
         opt(report.metric("clients_connected"), 0),
         opt(shard.map(|shard| shard.datagrams_in_per_s + shard.datagrams_out_per_s), 0),
         opt(report.metric("tick_p50"), 2),
         opt(report.metric("tick_p99"), 2),
+        opt(report.metric("tick_p999"), 2),
         opt(report.metric("ticks_within_budget").map(|fraction| fraction * 100.0), 2),
         opt(report.metric("late_ticks"), 0),
         opt(report.metric("snapshot_loss").map(|fraction| fraction * 100.0), 4),
@@ -111,6 +121,11 @@ pub fn render_row(report: &Report) -> String {
         udp.map_or_else(|| "-".to_owned(), |udp| udp.rcvbuf_errors.to_string()),
         opt(report.metric("baseline_ratio"), 2),
         opt(report.metric("baseline_efficiency"), 2),
+        opt(cost.cpu_us_per_match_second, 1),
+        opt(cost.cpu_us_per_datagram, 2),
+        opt(cost.matches_per_core_at_80pct, 0),
+        opt(report.metric("quic_packets_per_datagram_up"), 3),
+        opt(report.metric("quic_packets_per_datagram_down"), 3),
         if passed(report) { "PASS" } else { "FAIL" },
     )
 }

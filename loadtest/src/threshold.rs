@@ -26,6 +26,8 @@ pub enum MetricKind {
     BytesPerSec,
     /// A dimensionless ratio (e.g. shard over baseline).
     Ratio,
+    /// A size in bytes.
+    Bytes,
 }
 
 impl MetricKind {
@@ -36,6 +38,7 @@ impl MetricKind {
             MetricKind::Count | MetricKind::Ratio => "",
             MetricKind::Fraction => "(0-1)",
             MetricKind::BytesPerSec => "B/s",
+            MetricKind::Bytes => "B",
         }
     }
 
@@ -45,6 +48,7 @@ impl MetricKind {
             MetricKind::Count | MetricKind::Ratio => "no unit",
             MetricKind::Fraction => "% or none (a number from 0 to 1)",
             MetricKind::BytesPerSec => "B/s, KB/s, KiB/s or MB/s (B/s when none is given)",
+            MetricKind::Bytes => "B, KB, KiB, MB or MiB (B when none is given)",
         }
     }
 }
@@ -264,14 +268,19 @@ fn unit_scale(kind: MetricKind, unit: &str) -> Option<f64> {
             "%" => Some(0.01),
             _ => None,
         },
-        MetricKind::BytesPerSec => match unit.trim_end_matches("/s") {
-            "" | "b" => Some(1.0),
-            "kb" => Some(1e3),
-            "kib" => Some(1024.0),
-            "mb" => Some(1e6),
-            "mib" => Some(1024.0 * 1024.0),
-            _ => None,
-        },
+        MetricKind::BytesPerSec => byte_scale(unit.trim_end_matches("/s")),
+        MetricKind::Bytes => byte_scale(&unit),
+    }
+}
+
+fn byte_scale(unit: &str) -> Option<f64> {
+    match unit {
+        "" | "b" => Some(1.0),
+        "kb" => Some(1e3),
+        "kib" => Some(1024.0),
+        "mb" => Some(1e6),
+        "mib" => Some(1024.0 * 1024.0),
+        _ => None,
     }
 }
 
