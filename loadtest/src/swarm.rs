@@ -481,9 +481,10 @@ impl Swarm {
                 self.pump(idx, now);
                 self.transmit_control(idx, now);
             }
-            (Ok(Packet::Disconnect { .. }), _) => {
-                let ended = client.session.is_over();
-                let outcome = if ended { Ok(MatchOutcome::Cut) } else { Err("disconnected_by_shard".to_owned()) };
+            (Ok(Packet::Disconnect { .. }), phase) => {
+                // After a leave (or a match end) the shard's goodbye is the normal end.
+                let expected = client.session.is_over() || matches!(phase, Phase::Leaving { .. });
+                let outcome = if expected { Ok(MatchOutcome::Cut) } else { Err("disconnected_by_shard".to_owned()) };
                 return self.finish_closed(idx, now, outcome);
             }
             _ => {}
@@ -540,13 +541,13 @@ impl Swarm {
                     self.hot.input_to_snapshot.record(now.duration_since(sent_at));
                 }
             }
-            ClientEvent::InputRecorded { tick, .. } => {
-                if client.pending_inputs.back().is_none_or(|&(last, _)| tick > last) {
-                    if client.pending_inputs.len() == 128 {
-                        client.pending_inputs.pop_front();
-                    }
-                    client.pending_inputs.push_back((tick, now));
+            ClientEvent::InputRecorded { tick, .. }
+                if client.pending_inputs.back().is_none_or(|&(last, _)| tick > last) =>
+            {
+                if client.pending_inputs.len() == 128 {
+                    client.pending_inputs.pop_front();
                 }
+                client.pending_inputs.push_back((tick, now));
             }
             ClientEvent::Message(ServerMessage::Phase {
                 phase: MatchPhase::Countdown | MatchPhase::Playing, ..

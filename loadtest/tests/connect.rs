@@ -122,7 +122,7 @@ fn small_raw_udp_run(driver: ClientDriver, expected: &str) {
             ramp_per_sec: 100.0,
             // The run ends as soon as every pair has played its matches; this is a cap.
             duration: Duration::from_secs(60),
-            thresholds: parse_thresholds(&["errors==0".into(), "failed_joins==0".into()]).unwrap(),
+            thresholds: parse_thresholds(&["errors==0".into(), "failed_joins==0".into()]).expect("thresholds"),
             ..LoadConfig::default()
         },
         shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
@@ -132,7 +132,7 @@ fn small_raw_udp_run(driver: ClientDriver, expected: &str) {
         baseline: None,
         driver,
     };
-    let report = connect::run(&config).unwrap();
+    let report = connect::run(&config).expect("the run");
     let summary = rally_loadtest::report::render_text(&report);
     let counters = &report.measures.counters;
     assert!(report.measures.errors.is_empty(), "{summary}");
@@ -154,7 +154,7 @@ fn small_raw_udp_run(driver: ClientDriver, expected: &str) {
     assert!(counters.udp_datagrams_in >= counters.snapshots, "{summary}");
     assert!(counters.udp_bytes_out > counters.udp_datagrams_out, "{summary}");
     let (bytes_in, bytes_out) = report.bytes_per_client();
-    let (bytes_in, bytes_out) = (bytes_in.unwrap(), bytes_out.unwrap());
+    let (bytes_in, bytes_out) = (bytes_in.expect("bytes in"), bytes_out.expect("bytes out"));
     let per_datagram_out =
         (counters.udp_bytes_out + counters.udp_datagrams_out * 28) as f64 / counters.udp_datagrams_out as f64;
     assert!(per_datagram_out > 29.0 && per_datagram_out < 200.0, "{per_datagram_out} B per input datagram");
@@ -164,8 +164,8 @@ fn small_raw_udp_run(driver: ClientDriver, expected: &str) {
     assert_eq!(report.runs[0].transport, "udp");
     assert_eq!(report.runs[0].settings.get("client_driver").map(String::as_str), Some(expected), "{summary}");
     assert!(summary.contains("connect over udp"), "{summary}");
-    let json = serde_json::to_string(&report).unwrap();
-    let reread: Report = serde_json::from_str(&json).unwrap();
+    let json = serde_json::to_string(&report).expect("JSON");
+    let reread: Report = serde_json::from_str(&json).expect("reread");
     assert_eq!(reread.transport(), "udp");
     let page = rally_loadtest::html::render(&report);
     assert!(page.contains("connect over udp") && page.contains("PASS"), "the page names the transport");
@@ -180,4 +180,32 @@ fn the_raw_udp_echo_baseline_echoes_every_datagram() {
     assert_eq!(echo.connected, 4);
     assert!(echo.datagrams_per_s > 0.0, "{echo:?}");
     assert!(echo.loss == 0.0, "{echo:?}");
+}
+
+#[test]
+fn swarm_clients_cut_at_the_stop_leave_without_errors() {
+    // Matches to 99 points outlast the run: every client leaves at the stop,
+    // and the shard's goodbye after a leave is the normal end, not an error.
+    let config = ConnectConfig {
+        load: LoadConfig {
+            clients: 10,
+            ramp_per_sec: 100.0,
+            duration: Duration::from_secs(2),
+            thresholds: parse_thresholds(&["errors==0".into()]).unwrap(),
+            ..LoadConfig::default()
+        },
+        shard: ShardTarget::Embedded(EmbeddedShardConfig { countdown_ticks: 6, ..EmbeddedShardConfig::default() }),
+        points_to_win: rally_sim::pong::MAX_POINTS_TO_WIN,
+        rounds: None,
+        transport: TransportKind::Udp,
+        baseline: None,
+        driver: ClientDriver::Swarm,
+    };
+    let report = connect::run(&config).unwrap();
+    let summary = rally_loadtest::report::render_text(&report);
+    let counters = &report.measures.counters;
+    assert!(report.measures.errors.is_empty(), "{summary}");
+    assert_eq!(counters.joins, 10, "{summary}");
+    assert_eq!((counters.matches_started, counters.matches_cut, counters.matches_finished), (5, 5, 0), "{summary}");
+    assert!(counters.client_seconds > 0.0 && counters.snapshots > 0, "{summary}");
 }
