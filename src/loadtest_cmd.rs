@@ -165,9 +165,9 @@ pub struct ConnectArgs {
     /// The running shard's metrics address (tick figures need it).
     #[arg(long)]
     pub shard_metrics: Option<SocketAddr>,
-    /// The running shard's process id, when it runs on this machine: with --processes the
-    /// parent reads its CPU time over the measured window.
-    #[arg(long, requires_all = ["shard", "processes"])]
+    /// The running shard's process id, when it runs on this machine: its RSS before and after the
+    /// ramp gives the memory per connection; with --processes the parent also reads its CPU time.
+    #[arg(long, requires = "shard")]
     pub shard_pid: Option<u32>,
     /// Embedded shard: simulation ticks per second.
     #[arg(long, default_value_t = 60)]
@@ -180,7 +180,7 @@ pub struct ConnectArgs {
     /// Each point is judged by the --threshold flags, or without any by the capacity criteria
     /// (errors==0, snapshot_loss==0, late_ticks==0, shard_dropped==0, ticks_within_budget>=99%);
     /// --json writes every point's report. The exit code is 0 whichever points fail.
-    #[arg(long, value_delimiter = ',', value_name = "CLIENTS", conflicts_with_all = ["clients", "html"])]
+    #[arg(long, value_delimiter = ',', value_name = "CLIENTS", conflicts_with = "clients")]
     pub sweep: Vec<u64>,
     /// Spread the clients over this many child processes of this program (each `rally loadtest
     /// connect --shard …` with its share of the clients and the ramp, its own seed, on a core of
@@ -301,6 +301,11 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             println!("{}", sweep::render_header());
             let report = sweep::run(&config, &args.sweep, |point| println!("{}", sweep::render_row(point)))?;
             print!("\n{}", sweep::render_table(&report));
+            if let Some(path) = &args.common.html {
+                std::fs::write(path, rally_loadtest::html::render_sweep(&report))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("HTML report: {}", path.display());
+            }
             if let Some(path) = &args.common.json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -380,6 +385,7 @@ fn connect_config(args: &ConnectArgs) -> anyhow::Result<ConnectConfig> {
                 metrics: args.shard_metrics,
                 name: args.shard_name.clone(),
                 minter,
+                pid: args.shard_pid,
             }))
         }
         None => ShardTarget::Embedded(EmbeddedShardConfig {

@@ -32,7 +32,7 @@ use crate::config::{HARNESS_CORE, LoadConfig, SERVER_CORE};
 use crate::echo::EchoKind;
 use crate::game::{GameTarget, MatchOutcome, play_over};
 use crate::report::{Check, REPORT_VERSION, Report, RunInfo};
-use crate::run::{Observe, RunPlan, drive};
+use crate::run::{Observe, RunPlan, ShardProbes, TickDurations, drive_with};
 use crate::scenario::{ClientFuture, ClientSlot, Scenario};
 use crate::stack::{EmbeddedShard, EmbeddedShardConfig};
 use crate::swarm::{SwarmHandle, SwarmIo};
@@ -53,6 +53,9 @@ pub struct RemoteShard {
     pub name: String,
     /// Mints tokens with an issuer key it trusts, under that key's id.
     pub minter: TokenMinter,
+    /// Its process id, when it runs on this machine: its RSS before and after
+    /// the ramp gives the memory per connection.
+    pub pid: Option<u32>,
 }
 
 /// Which shard to load.
@@ -391,7 +394,18 @@ pub fn run(config: &ConnectConfig) -> anyhow::Result<Report> {
             }),
             other_cpu: Vec::new(),
         };
-        let output = drive(scenario.clone(), &plan, observe).await;
+        let probes = ShardProbes {
+            // An embedded shard's exact tick histogram, not its Prometheus buckets.
+            tick_durations: embedded.as_ref().map(|shard| {
+                let live = shard.live.clone();
+                Box::new(move || live.take_tick_durations()) as TickDurations
+            }),
+            shard_pid: match &config.shard {
+                ShardTarget::Remote(remote) => remote.pid,
+                ShardTarget::Embedded(_) => None,
+            },
+        };
+        let output = drive_with(scenario.clone(), &plan, observe, probes).await;
         let swarm_io = scenario.finish_swarm().await;
         drop(proxy);
         anyhow::Ok((output, in_swarm, swarm_io))

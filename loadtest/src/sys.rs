@@ -119,15 +119,11 @@ pub fn client_endpoints(fingerprint: &str, count: usize) -> anyhow::Result<Vec<q
     (0..count.max(1)).map(|_| client_endpoint(client.clone())).collect()
 }
 
-/// The generator's client transport: the SDK's settings (idle timeout, keep-alive)
-/// plus a datagram receive buffer the size of the shard's.
+/// The generator's client transport: the SDK's.
 pub fn client_transport() -> anyhow::Result<quinn::TransportConfig> {
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .keep_alive_interval(Some(Duration::from_secs(2)))
-        .max_idle_timeout(Some(Duration::from_secs(10).try_into().context("idle timeout")?))
-        .datagram_receive_buffer_size(Some(64 * 1024));
-    Ok(transport)
+    // The SDK's own settings (ACK frequency, no path-MTU probes), so the
+    // generator's clients ask the shard for what a game's would.
+    rally_client::quic::transport_config()
 }
 
 /// The calling thread's kernel id (Linux); `None` elsewhere.
