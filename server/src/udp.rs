@@ -165,7 +165,8 @@ impl UdpStats {
         self.bytes_out_handshake.load(Ordering::Relaxed)
     }
 
-    /// Receive system calls (`recvmmsg`, each up to 64 packets) that returned packets.
+    /// Receive system calls (`recvmmsg`, each up to 64 packets), with those
+    /// that found nothing (the last of each wake-up).
     pub fn recv_calls(&self) -> u64 {
         self.recv_calls.load(Ordering::Relaxed)
     }
@@ -175,7 +176,8 @@ impl UdpStats {
         self.packets_received.load(Ordering::Relaxed)
     }
 
-    /// Send system calls (`sendmmsg`) made for game datagrams.
+    /// Send system calls (`sendmmsg`) made for game datagrams, with those that
+    /// found the socket's buffer full.
     pub fn send_calls(&self) -> u64 {
         self.send_calls.load(Ordering::Relaxed)
     }
@@ -342,6 +344,7 @@ async fn send_datagrams(
                     stats.datagrams_sent.fetch_add(sent.datagrams as u64, Ordering::Relaxed);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    stats.send_calls.fetch_add(1, Ordering::Relaxed);
                     if socket.writable().await.is_err() {
                         // The socket is gone: links refuse datagrams from now on.
                         outbox.close();
@@ -575,13 +578,16 @@ impl Driver {
     /// [`RECV_BATCHES_PER_WAKE`] batches.
     async fn receive(&mut self, recv: &mut RecvBatch) {
         for _ in 0..RECV_BATCHES_PER_WAKE {
-            let (socket, batched) = (&self.socket, &self.batched);
+            let (socket, batched, stats) = (&self.socket, &self.batched, &self.stats);
             // WouldBlock (nothing left) clears the readiness; another error is
             // a datagram's, not the socket's, and the next wake-up tries again.
-            if socket.try_io(Interest::READABLE, || batch::recv_batch(batched, recv)).is_err() {
+            let received = socket.try_io(Interest::READABLE, || {
+                stats.recv_calls.fetch_add(1, Ordering::Relaxed);
+                batch::recv_batch(batched, recv)
+            });
+            if received.is_err() {
                 break;
             }
-            self.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
             self.stats.packets_received.fetch_add(recv.len() as u64, Ordering::Relaxed);
             self.handle_received(recv).await;
             if recv.len() < recv.capacity() {
@@ -727,5 +733,28 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagram_batches_are_bounded_and_come_back_when_dropped() {
+        let pool = Arc::new(BatchPool::default());
+        let mut out: Vec<DatagramBatch> = (0..MAX_BATCHES_OUT).map(|_| pool.take().expect("a batch")).collect();
+        assert!(pool.take().is_none(), "more than {MAX_BATCHES_OUT} batches out at once");
+        let mut batch = out.pop().expect("a batch");
+        batch.push(ConnId(1), b"one");
+        batch.push(ConnId(2), b"two");
+        let got: Vec<(ConnId, &[u8])> = batch.iter().collect();
+        assert_eq!(got, [(ConnId(1), &b"one"[..]), (ConnId(2), &b"two"[..])]);
+        let capacity = batch.bytes.capacity();
+        drop(batch);
+        let again = pool.take().expect("the dropped batch came back");
+        assert_eq!(again.len(), 0, "returned empty");
+        assert_eq!(again.bytes.capacity(), capacity, "with its allocation");
+        assert!(pool.take().is_none());
     }
 }

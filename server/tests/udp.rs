@@ -195,3 +195,37 @@ async fn garbage_from_a_connected_peer_never_takes_the_shard_down() {
     let result = within(shard.results.recv()).await.unwrap();
     assert_eq!(result.match_id, rally_protocol::MatchId(6));
 }
+
+#[tokio::test]
+async fn a_client_that_gets_snapshots_is_sent_no_keepalives() {
+    // Snapshots are traffic: the keepalive timer (500 ms) counts them, so a
+    // seat that gets 30 a second hears nothing else but its control stream.
+    let shard = start_shard().await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(shard.udp_addr()).await.unwrap();
+    socket.send(&wire::request()).await.unwrap();
+    let (bucket, cookie) = wire::parse_challenge(&next_packet(&socket).await).unwrap();
+    let mut hello = Vec::new();
+    rally_protocol::codec::encode_hello_frame(&connect_hello(7, 0), &mut hello);
+    socket.send(&wire::connect(bucket, &cookie, &hello)).await.unwrap();
+    // The control stream is acknowledged, so no resend stands in for a keepalive.
+    let mut channel = rally_transport::udp::ReliableChannel::new();
+    // 60 snapshots: 2 s at 30 Hz, four keepalive intervals.
+    let (mut datagrams, mut keepalives) = (0, 0);
+    while datagrams < 60 {
+        let packet = next_packet(&socket).await;
+        match packet.first() {
+            Some(&wire::DATAGRAM) => datagrams += 1,
+            Some(&wire::KEEPALIVE) => keepalives += 1,
+            Some(&wire::SEGMENT) => {
+                channel.handle(std::time::Instant::now(), &packet);
+                while let Some(ack) = channel.poll_transmit(std::time::Instant::now()) {
+                    socket.send(&ack).await.unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(keepalives, 0, "keepalives sent alongside {datagrams} snapshots");
+    assert_eq!(shard.handle.udp_stats.peers(), 1);
+}
