@@ -65,7 +65,51 @@ impl InputDatagram {
     }
 
     /// Parses the bytes after the kind byte.
-    fn decode_body(mut input: &[u8]) -> Result<Self, DecodeError> {
+    fn decode_body(input: &[u8]) -> Result<Self, DecodeError> {
+        InputsRef::decode_body(input).map(|view| Self {
+            newest_tick: view.newest_tick,
+            ack: view.ack,
+            inputs: view.inputs.to_vec(),
+        })
+    }
+}
+
+/// An input datagram borrowed from the received bytes: what the shard reads
+/// for every datagram, without the allocation an [`InputDatagram`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputsRef<'a> {
+    /// Tick of `inputs[0]`.
+    pub newest_tick: Tick,
+    /// Newest snapshot tick the client has received and can use as a baseline.
+    pub ack: Option<Tick>,
+    /// Inputs for `newest_tick`, `newest_tick - 1`, … (newest first), 1 to 32.
+    pub inputs: &'a [Input],
+}
+
+impl<'a> InputsRef<'a> {
+    /// Decodes untrusted bytes that should be an input datagram, kind byte
+    /// included, exactly as [`Datagram::decode`] would (the same errors), but
+    /// allocates nothing. A snapshot datagram is [`DecodeError::UnknownKind`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(DecodeError::TooLarge { what: "datagram", got: bytes.len(), limit: MAX_DATAGRAM });
+        }
+        match bytes.split_first().ok_or(DecodeError::Truncated)? {
+            (&KIND_INPUT, body) => Self::decode_body(body),
+            (&other, _) => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+
+    /// The tick each input is for, newest first. Ticks before 0 are skipped.
+    pub fn ticked_inputs(&self) -> impl Iterator<Item = (Tick, Input)> + 'a {
+        let newest_tick = self.newest_tick;
+        self.inputs.iter().enumerate().filter_map(move |(age, &input)| {
+            let age = Tick::try_from(age).ok()?;
+            Some((newest_tick.checked_sub(age)?, input))
+        })
+    }
+
+    fn decode_body(mut input: &'a [u8]) -> Result<Self, DecodeError> {
         let newest_tick = varint::read_u32(&mut input)?;
         let ack = match varint::read_u32(&mut input)? {
             0 => None,
@@ -85,7 +129,7 @@ impl InputDatagram {
         if rest.len() != n_inputs {
             return Err(if rest.len() < n_inputs { DecodeError::Truncated } else { DecodeError::Length });
         }
-        Ok(Self { newest_tick, ack, inputs: rest.to_vec() })
+        Ok(Self { newest_tick, ack, inputs: rest })
     }
 }
 
@@ -219,7 +263,10 @@ mod tests {
             let mut bytes = Vec::new();
             datagram.encode(&mut bytes);
             prop_assert!(bytes.len() <= MAX_DATAGRAM);
-            prop_assert_eq!(Datagram::decode(&bytes), Ok(Datagram::Input(datagram)));
+            prop_assert_eq!(Datagram::decode(&bytes), Ok(Datagram::Input(datagram.clone())));
+            let borrowed = InputsRef::decode(&bytes).expect("an input datagram");
+            prop_assert_eq!((borrowed.newest_tick, borrowed.ack, borrowed.inputs), (datagram.newest_tick, datagram.ack, &datagram.inputs[..]));
+            prop_assert!(borrowed.ticked_inputs().eq(datagram.ticked_inputs()));
         }
 
         #[test]
@@ -232,7 +279,13 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
-            let _ = Datagram::decode(&bytes);
+            // The borrowed decode refuses exactly what the owned one does, with the same error.
+            match (Datagram::decode(&bytes), InputsRef::decode(&bytes)) {
+                (Ok(Datagram::Input(owned)), Ok(borrowed)) => prop_assert_eq!(&owned.inputs[..], borrowed.inputs),
+                (Ok(Datagram::Snapshot(..)), Err(err)) => prop_assert_eq!(err, DecodeError::UnknownKind(KIND_SNAPSHOT)),
+                (Err(owned), Err(borrowed)) => prop_assert_eq!(owned, borrowed),
+                (owned, borrowed) => prop_assert!(false, "{:?} vs {:?}", owned, borrowed),
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use rally_protocol::control::{
     ClientHello, ClientMessage, DisconnectReason, EndReason as WireEndReason, MatchEnd, MatchPhase, RESUME_SECRET_LEN,
     Refusal, RefuseReason, ServerHello, ServerMessage, Welcome,
 };
-use rally_protocol::datagram::{Datagram, MAX_BASELINE_DISTANCE, SnapshotHeader};
+use rally_protocol::datagram::{InputsRef, MAX_BASELINE_DISTANCE, SnapshotHeader};
 use rally_protocol::results::{MatchResult, SeatResult};
 use rally_protocol::token::{TokenError, TokenVerifier};
 use rally_protocol::{MatchId, PROTOCOL_VERSION, PlayerId, Schema, Seat, Snapshot, Tick};
@@ -557,12 +557,10 @@ impl<G: Game> Shard<G> {
             self.stats.bad_datagrams += 1;
             return;
         };
-        let datagram = match Datagram::decode(bytes) {
-            Ok(Datagram::Input(datagram)) => datagram,
-            Ok(Datagram::Snapshot(..)) | Err(_) => {
-                self.stats.undecodable_datagrams += 1;
-                return;
-            }
+        // Borrowed, not an `InputDatagram`: no allocation per datagram.
+        let Ok(datagram) = InputsRef::decode(bytes) else {
+            self.stats.undecodable_datagrams += 1;
+            return;
         };
         let current = self.game.tick();
         let max_lead = self.config.max_input_lead_ticks;

@@ -233,6 +233,11 @@ impl UdpListener {
     ) -> anyhow::Result<Self> {
         let socket = crate::quic::bind_udp(addr).with_context(|| format!("binding the raw UDP socket on {addr}"))?;
         socket.set_nonblocking(true)?;
+        // DF set: the kernel then skips numbering each datagram from its shared,
+        // hashed IP id counter (`batch::set_dont_fragment`); rally's are far below any MTU.
+        if let Err(err) = batch::set_dont_fragment(&socket) {
+            tracing::debug!(%err, "could not set the don't-fragment bit on the raw UDP socket");
+        }
         // A second descriptor of the same socket for the batched calls, which take
         // a std socket: it shares the open file, so the readiness tokio tracks
         // for the registered one is this one's too, and `try_io` clears it when
