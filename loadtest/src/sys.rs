@@ -154,7 +154,11 @@ pub fn pin_thread(tid: u32, core: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cores this machine has online.
+/// Cores this process could use when it first asked: read once, because
+/// [`pin_self`] narrows the process's affinity to one core, after which the
+/// OS would answer 1 (a sweep's second point then ran shard and clients on
+/// one core, unpinned).
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }

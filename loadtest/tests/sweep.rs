@@ -38,6 +38,9 @@ fn a_sweep_runs_every_point_and_names_the_most_clients_that_passed() {
     assert_eq!(report.points[0].measures.counters.matches_finished, 1, "{table}");
     assert_eq!(report.points[1].measures.counters.matches_finished, 2, "{table}");
     assert_eq!(report.max_passing_clients, Some(4), "{table}");
+    // Pinning the first point to its cores must not make the next see fewer.
+    let runs: Vec<_> = report.points.iter().map(|point| (point.runs[0].cores, point.runs[0].pinned)).collect();
+    assert_eq!(runs[0], runs[1], "{table}");
     let rows: Vec<&str> = table.lines().collect();
     assert!(rows[1].trim_start().starts_with("2 ") && rows[1].ends_with("FAIL"), "{table}");
     assert!(rows[2].trim_start().starts_with("4 ") && rows[2].ends_with("PASS"), "{table}");
