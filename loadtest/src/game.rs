@@ -487,6 +487,17 @@ impl<'a> Player<'a> {
 
 /// What both player drivers measure from session events: snapshots against
 /// the tick numbers, input → snapshot latency, time to match and match length.
+/// The harness's scripted player for `seat`, welcomed at `since`: seat 0
+/// sweeps up and down once a second, seat 1 holds still, so points are scored
+/// and short matches end on their own. The swarm plays the same.
+pub(crate) fn scripted_input(seat: u8, since: Instant, now: Instant) -> rally_protocol::Input {
+    if seat % 2 == 1 {
+        return INPUT_STOP;
+    }
+    let up = (now.duration_since(since).as_secs() + u64::from(seat)).is_multiple_of(2);
+    if up { INPUT_UP } else { INPUT_DOWN }
+}
+
 /// Also the scripted input.
 struct SnapshotTally {
     recorder: Arc<Recorder>,
@@ -520,11 +531,7 @@ impl SnapshotTally {
     /// Seat 0 sweeps up and down once a second; seat 1 holds still, so points
     /// are scored and short matches end on their own.
     fn input(&self, now: Instant) -> rally_protocol::Input {
-        if self.seat % 2 == 1 {
-            return INPUT_STOP;
-        }
-        let up = (now.duration_since(self.welcomed_at).as_secs() + u64::from(self.seat)).is_multiple_of(2);
-        if up { INPUT_UP } else { INPUT_DOWN }
+        scripted_input(self.seat, self.welcomed_at, now)
     }
 
     /// When [`Self::input`] changes next.

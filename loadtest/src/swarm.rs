@@ -29,14 +29,13 @@ use anyhow::Context;
 use rally_client::session::{ClientEvent, ClientSession, SessionConfig};
 use rally_protocol::Tick;
 use rally_protocol::control::{ClientHello, MatchEnd, MatchPhase, ServerMessage};
-use rally_sim::pong::{INPUT_DOWN, INPUT_STOP, INPUT_UP};
 use rally_transport::udp::ReliableChannel;
 use rally_transport::udp::batch::{self, RecvBatch, SendBatch};
 use rally_transport::udp::wire::{self, Packet};
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::game::MatchOutcome;
+use crate::game::{MatchOutcome, scripted_input};
 use crate::measure::{Histo, Measures, Recorder};
 use crate::scenario::{Live, StopSignal};
 
@@ -392,7 +391,7 @@ impl Swarm {
                 }
             }
             Phase::Playing => {
-                let input = scripted_input(client, now);
+                let input = scripted_input(client.seat, client.welcomed.unwrap_or(client.started), now);
                 client.session.set_input(now, input);
                 self.pump(idx, now);
             }
@@ -661,15 +660,4 @@ enum Wake {
 
 async fn wait_stop(mut stop: StopSignal) {
     stop.wait().await;
-}
-
-/// The harness's scripted player, as in `crate::game`: seat 0 sweeps up and
-/// down once a second, seat 1 holds still, so points are scored and short
-/// matches end on their own.
-fn scripted_input(client: &Client, now: Instant) -> rally_protocol::Input {
-    if client.seat % 2 == 1 {
-        return INPUT_STOP;
-    }
-    let since = client.welcomed.unwrap_or(client.started);
-    if now.duration_since(since).as_secs().is_multiple_of(2) { INPUT_UP } else { INPUT_DOWN }
 }

@@ -257,61 +257,40 @@ mod sys {
     /// Control-message room per datagram: one `in6_pktinfo` (the larger of the two), aligned.
     const CMSG_ROOM: usize = 64;
 
-    /// Headers, addresses and control buffers for one `sendmmsg` call.
-    pub(super) struct SendScratch {
+    /// Headers, addresses and control buffers for one `sendmmsg` or `recvmmsg` call.
+    pub(super) struct Scratch {
         headers: Vec<libc::mmsghdr>,
         iovecs: Vec<libc::iovec>,
         addrs: Vec<libc::sockaddr_storage>,
         cmsgs: Vec<[u64; CMSG_ROOM / 8]>,
     }
+
+    /// A send batch's scratch: room for one [`SEND_CHUNK`].
+    pub(super) type SendScratch = Scratch;
+    /// A receive batch's scratch: room for its capacity.
+    pub(super) type RecvScratch = Scratch;
 
     // SAFETY: the raw pointers inside the headers are rewritten before every
     // call and only dereferenced by the kernel during it (see the module docs);
     // between calls they are inert data.
-    unsafe impl Send for SendScratch {}
-    unsafe impl Sync for SendScratch {}
+    unsafe impl Send for Scratch {}
+    unsafe impl Sync for Scratch {}
 
-    impl std::fmt::Debug for SendScratch {
+    impl std::fmt::Debug for Scratch {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("SendScratch").field("capacity", &self.headers.len()).finish()
+            f.debug_struct("Scratch").field("capacity", &self.headers.len()).finish()
         }
     }
 
-    impl Default for SendScratch {
+    impl Default for Scratch {
         fn default() -> Self {
-            // SAFETY: these C structs are plain data for which all-zero bytes are valid.
-            unsafe {
-                Self {
-                    headers: vec![zeroed(); SEND_CHUNK],
-                    iovecs: vec![zeroed(); SEND_CHUNK],
-                    addrs: vec![zeroed(); SEND_CHUNK],
-                    cmsgs: vec![[0; CMSG_ROOM / 8]; SEND_CHUNK],
-                }
-            }
+            Self::new(SEND_CHUNK)
         }
     }
 
-    /// Headers, addresses and control buffers for one `recvmmsg` call.
-    pub(super) struct RecvScratch {
-        headers: Vec<libc::mmsghdr>,
-        iovecs: Vec<libc::iovec>,
-        addrs: Vec<libc::sockaddr_storage>,
-        cmsgs: Vec<[u64; CMSG_ROOM / 8]>,
-    }
-
-    // SAFETY: as for `SendScratch`.
-    unsafe impl Send for RecvScratch {}
-    unsafe impl Sync for RecvScratch {}
-
-    impl std::fmt::Debug for RecvScratch {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("RecvScratch").field("capacity", &self.headers.len()).finish()
-        }
-    }
-
-    impl RecvScratch {
+    impl Scratch {
         pub(super) fn new(capacity: usize) -> Self {
-            // SAFETY: plain data, all-zero bytes are valid.
+            // SAFETY: these C structs are plain data for which all-zero bytes are valid.
             unsafe {
                 Self {
                     headers: vec![zeroed(); capacity],
