@@ -9,7 +9,7 @@ RALLY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 RALLY_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export RALLY_TEST_DATABASE_URL RALLY_TEST_REDIS_URL
 
-.PHONY: run demo test bench fmt lint debs deploy-check
+.PHONY: run demo test bench fmt lint debs deploy-check web
 
 # Python for the bot: ONNX Runtime's shared library (loaded at run time by the
 # bot crate) and the training script's numpy + onnx, pinned, in .venv only.
@@ -25,11 +25,14 @@ VENV_PACKAGES = onnxruntime==1.31.1 numpy==2.3.5 onnx==1.19.1
 
 ## Debian packages the build and the tests need, installed once when missing:
 ## protoc and the well-known .proto files (the Agones SDK crate's build script
-## runs protoc on them) and Prometheus (promtool, and a real server scraping
-## `rally up` in the observability tests). Each entry is FILE:PACKAGE.
+## runs protoc on them, and so does the web client's code generation),
+## Prometheus (promtool, and a real server scraping `rally up` in the
+## observability tests) and Chromium (the browser test drives it headless).
+## Each entry is FILE:PACKAGE.
 DEBS = /usr/bin/protoc:protobuf-compiler \
 	/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
-	/usr/bin/promtool:prometheus /usr/bin/prometheus:prometheus
+	/usr/bin/promtool:prometheus /usr/bin/prometheus:prometheus \
+	/usr/bin/chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 debs:
 	@missing=""; for pair in $(DEBS); do [ -e $${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \
@@ -41,7 +44,7 @@ debs:
 
 ## The main job: the whole platform on localhost (lobby on SQLite, matchmaker with
 ## in-memory registry and bus, one shard, ONNX bots playing); Ctrl-C drains and stops.
-run: .venv debs
+run: .venv debs web
 	$(CARGO) run --release --locked -- up
 
 ## The headless simulation demo: scripted players, 10,000 matches in one world.
@@ -55,8 +58,22 @@ $(OIDC_PROVIDER)/node_modules/.rally-stamp: $(OIDC_PROVIDER)/package-lock.json
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent
 	touch $@
 
-## Every test of the workspace.
-test: .venv debs $(OIDC_PROVIDER)/node_modules/.rally-stamp
+## The browser client (web/): Node packages pinned by web/package-lock.json,
+## TypeScript generated from protocol/proto by protoc-gen-es, and the esbuild
+## bundle in web/dist, which `rally up` and `rally lobby --web-listen` serve.
+## Nothing generated is committed; Node.js 20 builds it.
+WEB_SOURCES = $(shell find web/src web/scripts -type f -not -path 'web/src/gen/*' 2>/dev/null) \
+	web/index.html web/styles.css web/tsconfig.json $(wildcard protocol/proto/*.proto)
+web/node_modules/.rally-stamp: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --silent
+	touch $@
+web/dist/.rally-stamp: web/node_modules/.rally-stamp $(WEB_SOURCES) | debs
+	cd web && npm run --silent build
+	touch $@
+web: web/dist/.rally-stamp
+
+## Every test of the workspace (the browser test included: `cargo test browser`).
+test: .venv debs web $(OIDC_PROVIDER)/node_modules/.rally-stamp
 	$(CARGO) test --workspace --locked
 
 ## Criterion benchmarks (release build).

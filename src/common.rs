@@ -169,6 +169,9 @@ pub struct ReadyLine {
     /// The Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// The web client's HTTP address (`rally up`, `rally lobby --web-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<SocketAddr>,
     /// The issuer key shards must trust, `KEY_ID:HEX` (the matchmaker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_key: Option<String>,
