@@ -27,6 +27,11 @@ pub const MAX_TOKEN_LEN: usize = FIXED_LEN + MAX_SHARD_NAME + SIGNATURE_LEN;
 /// of regulation (the match spec adds sudden death, PROTOCOL.md section 10).
 pub const DEFAULT_TIME_LIMIT_S: u16 = 300;
 
+/// The seat a spectator token names: a read-only place in a running match that
+/// takes no seat, sends no input and gets delayed full snapshots (PROTOCOL.md
+/// section 15). Any other seat must be below `n_seats`.
+pub const SPECTATOR_SEAT: Seat = 255;
+
 /// Clock difference tolerated between the issuer and the shard.
 pub const DEFAULT_CLOCK_SKEW_MS: u64 = 5_000;
 
@@ -115,8 +120,8 @@ impl TokenClaims {
         if self.shard.is_empty() || self.shard.len() > MAX_SHARD_NAME {
             return Err(TokenError::InvalidClaims("shard name must be 1 to 128 bytes"));
         }
-        if self.seat >= self.n_seats {
-            return Err(TokenError::InvalidClaims("seat must be below n_seats"));
+        if self.seat >= self.n_seats && !self.is_spectator() {
+            return Err(TokenError::InvalidClaims("seat must be below n_seats (or SPECTATOR_SEAT)"));
         }
         let mut bytes = Vec::with_capacity(FIXED_LEN + self.shard.len() + SIGNATURE_LEN);
         bytes.extend_from_slice(&self.protocol_version.to_le_bytes());
@@ -136,6 +141,11 @@ impl TokenClaims {
         let signature = key.sign(&signed_message(&bytes));
         bytes.extend_from_slice(&signature.to_bytes());
         Ok(bytes)
+    }
+
+    /// Whether the token grants a spectator's read-only place, not a seat.
+    pub fn is_spectator(&self) -> bool {
+        self.seat == SPECTATOR_SEAT
     }
 
     /// Parses the claims without checking anything but the layout. Use
@@ -215,7 +225,8 @@ impl TokenVerifier {
     }
 
     /// Verifies, in this order: layout, version, key id, signature, validity
-    /// window, shard, and `seat < n_seats`; the first failure is the error.
+    /// window, shard, and `seat < n_seats` or `seat == SPECTATOR_SEAT`; the
+    /// first failure is the error.
     pub fn verify(&self, bytes: &[u8], now_ms: u64) -> Result<TokenClaims, TokenError> {
         let (claims, body, signature) = split(bytes)?;
         if claims.protocol_version != PROTOCOL_VERSION {
@@ -236,8 +247,8 @@ impl TokenVerifier {
         if claims.shard != self.shard {
             return Err(TokenError::WrongShard { got: claims.shard, expected: self.shard.clone() });
         }
-        if claims.seat >= claims.n_seats {
-            return Err(TokenError::Malformed("seat must be below n_seats"));
+        if claims.seat >= claims.n_seats && !claims.is_spectator() {
+            return Err(TokenError::Malformed("seat must be below n_seats (or SPECTATOR_SEAT)"));
         }
         Ok(claims)
     }
@@ -307,6 +318,29 @@ mod tests {
             signature,
             "1e4253aea39d27fcc4f8e9458438b664fcb3a8f19301302af4f3ead5d111da6abdb8b8875bc80b18b4b9f4fd15ecdee54447cc868f66d3ad8752e4ad3c8e7e02"
         );
+    }
+
+    #[test]
+    fn golden_spectator_token_is_pinned() {
+        let spectator = TokenClaims { seat: SPECTATOR_SEAT, ..claims() };
+        let bytes = spectator.sign(&key(1)).unwrap();
+        assert_eq!(bytes.len(), 128);
+        assert_eq!(bytes[19], 0xff, "the seat byte of a spectator token");
+        let regular = claims().sign(&key(1)).unwrap();
+        // Same layout: only the seat byte and the signature differ.
+        assert_eq!(&bytes[..19], &regular[..19]);
+        assert_eq!(&bytes[20..FIXED_LEN + 7], &regular[20..FIXED_LEN + 7]);
+        let verified = verifier().verify(&bytes, 1_000_500).unwrap();
+        assert!(verified.is_spectator());
+        assert_eq!(verified, spectator);
+        let signature: String = bytes[FIXED_LEN + 7..].iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(
+            signature,
+            "68489c72ad1d94b3704d5f59044a63d16a3e0ef8218bbb0f3a5ceddaeeff44c58d585e760ce2c0a48222433c3cb30d0b16cfc2aed241d02001f2e35b4640aa0b"
+        );
+        // Seats between n_seats and 254 stay invalid.
+        let stray = TokenClaims { seat: 254, ..claims() };
+        assert!(matches!(stray.sign(&key(1)), Err(TokenError::InvalidClaims(_))));
     }
 
     #[test]
