@@ -16,6 +16,7 @@ pub mod contract;
 pub mod db;
 pub mod error;
 pub mod grpc_metrics;
+pub mod grpc_web;
 pub mod idempotency;
 pub mod identity;
 pub mod limits;

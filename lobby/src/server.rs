@@ -53,6 +53,9 @@ pub struct LobbyConfig {
     pub redis: Option<LobbyRedisConfig>,
     /// External identity providers (OpenID Connect, OAuth2) and their checks.
     pub identity: IdentityConfig,
+    /// Origins (`http://127.0.0.1:8080`) whose pages may call this lobby over
+    /// gRPC-Web; empty sends no CORS headers ([`crate::grpc_web`]).
+    pub web_origins: Vec<String>,
 }
 
 impl LobbyConfig {
@@ -68,6 +71,7 @@ impl LobbyConfig {
             chat: ChatConfig::default(),
             redis: None,
             identity: IdentityConfig::default(),
+            web_origins: Vec::new(),
         }
     }
 }
@@ -192,16 +196,24 @@ pub async fn serve(config: LobbyConfig) -> Result<LobbyHandle, LobbyError> {
         .map_err(|err| LobbyError::Internal(format!("descriptors: {err}")))?
         .with_timeout(config.request_timeout);
 
+    let cors = crate::grpc_web::cors_layer(&config.web_origins).map_err(LobbyError::Internal)?;
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|err| LobbyError::Internal(format!("binding {}: {err}", config.listen)))?;
     let local_addr = listener.local_addr().map_err(|err| LobbyError::Internal(format!("local address: {err}")))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    // Browsers speak gRPC-Web over HTTP/1.1: CORS answers their preflights,
+    // then gRPC-Web becomes gRPC before the metrics and contract layers, so
+    // they count and check those calls like any other.
     let router = Server::builder()
+        .accept_http1(true)
         .trace_fn(request_span)
         .timeout(config.request_timeout)
         .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .layer(cors)
+        .layer(crate::grpc_web::grpc_web_layer())
         .layer(grpc_metrics)
         .layer(contract)
         .add_service(health)
