@@ -391,6 +391,14 @@ impl<G: Game> Shard<G> {
             };
             refusal(reason, err.to_string())
         })?;
+        if claims.is_spectator() {
+            // Spectator seats (PROTOCOL.md section 15) are not served yet; refusing here
+            // also keeps seat 255 from indexing the match's seats.
+            return Err(refusal(
+                RefuseReason::BadMatchSpec,
+                "this shard does not admit spectators yet; ask for a player seat".into(),
+            ));
+        }
         if self.finished.contains_key(&claims.match_id) {
             return Err(refusal(
                 RefuseReason::MatchFinished,
