@@ -4,8 +4,6 @@
 //! `SPECTATOR_SEAT`) is refused cleanly, creates no match and takes no seat,
 //! whether or not its match is running.
 
-#![expect(clippy::unwrap_used, reason = "tests unwrap what must be there")]
-
 mod common;
 
 use std::time::Duration;
